@@ -1,0 +1,327 @@
+// Package migrate copies mailboxes IMAP to IMAP: every folder, every message
+// byte for byte with its flags and internal date, verified by SHA-256 on the
+// target. It never changes the source: bodies are read with BODY.PEEK and
+// folders are opened read-only.
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+
+	"mailferry/internal/imapconn"
+)
+
+// VerifyMode says how each appended message is checked on the target.
+type VerifyMode string
+
+const (
+	// VerifyFull reads every appended message back and compares size and
+	// SHA-256 of the exact bytes.
+	VerifyFull VerifyMode = "full"
+	// VerifySize compares RFC822.SIZE only.
+	VerifySize VerifyMode = "size"
+	// VerifyNone trusts the server's OK to APPEND.
+	VerifyNone VerifyMode = "none"
+)
+
+// ParseVerifyMode accepts "full", "size" or "none".
+func ParseVerifyMode(s string) (VerifyMode, error) {
+	switch m := VerifyMode(strings.ToLower(s)); m {
+	case VerifyFull, VerifySize, VerifyNone:
+		return m, nil
+	}
+	return "", fmt.Errorf("verify mode %q: want full, size or none", s)
+}
+
+// Options tune one mailbox copy. The zero value copies everything with full
+// verification over four connections per side.
+type Options struct {
+	Verify VerifyMode
+	// Connections is how many folders are copied at once; each uses one
+	// connection per side. 0 means 4.
+	Connections int
+	// Exclude skips folders whose logical path ("Archive/2019", whatever
+	// the servers' delimiters) matches any of these.
+	Exclude []*regexp.Regexp
+	// FolderMap renames folders: logical source path -> logical target path.
+	FolderMap map[string]string
+	// BatchMessages bounds the messages fetched per source FETCH; 0 means 256.
+	BatchMessages int
+	// Observer receives progress events; nil means none.
+	Observer Observer
+}
+
+// Report is what a copy did. It holds no secrets.
+type Report struct {
+	Mailbox  string          `json:"mailbox"`
+	Source   string          `json:"source"`
+	Target   string          `json:"target"`
+	Verify   VerifyMode      `json:"verify"`
+	Folders  int             `json:"folders"`
+	Messages int             `json:"messages"`
+	Bytes    int64           `json:"bytes"`
+	Copied   int             `json:"copied"`
+	Verified int             `json:"verified"`
+	Failed   int             `json:"failed"`
+	Seconds  float64         `json:"seconds"`
+	MBps     float64         `json:"mb_per_second"`
+	Mapping  []FolderMapping `json:"folder_mapping"`
+	Failures []Failure       `json:"failures,omitempty"`
+	Warnings []string        `json:"warnings,omitempty"`
+}
+
+// Failure is one message (UID > 0) or folder (UID 0) that was not copied and
+// verified, with the reason.
+type Failure struct {
+	Folder string `json:"folder"`
+	UID    uint32 `json:"uid,omitempty"`
+	Reason string `json:"reason"`
+}
+
+// OK reports whether every message was copied and verified (or, with
+// VerifyNone, copied).
+func (r *Report) OK() bool { return r.Failed == 0 }
+
+// EventKind names a progress event.
+type EventKind int
+
+const (
+	// EventPlanned: folders listed and mapped; Messages and Bytes are totals.
+	EventPlanned EventKind = iota
+	// EventFolderStarted / EventFolderDone bracket a folder.
+	EventFolderStarted
+	EventFolderDone
+	// EventMessageCopied: one message appended (Bytes is its size).
+	EventMessageCopied
+	// EventWarning: something was adjusted (Text says what); the copy goes on.
+	EventWarning
+)
+
+// Event is one progress report from a copy.
+type Event struct {
+	Kind     EventKind
+	Folder   string
+	Messages int
+	Bytes    int64
+	Text     string
+}
+
+// Observer receives events. Implementations must be safe for concurrent use;
+// they are called from the copy's worker goroutines and must not block long.
+type Observer interface{ Event(Event) }
+
+// ObserverFunc adapts a function to Observer.
+type ObserverFunc func(Event)
+
+// Event calls f.
+func (f ObserverFunc) Event(e Event) { f(e) }
+
+// Copy copies one mailbox from src to dst. It returns an error only when the
+// mailbox could not be migrated at all (login refused, folders not listable);
+// messages or folders that fail are listed in the report and the rest go on.
+// Cancelling ctx stops the copy promptly; what was appended stays appended.
+func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report, error) {
+	start := time.Now()
+	if opts.Verify == "" {
+		opts.Verify = VerifyFull
+	}
+	if opts.Connections <= 0 {
+		opts.Connections = 4
+	}
+	if opts.BatchMessages <= 0 {
+		opts.BatchMessages = 256
+	}
+	if src.Side == "" {
+		src.Side = "source"
+	}
+	if dst.Side == "" {
+		dst.Side = "target"
+	}
+	r := &run{opts: opts, srcCfg: src, dstCfg: dst, report: &Report{
+		Mailbox: src.Endpoint.Mailbox, Source: src.Endpoint.String(), Target: dst.Endpoint.String(), Verify: opts.Verify,
+	}}
+
+	sc, dc, err := dialPair(ctx, src, dst)
+	if err != nil {
+		return nil, err
+	}
+	srcTree, err := listTree(sc)
+	if err != nil {
+		sc.Close()
+		dc.Close()
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	dstTree, err := listTree(dc)
+	if err != nil {
+		sc.Close()
+		dc.Close()
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	mappings, warnings := mapFolders(srcTree, dstTree, opts.Exclude, opts.FolderMap)
+	for _, w := range warnings {
+		r.warn(w)
+	}
+	r.report.Mapping = mappings
+
+	var jobs []*FolderMapping
+	for i := range mappings {
+		m := &mappings[i]
+		if m.Excluded {
+			continue
+		}
+		r.report.Folders++
+		if err := prepareTarget(dc, dstTree, m); err != nil {
+			if errors.Is(err, ctx.Err()) && ctx.Err() != nil {
+				break
+			}
+			r.failFolder(m, fmt.Sprintf("create or subscribe %q on the target: %v", m.Target, err))
+			continue
+		}
+		jobs = append(jobs, m)
+	}
+	// Largest folders first, so the last folder to finish is a small one.
+	sort.SliceStable(jobs, func(i, j int) bool {
+		a, b := jobs[i].src, jobs[j].src
+		if a.Size != b.Size {
+			return a.Size > b.Size
+		}
+		return a.Messages > b.Messages
+	})
+	var totalMsgs int
+	var totalBytes int64
+	for _, j := range jobs {
+		totalMsgs += int(j.src.Messages)
+		totalBytes += j.src.Size
+	}
+	r.emit(Event{Kind: EventPlanned, Messages: totalMsgs, Bytes: totalBytes})
+
+	queue := make(chan *FolderMapping, len(jobs))
+	for _, j := range jobs {
+		queue <- j
+	}
+	close(queue)
+	n := min(opts.Connections, len(jobs))
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		w := &worker{run: r}
+		if i == 0 {
+			w.src, w.dst = sc, dc
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer w.close()
+			for m := range queue {
+				if ctx.Err() != nil {
+					r.failFolder(m, "interrupted before the folder was copied")
+					continue
+				}
+				w.copyFolder(ctx, m)
+			}
+		}()
+	}
+	wg.Wait()
+	if n == 0 {
+		sc.Logout()
+		dc.Logout()
+	}
+
+	rep := r.report
+	rep.Seconds = time.Since(start).Seconds()
+	if rep.Seconds > 0 {
+		rep.MBps = float64(rep.Bytes) / 1e6 / rep.Seconds
+	}
+	sort.SliceStable(rep.Failures, func(i, j int) bool {
+		if rep.Failures[i].Folder != rep.Failures[j].Folder {
+			return rep.Failures[i].Folder < rep.Failures[j].Folder
+		}
+		return rep.Failures[i].UID < rep.Failures[j].UID
+	})
+	if ctx.Err() != nil {
+		return rep, ctx.Err()
+	}
+	return rep, nil
+}
+
+// dialPair logs in to both sides at once.
+func dialPair(ctx context.Context, src, dst imapconn.Config) (*imapconn.Conn, *imapconn.Conn, error) {
+	var sc, dc *imapconn.Conn
+	var serr, derr error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); sc, serr = imapconn.Dial(ctx, src) }()
+	go func() { defer wg.Done(); dc, derr = imapconn.Dial(ctx, dst) }()
+	wg.Wait()
+	if serr != nil || derr != nil {
+		if sc != nil {
+			sc.Close()
+		}
+		if dc != nil {
+			dc.Close()
+		}
+		return nil, nil, errors.Join(serr, derr)
+	}
+	return sc, dc, nil
+}
+
+// prepareTarget creates the target folder when missing and makes its
+// subscription match the source's.
+func prepareTarget(dc *imapconn.Conn, dstTree *tree, m *FolderMapping) error {
+	existing := dstTree.byName(m.Target)
+	if existing == nil || existing.NoSelect {
+		if err := dc.Create(m.Target, nil).Wait(); err != nil && !isAlreadyExists(err) {
+			return err
+		}
+	}
+	subscribed := existing != nil && existing.Subscribed
+	switch {
+	case m.subscribe && !subscribed:
+		return dc.Subscribe(m.Target).Wait()
+	case !m.subscribe && subscribed:
+		return dc.Unsubscribe(m.Target).Wait()
+	}
+	return nil
+}
+
+// run is the shared state of one Copy.
+type run struct {
+	opts           Options
+	srcCfg, dstCfg imapconn.Config
+	mu             sync.Mutex
+	report         *Report
+}
+
+func (r *run) emit(e Event) {
+	if r.opts.Observer != nil {
+		r.opts.Observer.Event(e)
+	}
+}
+
+func (r *run) warn(text string) {
+	r.mu.Lock()
+	r.report.Warnings = append(r.report.Warnings, text)
+	r.mu.Unlock()
+	r.emit(Event{Kind: EventWarning, Text: text})
+}
+
+func (r *run) failFolder(m *FolderMapping, reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.report.Failures = append(r.report.Failures, Failure{Folder: m.Source, Reason: reason})
+	r.report.Messages += int(m.src.Messages)
+	r.report.Failed += max(int(m.src.Messages), 1)
+}
+
+func isAlreadyExists(err error) bool {
+	var ie *imap.Error
+	return errors.As(err, &ie) && (ie.Code == imap.ResponseCodeAlreadyExists ||
+		strings.Contains(strings.ToLower(ie.Text), "already exists"))
+}

@@ -1,0 +1,780 @@
+package migrate
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"mailferry/internal/imapconn"
+)
+
+// maxInFlight bounds the APPENDs pipelined on one target connection.
+const maxInFlight = 32
+
+// maxAttempts bounds reconnects per folder before it is given up.
+const maxAttempts = 6
+
+// msgStatus is where one source message stands.
+type msgStatus int
+
+const (
+	statusPending  msgStatus = iota
+	statusUnknown           // APPEND sent, outcome not known (connection lost, or no APPENDUID)
+	statusAppended          // on the target at dstUID
+	statusVerified          // and verified
+	statusFailed            // given up, reason set
+)
+
+// message is one source message and its fate.
+type message struct {
+	uid    imap.UID
+	flags  []imap.Flag
+	date   time.Time
+	size   int64 // RFC822.SIZE, then the literal's size once fetched
+	sha    [32]byte
+	hashed bool // sha holds the exact bytes' digest
+
+	status  msgStatus
+	dstUID  imap.UID
+	retried bool // a bad copy was already deleted and retried once
+	reason  string
+}
+
+// folderCopy is the progress of one folder; it survives reconnects.
+type folderCopy struct {
+	m        *FolderMapping
+	msgs     []*message // by source UID, ascending
+	byUID    map[imap.UID]*message
+	listed   bool
+	maxDst   imap.UID // every target UID above it is either ours or unknown
+	perm     permSet
+	warned   map[string]bool
+	flagWarn int
+}
+
+// worker copies folders over its own pair of connections.
+type worker struct {
+	run      *run
+	src, dst *imapconn.Conn
+	buf      []byte
+}
+
+func (w *worker) close() {
+	if w.src != nil {
+		w.src.Logout()
+	}
+	if w.dst != nil {
+		w.dst.Logout()
+	}
+}
+
+func isClosed(c *imapconn.Conn) bool {
+	if c == nil {
+		return true
+	}
+	select {
+	case <-c.Closed():
+		return true
+	default:
+		return false
+	}
+}
+
+// connect (re)opens whichever connection is missing or dead.
+func (w *worker) connect(ctx context.Context) error {
+	var err error
+	if isClosed(w.src) {
+		if w.src != nil {
+			w.src.Close()
+		}
+		if w.src, err = imapconn.Dial(ctx, w.run.srcCfg); err != nil {
+			w.src = nil
+			return err
+		}
+	}
+	if isClosed(w.dst) {
+		if w.dst != nil {
+			w.dst.Close()
+		}
+		if w.dst, err = imapconn.Dial(ctx, w.run.dstCfg); err != nil {
+			w.dst = nil
+			return err
+		}
+	}
+	return nil
+}
+
+// copyFolder copies one folder, reconnecting after lost connections, and
+// records the outcome of every message in the report.
+func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
+	r := w.run
+	r.emit(Event{Kind: EventFolderStarted, Folder: m.Source})
+	fc := &folderCopy{m: m, byUID: map[imap.UID]*message{}, warned: map[string]bool{}}
+	var lastErr error
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if attempt > 0 {
+			if !sleep(ctx, backoff(attempt)) {
+				break
+			}
+		}
+		if err := w.connect(ctx); err != nil {
+			lastErr = err
+			if imapconn.Classify(err) != imapconn.Retry {
+				break
+			}
+			continue
+		}
+		err := w.copyOnce(ctx, fc)
+		if err == nil {
+			lastErr = nil
+			break
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			break
+		}
+		switch imapconn.Classify(err) {
+		case imapconn.Retry:
+			// A dead connection is reopened by connect; a live one that
+			// answered "try later" is reused.
+			continue
+		case imapconn.TryCreate:
+			if cerr := w.dst.Create(m.Target, nil).Wait(); cerr != nil && !isAlreadyExists(cerr) {
+				lastErr = cerr
+				attempt = maxAttempts
+			}
+			continue
+		}
+		break
+	}
+	w.finish(fc, lastErr)
+	r.emit(Event{Kind: EventFolderDone, Folder: m.Source})
+}
+
+// finish moves the folder's outcome into the report.
+func (w *worker) finish(fc *folderCopy, err error) {
+	r := w.run
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := r.report
+	if !fc.listed {
+		reason := "not copied"
+		if err != nil {
+			reason = err.Error()
+		}
+		rep.Failures = append(rep.Failures, Failure{Folder: fc.m.Source, Reason: reason})
+		rep.Messages += int(fc.m.src.Messages)
+		rep.Failed += max(int(fc.m.src.Messages), 1)
+		return
+	}
+	for _, msg := range fc.msgs {
+		rep.Messages++
+		rep.Bytes += msg.size
+		switch msg.status {
+		case statusVerified:
+			rep.Copied++
+			rep.Verified++
+			continue
+		case statusAppended:
+			if r.opts.Verify == VerifyNone {
+				rep.Copied++
+				continue
+			}
+			rep.Copied++
+			msg.reason = "appended but not verified"
+		case statusUnknown:
+			msg.reason = "append outcome unknown: the connection was lost"
+		case statusPending:
+			msg.reason = "not copied"
+		}
+		if msg.reason == "" {
+			msg.reason = "failed"
+		}
+		if err != nil && msg.status != statusFailed {
+			msg.reason += ": " + err.Error()
+		}
+		rep.Failed++
+		rep.Failures = append(rep.Failures, Failure{Folder: fc.m.Source, UID: uint32(msg.uid), Reason: msg.reason})
+	}
+}
+
+// copyOnce runs the folder copy on the current connections until it is done
+// or a connection fails. It is safe to call again after a failure: messages
+// whose APPEND outcome is unknown are looked for on the target before
+// anything is appended again.
+func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
+	m := fc.m
+	ssel, err := w.src.Select(m.src.Name, &imap.SelectOptions{ReadOnly: true}).Wait()
+	if err != nil {
+		return fmt.Errorf("examine %q on the source: %w", m.src.Name, err)
+	}
+	if !fc.listed && ssel.NumMessages > 0 {
+		if err := w.listMessages(fc); err != nil {
+			return err
+		}
+	}
+	sel, err := w.dst.Select(m.Target, nil).Wait()
+	if err != nil {
+		return fmt.Errorf("select %q on the target: %w", m.Target, err)
+	}
+	fc.perm = newPermSet(sel.PermanentFlags)
+	if !fc.listed {
+		fc.listed = true
+		if sel.UIDNext > 0 {
+			fc.maxDst = sel.UIDNext - 1
+		} else if fc.maxDst, err = w.maxTargetUID(); err != nil {
+			return err
+		}
+	}
+	if err := w.reconcile(ctx, fc); err != nil {
+		return err
+	}
+	// Copies appended before a lost connection still need their check.
+	if err := w.verify(fc, fc.with(statusAppended)); err != nil {
+		return err
+	}
+
+	pending := fc.with(statusPending)
+	for len(pending) > 0 {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		n := min(len(pending), w.run.opts.BatchMessages)
+		batch := pending[:n]
+		pending = pending[n:]
+		if err := w.appendBatch(ctx, fc, batch); err != nil {
+			return err
+		}
+		if err := w.reconcile(ctx, fc); err != nil {
+			return err
+		}
+		if err := w.verify(fc, batch); err != nil {
+			return err
+		}
+	}
+	// One retry for messages whose target copy did not match.
+	for _, msg := range fc.msgs {
+		if msg.status != statusFailed || msg.retried || !msg.retryable() {
+			continue
+		}
+		msg.retried = true
+		msg.status = statusPending
+		if err := w.appendBatch(ctx, fc, []*message{msg}); err != nil {
+			return err
+		}
+		if err := w.reconcile(ctx, fc); err != nil {
+			return err
+		}
+		if err := w.verify(fc, []*message{msg}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// retryable: only a bad target copy is retried; a refused APPEND is not.
+func (msg *message) retryable() bool { return strings.HasPrefix(msg.reason, "verification failed") }
+
+func (fc *folderCopy) with(s msgStatus) []*message {
+	var out []*message
+	for _, msg := range fc.msgs {
+		if msg.status == s {
+			out = append(out, msg)
+		}
+	}
+	return out
+}
+
+// listMessages fetches UID, flags, date and size of every source message.
+func (w *worker) listMessages(fc *folderCopy) error {
+	fetch := w.src.Fetch(imap.SeqSet{imap.SeqRange{Start: 1, Stop: 0}}, &imap.FetchOptions{
+		UID: true, Flags: true, InternalDate: true, RFC822Size: true,
+	})
+	defer fetch.Close()
+	for {
+		data := fetch.Next()
+		if data == nil {
+			break
+		}
+		buf, err := data.Collect()
+		if err != nil {
+			return fmt.Errorf("list messages of %q on the source: %w", fc.m.Source, err)
+		}
+		if buf.UID == 0 || fc.byUID[buf.UID] != nil {
+			continue
+		}
+		msg := &message{uid: buf.UID, flags: buf.Flags, date: buf.InternalDate, size: buf.RFC822Size}
+		fc.msgs = append(fc.msgs, msg)
+		fc.byUID[msg.uid] = msg
+	}
+	if err := fetch.Close(); err != nil {
+		return fmt.Errorf("list messages of %q on the source: %w", fc.m.Source, err)
+	}
+	sort.Slice(fc.msgs, func(i, j int) bool { return fc.msgs[i].uid < fc.msgs[j].uid })
+	return nil
+}
+
+func (w *worker) maxTargetUID() (imap.UID, error) {
+	data, err := w.dst.UIDSearch(&imap.SearchCriteria{}, &imap.SearchOptions{ReturnMax: true}).Wait()
+	if err != nil {
+		return 0, fmt.Errorf("search target: %w", err)
+	}
+	if uids := data.AllUIDs(); len(uids) > 0 {
+		return uids[len(uids)-1], nil
+	}
+	return imap.UID(data.Max), nil
+}
+
+// pendingAppend is an APPEND sent and not yet answered.
+type pendingAppend struct {
+	msg *message
+	cmd *imapclient.AppendCommand
+}
+
+// appendBatch streams the batch's bodies from the source straight into
+// pipelined APPENDs on the target, hashing the exact bytes on the way.
+func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*message) error {
+	var uids imap.UIDSet
+	for _, msg := range batch {
+		if msg.size == 0 {
+			msg.status, msg.reason = statusFailed, "empty message: a zero-byte message cannot be appended"
+			continue
+		}
+		uids.AddNum(msg.uid)
+	}
+	if len(uids) == 0 {
+		return nil
+	}
+	inflight := make(chan pendingAppend, maxInFlight)
+	var wg sync.WaitGroup
+	var lost error // a completion said the target connection is gone
+	var lostMu sync.Mutex
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for p := range inflight {
+			data, err := p.cmd.Wait()
+			w.appended(fc, p.msg, data, err)
+			if err != nil && (imapconn.IsConnectionLost(err) || imapconn.Classify(err) == imapconn.FatalMailbox) {
+				lostMu.Lock()
+				if lost == nil {
+					lost = err
+				}
+				lostMu.Unlock()
+			}
+		}
+	}()
+	err := w.streamBatch(ctx, fc, uids, inflight)
+	close(inflight)
+	wg.Wait()
+	if err == nil {
+		err = lost
+	}
+	if err == nil {
+		// A message expunged on the source since the listing is not fetched.
+		for _, msg := range batch {
+			if msg.status == statusPending {
+				msg.status, msg.reason = statusFailed, "vanished from the source during the copy"
+			}
+		}
+	}
+	return err
+}
+
+func (w *worker) streamBatch(ctx context.Context, fc *folderCopy, uids imap.UIDSet, inflight chan<- pendingAppend) error {
+	fetch := w.src.Fetch(uids, &imap.FetchOptions{
+		UID:         true,
+		BodySection: []*imap.FetchItemBodySection{{Peek: true}},
+	})
+	defer fetch.Close()
+	for {
+		data := fetch.Next()
+		if data == nil {
+			break
+		}
+		var uid imap.UID
+		var spooled *os.File
+		var spooledSize int64
+		for item := data.Next(); item != nil; item = data.Next() {
+			switch it := item.(type) {
+			case imapclient.FetchItemDataUID:
+				uid = it.UID
+			case imapclient.FetchItemDataBodySection:
+				if it.Literal == nil {
+					continue
+				}
+				if uid == 0 {
+					// This server sends the body before the UID: keep the
+					// bytes on disk until the UID says which message it is.
+					f, n, err := spool(it.Literal)
+					if err != nil {
+						return err
+					}
+					spooled, spooledSize = f, n
+					continue
+				}
+				if err := w.appendOne(ctx, fc, fc.byUID[uid], it.Literal, inflight); err != nil {
+					return err
+				}
+			}
+		}
+		if spooled != nil {
+			err := w.appendOne(ctx, fc, fc.byUID[uid], sizedReader{spooled, spooledSize}, inflight)
+			spooled.Close()
+			os.Remove(spooled.Name())
+			if err != nil {
+				return err
+			}
+		}
+	}
+	if err := fetch.Close(); err != nil {
+		return fmt.Errorf("fetch from %q on the source: %w", fc.m.Source, err)
+	}
+	return nil
+}
+
+type sizedReader struct {
+	io.Reader
+	n int64
+}
+
+func (s sizedReader) Size() int64 { return s.n }
+
+func spool(r io.Reader) (*os.File, int64, error) {
+	f, err := os.CreateTemp("", "mailferry-spool-*")
+	if err != nil {
+		return nil, 0, fmt.Errorf("spool message: %w", err)
+	}
+	n, err := io.Copy(f, r)
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, 0, fmt.Errorf("spool message: %w", err)
+	}
+	return f, n, nil
+}
+
+// appendOne streams one body into an APPEND. The literal must be read to
+// its end before the next FETCH item is requested.
+func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, lit imap.LiteralReader, inflight chan<- pendingAppend) error {
+	if msg == nil || msg.status != statusPending {
+		return nil // not asked for (or already handled): the FETCH loop discards it
+	}
+	size := lit.Size()
+	if size == 0 {
+		msg.status, msg.reason = statusFailed, "empty message: a zero-byte message cannot be appended"
+		return nil
+	}
+	flags, dropped := appendFlags(msg.flags, fc.perm)
+	for _, f := range dropped {
+		w.flagWarning(fc, string(f))
+	}
+	if w.buf == nil {
+		w.buf = make([]byte, 64<<10)
+	}
+	h := sha256.New()
+	cmd := w.dst.Append(fc.m.Target, size, &imap.AppendOptions{Flags: flags, Time: msg.date})
+	msg.status = statusUnknown
+	dw := &errWriter{w: cmd}
+	n, err := io.CopyBuffer(dw, io.TeeReader(io.LimitReader(lit, size), h), w.buf)
+	if err == nil && n != size {
+		err = fmt.Errorf("source literal for uid %d ended after %d of %d bytes", msg.uid, n, size)
+	}
+	if err != nil {
+		msg.status = statusPending
+		if dw.err == nil {
+			// The source broke mid-message. Never leave an APPEND
+			// mid-literal: drop the target connection. The literal never
+			// completed, so nothing was stored for this message; earlier
+			// APPENDs still in flight become unknown and are reconciled.
+			w.dst.Close()
+			return fmt.Errorf("fetch uid %d from %q on the source: %w", msg.uid, fc.m.Source, err)
+		}
+		// The target refused before or during the literal. The library
+		// has closed the connection; the answer says why.
+		_, werr := cmd.Wait()
+		w.dst.Close()
+		var ie *imap.Error
+		if errors.As(werr, &ie) {
+			msg.status, msg.reason = statusFailed, fmt.Sprintf("append refused by the target: %v", werr)
+			if imapconn.Classify(werr) == imapconn.FatalMessage {
+				// Only this message is refused; reconnect and go on.
+				return fmt.Errorf("append uid %d to %q on the target: %w", msg.uid, fc.m.Target, errReconnect)
+			}
+			return fmt.Errorf("append uid %d to %q on the target: %w", msg.uid, fc.m.Target, werr)
+		}
+		return fmt.Errorf("append uid %d to %q on the target: %w", msg.uid, fc.m.Target, err)
+	}
+	copy(msg.sha[:], h.Sum(nil))
+	msg.size, msg.hashed = size, true
+	if err := cmd.Close(); err != nil {
+		msg.status = statusPending
+		w.dst.Close()
+		return fmt.Errorf("append uid %d to %q on the target: %w", msg.uid, fc.m.Target, err)
+	}
+	select {
+	case inflight <- pendingAppend{msg: msg, cmd: cmd}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// errWriter remembers whether a write failed (as opposed to the read).
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil {
+		e.err = err
+	}
+	return n, err
+}
+
+// errReconnect asks for the target connection to be reopened; it is
+// classified Retry.
+var errReconnect = errors.New("target closed the connection after refusing a message")
+
+func (w *worker) flagWarning(fc *folderCopy, flag string) {
+	if fc.warned[flag] {
+		return
+	}
+	fc.warned[flag] = true
+	w.run.warn(fmt.Sprintf("folder %q: the target does not keep flag %q; messages copied without it", fc.m.Target, flag))
+}
+
+// appended records an APPEND's answer. It runs on the collector goroutine
+// while the batch streams; it only touches msg.
+func (w *worker) appended(fc *folderCopy, msg *message, data *imap.AppendData, err error) {
+	switch {
+	case err == nil && data != nil && data.UID != 0:
+		msg.status, msg.dstUID = statusAppended, data.UID
+		w.run.emit(Event{Kind: EventMessageCopied, Folder: fc.m.Source, Messages: 1, Bytes: msg.size})
+	case err == nil:
+		msg.status = statusUnknown // no APPENDUID: found by reconcile
+		w.run.emit(Event{Kind: EventMessageCopied, Folder: fc.m.Source, Messages: 1, Bytes: msg.size})
+	case imapconn.Classify(err) == imapconn.FatalMessage || imapconn.Classify(err) == imapconn.FatalMailbox:
+		msg.status, msg.reason = statusFailed, fmt.Sprintf("append refused by the target: %v", err)
+	default:
+		msg.status = statusUnknown // connection lost: maybe stored, maybe not
+	}
+}
+
+// reconcile finds messages whose APPEND outcome is unknown among the
+// target's messages above every UID known to be ours, matching by size and
+// SHA-256, so that nothing is appended twice. Unmatched ones are pending
+// again.
+func (w *worker) reconcile(ctx context.Context, fc *folderCopy) error {
+	unknown := fc.with(statusUnknown)
+	if len(unknown) == 0 {
+		return nil
+	}
+	known := fc.maxDst
+	for _, msg := range fc.msgs {
+		if msg.dstUID > known && msg.status != statusUnknown {
+			known = msg.dstUID
+		}
+	}
+	// Every unknown message was hashed before its APPEND completed.
+	byKey := map[string][]*message{}
+	for _, msg := range unknown {
+		k := key(msg.size, msg.sha)
+		byKey[k] = append(byKey[k], msg)
+	}
+	var set imap.UIDSet
+	set.AddRange(known+1, 0)
+	got, err := w.fetchTarget(set, true)
+	if err != nil {
+		return err
+	}
+	for _, t := range got {
+		if t.uid <= known {
+			continue // "n:*" always includes the highest UID
+		}
+		k := key(t.size, t.sha)
+		if l := byKey[k]; len(l) > 0 {
+			msg := l[0]
+			byKey[k] = l[1:]
+			msg.dstUID = t.uid
+			msg.status = statusAppended
+		}
+	}
+	for _, l := range byKey {
+		for _, msg := range l {
+			msg.status = statusPending
+		}
+	}
+	return nil
+}
+
+func key(size int64, sha [32]byte) string { return fmt.Sprintf("%d:%x", size, sha) }
+
+// targetMsg is what the target holds at one UID.
+type targetMsg struct {
+	uid   imap.UID
+	size  int64
+	sha   [32]byte
+	flags []imap.Flag
+}
+
+// fetchTarget reads size, flags and (if body) the SHA-256 of the exact
+// bytes of target messages in the selected folder.
+func (w *worker) fetchTarget(uids imap.UIDSet, body bool) ([]targetMsg, error) {
+	opts := &imap.FetchOptions{UID: true, RFC822Size: true, Flags: true}
+	if body {
+		opts.BodySection = []*imap.FetchItemBodySection{{Peek: true}}
+	}
+	fetch := w.dst.Fetch(uids, opts)
+	defer fetch.Close()
+	var out []targetMsg
+	if w.buf == nil {
+		w.buf = make([]byte, 64<<10)
+	}
+	for {
+		data := fetch.Next()
+		if data == nil {
+			break
+		}
+		var t targetMsg
+		for item := data.Next(); item != nil; item = data.Next() {
+			switch it := item.(type) {
+			case imapclient.FetchItemDataUID:
+				t.uid = it.UID
+			case imapclient.FetchItemDataRFC822Size:
+				t.size = it.Size
+			case imapclient.FetchItemDataFlags:
+				t.flags = it.Flags
+			case imapclient.FetchItemDataBodySection:
+				if it.Literal == nil {
+					continue
+				}
+				h := sha256.New()
+				n, err := io.CopyBuffer(h, it.Literal, w.buf)
+				if err != nil {
+					return nil, fmt.Errorf("read back from %q on the target: %w", "", err)
+				}
+				if n != it.Literal.Size() {
+					return nil, fmt.Errorf("read back: literal ended after %d of %d bytes", n, it.Literal.Size())
+				}
+				copy(t.sha[:], h.Sum(nil))
+				t.size = n
+			}
+		}
+		if t.uid != 0 {
+			out = append(out, t)
+		}
+	}
+	if err := fetch.Close(); err != nil {
+		return nil, fmt.Errorf("read back from the target: %w", err)
+	}
+	return out, nil
+}
+
+// verify checks the batch's appended messages on the target. A mismatching
+// copy is deleted (only that UID) and the message marked for one retry.
+func (w *worker) verify(fc *folderCopy, batch []*message) error {
+	mode := w.run.opts.Verify
+	var uids imap.UIDSet
+	for _, msg := range batch {
+		if msg.status == statusAppended {
+			uids.AddNum(msg.dstUID)
+		}
+	}
+	if len(uids) == 0 {
+		return nil
+	}
+	if mode == VerifyNone {
+		return nil
+	}
+	got, err := w.fetchTarget(uids, mode == VerifyFull)
+	if err != nil {
+		return err
+	}
+	byUID := make(map[imap.UID]targetMsg, len(got))
+	for _, t := range got {
+		byUID[t.uid] = t
+	}
+	var bad imap.UIDSet
+	for _, msg := range batch {
+		if msg.status != statusAppended {
+			continue
+		}
+		t, ok := byUID[msg.dstUID]
+		switch {
+		case !ok:
+			msg.reason = fmt.Sprintf("verification failed: target uid %d not found after APPEND", msg.dstUID)
+		case t.size != msg.size:
+			msg.reason = fmt.Sprintf("verification failed: target has %d bytes, source %d", t.size, msg.size)
+			bad.AddNum(msg.dstUID)
+		case mode == VerifyFull && t.sha != msg.sha:
+			msg.reason = fmt.Sprintf("verification failed: SHA-256 on the target %s, source %s",
+				hex.EncodeToString(t.sha[:8]), hex.EncodeToString(msg.sha[:8]))
+			bad.AddNum(msg.dstUID)
+		default:
+			msg.status = statusVerified
+			if miss := missingFlags(msg.flags, t.flags); len(miss) > 0 {
+				for _, f := range miss {
+					if fc.perm.allows(imap.Flag(f)) && validFlag(f) {
+						w.flagWarning(fc, f)
+					}
+				}
+			}
+			continue
+		}
+		msg.status = statusFailed
+	}
+	if len(bad) > 0 {
+		return w.deleteTarget(bad)
+	}
+	return nil
+}
+
+// deleteTarget removes exactly these target UIDs (copies this run made and
+// found bad). Without UIDPLUS a plain EXPUNGE could remove other messages
+// marked \Deleted, so the copies are only flagged.
+func (w *worker) deleteTarget(uids imap.UIDSet) error {
+	if err := w.dst.Store(uids, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+		return fmt.Errorf("flag bad target copies %s deleted: %w", uids, err)
+	}
+	if w.dst.Features.UIDPlus {
+		if err := w.dst.UIDExpunge(uids).Close(); err != nil {
+			return fmt.Errorf("expunge bad target copies %s: %w", uids, err)
+		}
+	}
+	return nil
+}
+
+func backoff(attempt int) time.Duration {
+	d := 200 * time.Millisecond << min(attempt, 6)
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)))
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
