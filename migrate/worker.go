@@ -31,10 +31,10 @@ type msgStatus int
 
 const (
 	statusPending  msgStatus = iota
-	statusUnknown           // APPEND sent, outcome not known (connection lost, or no APPENDUID)
-	statusAppended          // on the target at dstUID
-	statusVerified          // and verified
-	statusFailed            // given up, reason set
+	statusUnknown            // APPEND sent, outcome not known (connection lost, or no APPENDUID)
+	statusAppended           // on the target at dstUID
+	statusVerified           // and verified
+	statusFailed             // given up, reason set
 )
 
 // message is one source message and its fate.
@@ -777,4 +777,3 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
-
