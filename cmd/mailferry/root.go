@@ -38,6 +38,9 @@ SHA-256 on the target, and never touches the source's flags.`,
 	root.AddCommand(
 		newVersionCommand(g),
 		newMigrateCommand(g),
+		newInventoryCommand(g),
+		newPlanCommand(g),
+		newDemoCommand(g),
 	)
 	return root
 }

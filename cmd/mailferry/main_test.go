@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"mailferry/internal/corpus"
+	"mailferry/internal/memserver"
+)
+
+// runCLI runs the command tree as main does and returns exit code, stdout
+// and stderr.
+func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, string) {
+	t.Helper()
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, strings.NewReader(""), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestMigrateUsageErrors(t *testing.T) {
+	pw := writeFile(t, "x\n")
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no urls", []string{"migrate"}, "needs --from and --to"},
+		{"bad verify", []string{"migrate", "--from", "imap://a@127.0.0.1:1", "--to", "imap://a@127.0.0.1:2", "--verify", "some", "--from-password-file", pw, "--to-password-file", pw}, "--verify"},
+		{"password in url", []string{"migrate", "--from", "imap://a:secret@127.0.0.1:1", "--to", "imap://a@127.0.0.1:2"}, "password inside the URL"},
+		{"no password", []string{"migrate", "--from", "imap://a@127.0.0.1:1", "--to", "imap://a@127.0.0.1:2"}, "source password"},
+		{"missing password file", []string{"migrate", "--from", "imap://a@127.0.0.1:1", "--to", "imap://a@127.0.0.1:2", "--from-password-file", "/nonexistent/pw"}, "/nonexistent/pw"},
+		{"bad exclude", []string{"migrate", "--from", "imap://a@127.0.0.1:1", "--to", "imap://a@127.0.0.1:2", "--from-password-file", pw, "--to-password-file", pw, "--exclude", "(["}, "--exclude"},
+		{"bad folder map", []string{"migrate", "--from", "imap://a@127.0.0.1:1", "--to", "imap://a@127.0.0.1:2", "--from-password-file", pw, "--to-password-file", pw, "--folder-map", "nodest"}, "SRC=DST"},
+		{"unknown flag", []string{"migrate", "--frm", "x"}, "unknown flag"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("MAILFERRY_FROM_PASSWORD", "")
+			t.Setenv("MAILFERRY_TO_PASSWORD", "")
+			code, _, stderr := runCLI(t, nil, tt.args...)
+			if code != exitUsage {
+				t.Errorf("exit %d, want %d; stderr %q", code, exitUsage, stderr)
+			}
+			if !strings.Contains(stderr, tt.want) {
+				t.Errorf("stderr %q lacks %q", stderr, tt.want)
+			}
+			if strings.Contains(stderr, "secret") || strings.Contains(stderr, "goroutine") {
+				t.Errorf("stderr leaks a secret or a stack trace: %q", stderr)
+			}
+		})
+	}
+}
+
+func seededPair(t *testing.T) (src, dst *memserver.Server, mbox *corpus.Mailbox) {
+	t.Helper()
+	var err error
+	if src, err = memserver.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	if dst, err = memserver.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dst.Close() })
+	mbox = corpus.Generate(corpus.Options{Seed: 7, Folders: 5, MessagesPerFolder: 6, MaxSize: 64 << 10})
+	if err := seedMem(src.AddUser("alice", "src-pw"), mbox); err != nil {
+		t.Fatal(err)
+	}
+	dst.AddUser("alice", "dst-pw")
+	return src, dst, mbox
+}
+
+func TestMigrateSideErrorsAreOneLine(t *testing.T) {
+	src, dst, _ := seededPair(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	tests := []struct {
+		name, from, to, fromPW, toPW string
+		want                         []string
+	}{
+		{"wrong source password", src.Addr, dst.Addr, "nope", "dst-pw", []string{"source:", "refused"}},
+		{"wrong target password", src.Addr, dst.Addr, "src-pw", "nope", []string{"target:", "refused"}},
+		{"target unreachable", src.Addr, closed, "src-pw", "dst-pw", []string{"target:", "cannot connect", closed}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runCLI(t, map[string]string{"MAILFERRY_FROM_PASSWORD": tt.fromPW, "MAILFERRY_TO_PASSWORD": tt.toPW},
+				"migrate", "--from", "imap://alice@"+tt.from, "--to", "imap://alice@"+tt.to)
+			if code != exitFailure {
+				t.Errorf("exit %d, want %d", code, exitFailure)
+			}
+			if strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+				t.Errorf("want one line on stderr, got %q", stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr %q lacks %q", stderr, w)
+				}
+			}
+			for _, secret := range []string{"nope", "src-pw", "dst-pw"} {
+				if strings.Contains(stderr+stdout, secret) {
+					t.Errorf("output leaks password %q: %q", secret, stderr+stdout)
+				}
+			}
+		})
+	}
+}
+
+func TestMigrateJSONReport(t *testing.T) {
+	src, dst, mbox := seededPair(t)
+	code, stdout, stderr := runCLI(t, map[string]string{"MAILFERRY_FROM_PASSWORD": "src-pw", "MAILFERRY_TO_PASSWORD": "dst-pw"},
+		"migrate", "--json", "--from", "imap://alice@"+src.Addr, "--to", "imap://alice@"+dst.Addr)
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr %q; stdout %s", code, stderr, stdout)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("stdout is not one JSON object: %v\n%s", err, stdout)
+	}
+	for _, k := range []string{"mailbox", "folders", "messages", "bytes", "copied", "verified", "failed", "seconds"} {
+		if _, ok := rep[k]; !ok {
+			t.Errorf("report lacks %q", k)
+		}
+	}
+	n := float64(mbox.TotalMessages())
+	if rep["mailbox"] != "alice" || rep["messages"] != n || rep["verified"] != n || rep["failed"] != 0.0 || rep["bytes"] != float64(mbox.TotalBytes()) {
+		t.Errorf("report %v: want alice, %v messages of %d bytes, all verified, 0 failed", rep, n, mbox.TotalBytes())
+	}
+}
+
+func TestDemo(t *testing.T) {
+	code, stdout, stderr := runCLI(t, nil, "demo", "--folders", "4", "--messages", "5")
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr %q", code, stderr)
+	}
+	var held int
+	if _, err := fmt.Sscanf(stdout[strings.Index(stdout, "holds"):], "holds %d messages", &held); err != nil || held == 0 {
+		t.Fatalf("demo does not say what it seeded: %v\n%s", err, stdout)
+	}
+	for _, w := range []string{fmt.Sprintf("verified   %d (full)", held), fmt.Sprintf("copied     %d\n", held), "failed     0", "MB/s"} {
+		if !strings.Contains(stdout, w) {
+			t.Errorf("demo output lacks %q:\n%s", w, stdout)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, stdout, _ := runCLI(t, nil, "version")
+	if code != exitOK || !strings.HasPrefix(stdout, "mailferry ") {
+		t.Fatalf("version: exit %d, %q", code, stdout)
+	}
+}

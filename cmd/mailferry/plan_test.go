@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"mailferry/planner"
+)
+
+// updateGolden reports whether -update was given. The flag is registered
+// here unless another test file of the package already did.
+func updateGolden() bool {
+	f := flag.Lookup("update")
+	return f != nil && f.Value.String() == "true"
+}
+
+var _ = func() bool {
+	if flag.Lookup("update") == nil {
+		flag.Bool("update", false, "rewrite golden files under testdata/")
+	}
+	return true
+}()
+
+const exampleInventory = "../../testdata/inventory/example.yaml"
+
+// golden compares got with testdata/plan/name, or rewrites it with -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("..", "..", "testdata", "plan", name)
+	if updateGolden() {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./cmd/mailferry -run Golden -update)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from the golden file (rerun with -update if intended):\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+func TestPlanGolden(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+	}{
+		{"drain-bravo", []string{"--drain", "bravo"}},
+		{"relieve-bravo", []string{"--relieve", "bravo", "--same-tag", "region"}},
+		{"rebalance", []string{"--rebalance", "--max-moves", "60"}},
+		{"whatif-drain-bravo", []string{"--drain", "bravo", "--assume", "charlie.capacity.load=50%",
+			"--add-cluster", "echo:1TiB:150:region=eu-west", "--exclude-target", "delta"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"plan", "-i", exampleInventory}, tc.args...)
+			code, out, errOut := runCLI(t, nil, args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			golden(t, tc.name+".txt", out)
+			code, out, errOut = runCLI(t, nil, append(args, "--json")...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			if _, err := planner.ReadPlan(strings.NewReader(out)); err != nil {
+				t.Fatalf("the JSON plan does not read back: %v", err)
+			}
+			golden(t, tc.name+".json", out)
+		})
+	}
+}
+
+func TestPlanOutputFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "plan.json")
+	code, out, errOut := runCLI(t, nil, "plan", "-i", exampleInventory, "--drain", "bravo", "-o", path)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, "Plan written to "+path) || !strings.Contains(out, "CLUSTER") {
+		t.Fatalf("stdout: %s", out)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, jsonOut, _ := runCLI(t, nil, "plan", "-i", exampleInventory, "--drain", "bravo", "--json")
+	if string(data) != jsonOut {
+		t.Fatal("-o and --json wrote different documents")
+	}
+	p, err := planner.ReadPlan(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Version != planner.Version || len(p.Moves) != 320 || p.Moves[0].From != "bravo" {
+		t.Fatalf("plan: version %d, %d moves", p.Version, len(p.Moves))
+	}
+}
+
+func TestPlanUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"plan", "--drain", "bravo"}, "say -i FILE"},
+		{[]string{"plan", "-i", exampleInventory}, "exactly one of"},
+		{[]string{"plan", "-i", exampleInventory, "--drain", "bravo", "--rebalance"}, "exactly one of"},
+		{[]string{"plan", "-i", exampleInventory, "--drain", "bravo", "--band", "0.1"}, "--band applies only to --rebalance"},
+		{[]string{"plan", "-i", exampleInventory, "--drain", "zulu"}, `no cluster "zulu"`},
+		{[]string{"plan", "-i", exampleInventory, "--drain", "bravo", "--assume", "bravo.colour=red"}, "unknown field"},
+		{[]string{"plan", "-i", exampleInventory, "--drain", "bravo", "--max-bytes", "lots"}, "--max-bytes"},
+		{[]string{"plan", "-i", "nope.yaml", "--drain", "bravo"}, "nope.yaml"},
+	} {
+		code, _, errOut := runCLI(t, nil, tc.args...)
+		if code != exitUsage || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 and %q", tc.args, code, errOut, tc.want)
+		}
+	}
+}
+
+// TestPlanNeverConnects points every cluster of an inventory at a listener
+// of ours and checks that planning (with every policy) never dials it.
+func TestPlanNeverConnects(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	addr := ln.Addr().String()
+	dir := t.TempDir()
+	var y strings.Builder
+	y.WriteString("clusters:\n")
+	for _, name := range []string{"a", "b", "c"} {
+		fmt.Fprintf(&y, "  - {name: %s, url: 'imap://%s', tls: none, auth: {method: master, user: admin, password_env: PW}, capacity: {bytes: 1TiB, load: 100}}\n", name, addr)
+	}
+	y.WriteString("mailboxes:\n")
+	for i := range 30 {
+		fmt.Fprintf(&y, "  - {name: u%d, cluster: %s, bytes: %dGiB, load: %d}\n", i, []string{"a", "b", "c"}[i%3], 1+i, 1+i%5)
+	}
+	path := filepath.Join(dir, "inv.yaml")
+	if err := os.WriteFile(path, []byte(y.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"--drain", "a"}, {"--relieve", "b", "--target-load", "0.1"}, {"--rebalance", "--band", "0.01"}} {
+		code, out, errOut := runCLI(t, map[string]string{"PW": "secret"}, append([]string{"plan", "-i", path}, args...)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut)
+		}
+		if !strings.Contains(out, "Moves:") {
+			t.Fatalf("%v: no plan: %s", args, out)
+		}
+		if strings.Contains(out, "secret") {
+			t.Fatal("the password reached the output")
+		}
+	}
+	select {
+	case c := <-accepted:
+		c.Close()
+		t.Fatal("mailferry plan opened a connection to a cluster")
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+func TestInventoryCheck(t *testing.T) {
+	code, out, errOut := runCLI(t, nil, "inventory", "check", "-i", exampleInventory)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, "ok: 4 clusters, 1002 mailboxes") || !strings.Contains(out, "bravo    degraded") {
+		t.Fatalf("output:\n%s", out)
+	}
+	code, out, _ = runCLI(t, nil, "inventory", "check", "-i", exampleInventory, "--json")
+	if code != 0 || !strings.Contains(out, `"ok": true`) || !strings.Contains(out, `"mailboxes": 1002`) {
+		t.Fatalf("json exit %d:\n%s", code, out)
+	}
+
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("clusters:\n  - name: a\n    url: imaps://a\n    auth: {method: master, user: x, password: hunter2}\n    capacity: {bytes: 1TiB, load: 1}\n    colour: red\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = runCLI(t, nil, "inventory", "check", "-i", bad)
+	if code != exitUsage {
+		t.Fatalf("exit %d", code)
+	}
+	for _, want := range []string{bad + ":4: clusters[0].auth.password: inline secrets are not allowed", bad + ":6: clusters[0].colour: unknown field"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out+errOut, "hunter2") {
+		t.Error("the inline password was echoed")
+	}
+	code, out, _ = runCLI(t, nil, "inventory", "check", "-i", bad, "--json")
+	if code != exitUsage || !strings.Contains(out, `"ok": false`) || !strings.Contains(out, `"line": 6`) {
+		t.Fatalf("json exit %d:\n%s", code, out)
+	}
+}
+
+func TestPlanHelpHasExample(t *testing.T) {
+	for _, args := range [][]string{{"plan", "--help"}, {"inventory", "check", "--help"}} {
+		_, out, _ := runCLI(t, nil, args...)
+		if !strings.Contains(out, "Examples:") || !strings.Contains(out, "testdata/inventory/example.yaml") {
+			t.Errorf("%v: no worked example:\n%s", args, out)
+		}
+	}
+}

@@ -1,0 +1,348 @@
+package planner
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"mailferry/inventory"
+)
+
+// drain moves every movable mailbox off cluster x, most relief per byte
+// first. Because targets only fill up, a mailbox that fits nowhere when its
+// turn comes fits nowhere at the end either.
+func (e *engine) drain(x int) Goal {
+	idx := slices.Clone(e.byHome[x])
+	e.byRelief(idx)
+	stay := 0
+	var stayB int64
+	for _, i := range idx {
+		m := &e.mbs[i]
+		if e.pinned[i] {
+			e.unplace(i, "pinned")
+			stay++
+			stayB += m.Bytes
+			continue
+		}
+		if !e.budget(m.Bytes) {
+			e.defer1(i, e.boundReason())
+			stay++
+			stayB += m.Bytes
+			continue
+		}
+		t, ok := e.best(i)
+		if !ok {
+			e.unplace(i, "")
+			stay++
+			stayB += m.Bytes
+			continue
+		}
+		e.commit(i, t)
+	}
+	name := e.cs[x].Name
+	if stay == 0 {
+		return Goal{Met: true, Detail: fmt.Sprintf("every mailbox leaves %s", name)}
+	}
+	return Goal{Detail: fmt.Sprintf("%s (%s) left on %s", plural(stay, "mailbox", "mailboxes"), inventory.FormatBytes(stayB), name)}
+}
+
+// need is how much load and how many bytes cluster x must shed to be at or
+// under the given levels (absolute, not fractions).
+func (e *engine) need(x int, maxL, maxB float64) (needL, needB float64) {
+	c := &e.cs[x]
+	return c.l - maxL, float64(c.b) - maxB
+}
+
+// relieve moves the fewest bytes it can find that bring cluster x to at most
+// maxL load and maxB bytes. It returns whether it got there and the
+// fractional-knapsack lower bound on the bytes any plan must move (-1 when
+// the mailboxes on x cannot meet the levels at all).
+//
+// Load is covered first: mailboxes are taken in relief-per-byte order; one
+// that would complete the remaining need is not taken at once but remembered
+// as a way to finish (the prefix so far plus it), and the scan goes on with
+// smaller mailboxes that might finish more cheaply. The cheapest finish wins.
+// Storage is then covered the same way in size order, and finally picks that
+// are no longer needed are dropped, largest first.
+//
+// When the levels are not met, mailboxes that fit nowhere are listed as
+// unplaceable if report is set.
+func (e *engine) relieve(x int, maxL, maxB float64, report bool) (met bool, lowerBound float64) {
+	needL, needB := e.need(x, maxL, maxB)
+	if needL <= 0 && needB <= 0 {
+		return true, 0
+	}
+	var cands []int32
+	for _, i := range e.byHome[x] {
+		if e.movable(i) {
+			cands = append(cands, i)
+		}
+	}
+	e.byRelief(cands)
+	lowerBound = e.fractionalBound(cands, needL, needB)
+
+	start := len(e.log)
+	var tried []int32 // considered but fit nowhere
+	cover := func(order []int32, need func() float64, weight func(i int32) float64) {
+		type finish struct {
+			prefix int // log length before the finishing move
+			i      int32
+			t      int
+			cost   int64
+		}
+		best := finish{cost: math.MaxInt64}
+		cost := e.bytes
+		for _, i := range order {
+			if need() <= 0 || cost >= best.cost {
+				break
+			}
+			if e.to[i] >= 0 {
+				continue
+			}
+			m := &e.mbs[i]
+			if weight(i) <= 0 || !e.budget(m.Bytes) {
+				continue
+			}
+			t, ok := e.best(i)
+			if !ok {
+				tried = append(tried, i)
+				continue
+			}
+			if weight(i) >= need() {
+				if c := cost + m.Bytes; c < best.cost {
+					best = finish{prefix: len(e.log), i: i, t: t, cost: c}
+				}
+				continue
+			}
+			e.commit(i, t)
+			cost += m.Bytes
+		}
+		if need() > 0 && best.cost < math.MaxInt64 {
+			e.rollback(best.prefix)
+			e.commit(best.i, best.t)
+		}
+	}
+	if needL > 0 {
+		cover(cands,
+			func() float64 { return e.cs[x].l - maxL },
+			func(i int32) float64 { return e.mbs[i].Load })
+	}
+	if float64(e.cs[x].b) > maxB {
+		bySize := slices.Clone(cands)
+		slices.SortFunc(bySize, e.largestFirst)
+		cover(bySize,
+			func() float64 { return float64(e.cs[x].b) - maxB },
+			func(i int32) float64 { return float64(e.mbs[i].Bytes) })
+	}
+	// Drop picks the targets no longer need, largest first.
+	picked := slices.Clone(e.log[start:])
+	slices.SortFunc(picked, e.largestFirst)
+	for _, i := range picked {
+		if e.to[i] < 0 {
+			continue
+		}
+		m := &e.mbs[i]
+		c := &e.cs[x]
+		if c.l+m.Load <= maxL && float64(c.b+m.Bytes) <= maxB {
+			e.uncommit(i)
+		}
+	}
+	e.compactLog(start)
+	c := &e.cs[x]
+	met = c.l <= maxL+1e-9 && float64(c.b) <= maxB
+	if !met {
+		for _, i := range cands {
+			if e.to[i] >= 0 {
+				continue
+			}
+			if !e.budget(e.mbs[i].Bytes) {
+				e.defer1(i, e.boundReason())
+			}
+		}
+		for _, i := range tried {
+			if report && e.to[i] < 0 {
+				e.unplace(i, "")
+			}
+		}
+	}
+	return met, lowerBound
+}
+
+// largestFirst orders mailboxes by size, largest first, then by index.
+func (e *engine) largestFirst(a, b int32) int {
+	if c := cmp.Compare(e.mbs[b].Bytes, e.mbs[a].Bytes); c != 0 {
+		return c
+	}
+	return cmp.Compare(a, b)
+}
+
+// compactLog drops log entries after start whose moves were undone. A
+// mailbox moves at most once, so no entry repeats.
+func (e *engine) compactLog(start int) {
+	out := e.log[:start]
+	for _, i := range e.log[start:] {
+		if e.to[i] >= 0 {
+			out = append(out, i)
+		}
+	}
+	e.log = out
+}
+
+// fractionalBound is the least number of bytes that sheds needL load and
+// needB bytes if mailboxes could be split: the relief-ordered prefix that
+// covers needL, the last one taken in part, and at least needB. cands must
+// be in relief order. It returns -1 if the mailboxes cannot cover the need.
+func (e *engine) fractionalBound(cands []int32, needL, needB float64) float64 {
+	var bytes, total float64
+	load := 0.0
+	for _, i := range cands {
+		total += float64(e.mbs[i].Bytes)
+	}
+	if needB > total {
+		return -1
+	}
+	if needL > 0 {
+		for _, i := range cands {
+			m := &e.mbs[i]
+			if load+m.Load >= needL {
+				if m.Load > 0 {
+					bytes += float64(m.Bytes) * (needL - load) / m.Load
+				}
+				load = needL
+				break
+			}
+			load += m.Load
+			bytes += float64(m.Bytes)
+		}
+		if load < needL {
+			return -1
+		}
+	}
+	return max(bytes, needB)
+}
+
+// rebalance brings clusters into [mean-band, mean+band] in both load and
+// storage utilisation, the means being the fleet's (total over capacity).
+// First every cluster above the band is relieved down to its top, onto
+// targets that may not rise above the top either; then every cluster that
+// can receive and is below the band pulls mailboxes from the fullest
+// clusters, as long as those stay inside the band.
+func (e *engine) rebalance() Goal {
+	var sumL, sumCL, sumB, sumCB float64
+	for i := range e.cs {
+		c := &e.cs[i]
+		sumL += c.l
+		sumCL += c.capL
+		sumB += float64(c.b)
+		sumCB += c.capB
+	}
+	band := e.pol.Band
+	meanL, meanS := sumL/sumCL, sumB/sumCB
+	hiL, hiS := meanL+band, meanS+band
+	loL, loS := meanL-band, meanS-band
+	for i := range e.cs {
+		c := &e.cs[i]
+		c.limL = min(c.limL, hiL*c.capL)
+		c.limB = min(c.limB, hiS*c.capB)
+	}
+	excess := func(i int) float64 { c := &e.cs[i]; return max(c.loadUtil()-hiL, c.storageUtil()-hiS) }
+	over := e.sortedClusters(func(i int) bool { return excess(i) > 1e-12 }, excess)
+	for _, x := range over {
+		c := &e.cs[x]
+		e.relieve(x, hiL*c.capL, hiS*c.capB, false)
+	}
+
+	deficit := func(i int) float64 { c := &e.cs[i]; return max(loL-c.loadUtil(), loS-c.storageUtil()) }
+	under := e.sortedClusters(func(i int) bool { return e.cs[i].receives && deficit(i) > 1e-12 }, deficit)
+	var sorted [][]int32 // per cluster, in relief order, built on first use
+	for _, d := range under {
+		if sorted == nil {
+			sorted = make([][]int32, len(e.cs))
+		}
+		dc := &e.cs[d]
+		surplus := func(i int) float64 { c := &e.cs[i]; return max(c.loadUtil()-meanL, c.storageUtil()-meanS) }
+		donors := e.sortedClusters(func(i int) bool { return i != d && e.compat[i][d] && surplus(i) > 0 }, surplus)
+		// Load first, taking mailboxes with most load per byte; then
+		// storage, taking those with least.
+		for pass := 0; pass < 2; pass++ {
+			short := func() bool {
+				if pass == 0 {
+					return dc.l < loL*dc.capL
+				}
+				return float64(dc.b) < loS*dc.capB
+			}
+			for _, x := range donors {
+				if !short() {
+					break
+				}
+				if sorted[x] == nil {
+					sorted[x] = slices.Clone(e.byHome[x])
+					e.byRelief(sorted[x])
+				}
+				xc := &e.cs[x]
+				list := sorted[x]
+				for k := range list {
+					// Stop when d is done or full, or x is at the floor.
+					if !short() || dc.l >= dc.limL || float64(dc.b) >= dc.limB ||
+						xc.l <= loL*xc.capL || float64(xc.b) <= loS*xc.capB {
+						break
+					}
+					i := list[k]
+					if pass == 1 {
+						i = list[len(list)-1-k]
+					}
+					if !e.movable(i) {
+						continue
+					}
+					m := &e.mbs[i]
+					if xc.l-m.Load < loL*xc.capL || float64(xc.b-m.Bytes) < loS*xc.capB {
+						continue
+					}
+					if !e.fits(i, d) || !e.budget(m.Bytes) {
+						continue
+					}
+					e.commit(i, d)
+				}
+			}
+		}
+	}
+
+	var out []string
+	const eps = 1e-9
+	for i := range e.cs {
+		c := &e.cs[i]
+		lu, su := c.loadUtil(), c.storageUtil()
+		if lu > hiL+eps || su > hiS+eps || (c.receives && (lu < loL-eps || su < loS-eps)) {
+			out = append(out, fmt.Sprintf("%s (load %s, storage %s)", c.Name, pct(lu), pct(su)))
+		}
+	}
+	bandText := fmt.Sprintf("load %s-%s, storage %s-%s", pct(max(loL, 0)), pct(hiL), pct(max(loS, 0)), pct(hiS))
+	if len(out) == 0 {
+		return Goal{Met: true, Detail: "every cluster inside the band: " + bandText}
+	}
+	return Goal{Detail: fmt.Sprintf("outside the band (%s): %s", bandText, strings.Join(out, ", "))}
+}
+
+// sortedClusters returns the clusters for which keep holds, largest key
+// first, ties in inventory order.
+func (e *engine) sortedClusters(keep func(int) bool, key func(int) float64) []int {
+	var out []int
+	for i := range e.cs {
+		if keep(i) {
+			out = append(out, i)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b int) int { return cmp.Compare(key(b), key(a)) })
+	return out
+}
+
+func pct(f float64) string { return fmt.Sprintf("%.1f%%", 100*f) }
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}

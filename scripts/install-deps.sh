@@ -1,0 +1,29 @@
+#!/bin/sh
+# Installs what the test suites and the benchmark need that Go does not
+# bring: Dovecot (real IMAP servers for the integration tests) and, with
+# --bench, isync (mbsync, the baseline the benchmark compares against).
+# Debian packages; run as root or with sudo available.
+set -eu
+
+want="dovecot-imapd"
+command -v dovecot >/dev/null 2>&1 && want=""
+if [ "${1:-}" = "--bench" ] && ! command -v mbsync >/dev/null 2>&1; then
+	want="$want isync"
+fi
+[ -z "$want" ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+	if command -v sudo >/dev/null 2>&1; then
+		SUDO="sudo"
+	else
+		echo "install-deps: need root (or sudo) to install: $want" >&2
+		exit 1
+	fi
+fi
+echo "install-deps: installing $want (Debian packages)" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >&2
+# The packages' own service must not start on the standard ports; tests run
+# their own instances.
+$SUDO apt-get install -y -qq $want >&2
