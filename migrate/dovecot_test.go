@@ -345,3 +345,66 @@ func TestBigMessageBoundedHeap(t *testing.T) {
 		t.Errorf("target differs:\n%s", strings.Join(diff, "\n"))
 	}
 }
+
+// Without UIDPLUS there is no APPENDUID: the copies are found on the target
+// by size and SHA-256 among the UIDs above the folder's UIDNEXT.
+func TestTargetWithoutUIDPLUS(t *testing.T) {
+	dovecot.Require(t)
+	src := dovecot.Start(t, dovecot.Options{Name: "src"})
+	dst := dovecot.Start(t, dovecot.Options{Name: "dst", Separator: "/", Extra: []string{
+		"imap_capability = IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE SPECIAL-USE NAMESPACE LIST-EXTENDED LIST-STATUS STATUS=SIZE",
+	}})
+	m := corpus.Generate(corpus.Options{Seed: 17, Folders: 6, MessagesPerFolder: 12, MaxSize: 512 << 10, Odd: true})
+	dstCfg := userCfg(t, "target", dst, "alice")
+	probe, err := imapconn.Dial(context.Background(), dstCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if probe.Features.UIDPlus {
+		t.Fatal("the target still offers UIDPLUS: the test would prove nothing")
+	}
+	probe.Logout()
+	rep := copyAndCheck(t, src, dst, userCfg(t, "source", src, "alice"), dstCfg, m, migrate.Options{}, nil)
+	if rep.Failed != 0 || rep.Verified != m.TotalMessages() {
+		t.Errorf("copied %d verified %d failed %d: %v", rep.Copied, rep.Verified, rep.Failed, rep.Failures)
+	}
+}
+
+// Connections reset mid-copy (on either side, while APPENDs are in flight)
+// are reopened, and messages whose APPEND outcome was lost are found on the
+// target instead of being appended twice.
+func TestConnectionResetsMidCopy(t *testing.T) {
+	dovecot.Require(t)
+	src := dovecot.Start(t, dovecot.Options{Name: "src"})
+	dst := dovecot.Start(t, dovecot.Options{Name: "dst", Separator: "/"})
+	m := corpus.Generate(corpus.Options{Seed: 23, Folders: 8, MessagesPerFolder: 40, MaxSize: 256 << 10, Odd: true})
+	corpus.Seed(t, src.Addr, "alice", src.Users["alice"], m)
+	srcProxy := faultproxy.Start(t, src.Addr)
+	dstProxy := faultproxy.Start(t, dst.Addr)
+	var copied atomic.Int64
+	drops := map[int64]func(){40: dstProxy.DropAll, 120: srcProxy.DropAll, 200: func() { srcProxy.DropAll(); dstProxy.DropAll() }}
+	var dropped atomic.Int64
+	obs := migrate.ObserverFunc(func(e migrate.Event) {
+		if e.Kind == migrate.EventMessageCopied {
+			if f, ok := drops[copied.Add(1)]; ok {
+				dropped.Add(1)
+				go f()
+			}
+		}
+	})
+	rep, err := migrate.Copy(context.Background(), endpoint(t, "source", srcProxy.Addr, "alice", src.Users["alice"]),
+		endpoint(t, "target", dstProxy.Addr, "alice", dst.Users["alice"]), migrate.Options{Observer: obs, BatchMessages: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dropped.Load() != 3 {
+		t.Fatalf("only %d of 3 drops happened: the test proves nothing", dropped.Load())
+	}
+	if rep.Failed != 0 || rep.Verified != m.TotalMessages() {
+		t.Errorf("copied %d verified %d failed %d: %v", rep.Copied, rep.Verified, rep.Failed, rep.Failures)
+	}
+	if diff := corpus.Compare(corpus.TakeSnapshot(t, src.Addr, "alice", src.Users["alice"]),
+		corpus.TakeSnapshot(t, dst.Addr, "alice", dst.Users["alice"]), nil); len(diff) > 0 {
+		t.Errorf("target differs (duplicates or losses after resets):\n%s", strings.Join(diff, "\n"))
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -49,7 +50,12 @@ type message struct {
 	status  msgStatus
 	dstUID  imap.UID
 	retried bool // a bad copy was already deleted and retried once
-	reason  string
+	// flagLevel steps down after the target refuses an APPEND for its
+	// flags: 0 all flags, 1 system flags only, 2 none.
+	flagLevel int
+	fetched   bool        // the current batch's FETCH returned this message's body
+	sent      []imap.Flag // the flags the last APPEND carried
+	reason    string
 }
 
 // folderCopy is the progress of one folder; it survives reconnects.
@@ -60,6 +66,7 @@ type folderCopy struct {
 	listed   bool
 	maxDst   imap.UID // every target UID above it is either ours or unknown
 	perm     permSet
+	mu       sync.Mutex // guards warned (the APPEND collector warns too)
 	warned   map[string]bool
 	flagWarn int
 }
@@ -124,7 +131,11 @@ func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 	fc := &folderCopy{m: m, byUID: map[imap.UID]*message{}, warned: map[string]bool{}}
 	var lastErr error
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		if attempt > 0 {
+		if errors.Is(lastErr, errReconnect) {
+			// A message was refused and the connection dropped with it:
+			// that is progress, not trouble; reconnect at once.
+			attempt--
+		} else if attempt > 0 {
 			if !sleep(ctx, backoff(attempt)) {
 				break
 			}
@@ -246,6 +257,29 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 		return err
 	}
 
+	// Messages refused for their flags come back as pending with fewer
+	// flags; the flag level bounds the rounds.
+	for round := 0; round < 3; round++ {
+		if err := w.copyPending(ctx, fc); err != nil {
+			return err
+		}
+	}
+	// One retry for messages whose target copy did not match.
+	for _, msg := range fc.msgs {
+		if msg.status != statusFailed || msg.retried || !msg.retryable() {
+			continue
+		}
+		msg.retried = true
+		msg.status = statusPending
+		if err := w.copyPending(ctx, fc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyPending appends and verifies every pending message in batches.
+func (w *worker) copyPending(ctx context.Context, fc *folderCopy) error {
 	pending := fc.with(statusPending)
 	for len(pending) > 0 {
 		if ctx.Err() != nil {
@@ -261,23 +295,6 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 			return err
 		}
 		if err := w.verify(fc, batch); err != nil {
-			return err
-		}
-	}
-	// One retry for messages whose target copy did not match.
-	for _, msg := range fc.msgs {
-		if msg.status != statusFailed || msg.retried || !msg.retryable() {
-			continue
-		}
-		msg.retried = true
-		msg.status = statusPending
-		if err := w.appendBatch(ctx, fc, []*message{msg}); err != nil {
-			return err
-		}
-		if err := w.reconcile(ctx, fc); err != nil {
-			return err
-		}
-		if err := w.verify(fc, []*message{msg}); err != nil {
 			return err
 		}
 	}
@@ -348,6 +365,7 @@ type pendingAppend struct {
 func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*message) error {
 	var uids imap.UIDSet
 	for _, msg := range batch {
+		msg.fetched = false
 		if msg.size == 0 {
 			msg.status, msg.reason = statusFailed, "empty message: a zero-byte message cannot be appended"
 			continue
@@ -385,7 +403,7 @@ func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*messa
 	if err == nil {
 		// A message expunged on the source since the listing is not fetched.
 		for _, msg := range batch {
-			if msg.status == statusPending {
+			if msg.status == statusPending && !msg.fetched {
 				msg.status, msg.reason = statusFailed, "vanished from the source during the copy"
 			}
 		}
@@ -475,12 +493,14 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 	if msg == nil || msg.status != statusPending {
 		return nil // not asked for (or already handled): the FETCH loop discards it
 	}
+	msg.fetched = true
 	size := lit.Size()
 	if size == 0 {
 		msg.status, msg.reason = statusFailed, "empty message: a zero-byte message cannot be appended"
 		return nil
 	}
-	flags, dropped := appendFlags(msg.flags, fc.perm)
+	flags, dropped := appendFlags(msg.flagsAt(msg.flagLevel), fc.perm)
+	msg.sent = flags
 	for _, f := range dropped {
 		w.flagWarning(fc, string(f))
 	}
@@ -503,15 +523,22 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 			// completed, so nothing was stored for this message; earlier
 			// APPENDs still in flight become unknown and are reconciled.
 			w.dst.Close()
+			_ = cmd.Close() // releases the client's command lock
 			return fmt.Errorf("fetch uid %d from %q on the source: %w", msg.uid, fc.m.Source, err)
 		}
-		// The target refused before or during the literal. The library
-		// has closed the connection; the answer says why.
-		_, werr := cmd.Wait()
+		// The target refused before or during the literal, or the
+		// connection broke. Closing the command ends it either way (the
+		// library completes a command whose final write fails); the
+		// answer says which.
+		_ = cmd.Close()
+		werr := waitOrClose(cmd, w.dst, 5*time.Second)
 		w.dst.Close()
 		var ie *imap.Error
 		if errors.As(werr, &ie) {
 			msg.status, msg.reason = statusFailed, fmt.Sprintf("append refused by the target: %v", werr)
+			if imapconn.Classify(werr) == imapconn.FatalMessage && w.fallBack(fc, msg, werr) {
+				msg.status, msg.reason = statusPending, ""
+			}
 			if imapconn.Classify(werr) == imapconn.FatalMessage {
 				// Only this message is refused; reconnect and go on.
 				return fmt.Errorf("append uid %d to %q on the target: %w", msg.uid, fc.m.Target, errReconnect)
@@ -535,6 +562,25 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 	}
 }
 
+// waitOrClose waits for an APPEND whose literal could not be written. When
+// the server refused it, its answer is already on the way; when the
+// connection broke, nothing will come, so the connection is closed to
+// release the command.
+func waitOrClose(cmd *imapclient.AppendCommand, c *imapconn.Conn, d time.Duration) error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := cmd.Wait()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		c.Close()
+		return <-done
+	}
+}
+
 // errWriter remembers whether a write failed (as opposed to the read).
 type errWriter struct {
 	w   io.Writer
@@ -553,11 +599,74 @@ func (e *errWriter) Write(p []byte) (int, error) {
 // classified Retry.
 var errReconnect = errors.New("target closed the connection after refusing a message")
 
+// flagsAt is the message's flags at a fallback level.
+func (msg *message) flagsAt(level int) []imap.Flag {
+	switch level {
+	case 0:
+		return msg.flags
+	case 1:
+		var sys []imap.Flag
+		for _, f := range msg.flags {
+			if strings.HasPrefix(string(f), `\`) {
+				sys = append(sys, f)
+			}
+		}
+		return sys
+	}
+	return nil
+}
+
+// fallBack decides, after the target refused a message, whether to try it
+// again with fewer flags (a server may refuse a keyword it cannot store:
+// too long, too many). It warns once per folder and level.
+func (w *worker) fallBack(fc *folderCopy, msg *message, err error) bool {
+	for msg.flagLevel < 2 {
+		before, _ := appendFlags(msg.flagsAt(msg.flagLevel), permSet{})
+		msg.flagLevel++
+		after, _ := appendFlags(msg.flagsAt(msg.flagLevel), permSet{})
+		if len(after) == len(before) {
+			continue
+		}
+		var gone []imap.Flag
+		for _, f := range before {
+			if !slices.Contains(after, f) {
+				gone = append(gone, f)
+			}
+		}
+		what := "keywords"
+		if msg.flagLevel == 2 {
+			what = "flags"
+		}
+		key := fmt.Sprintf("refused %s", what)
+		fc.mu.Lock()
+		first := !fc.warned[key]
+		fc.warned[key] = true
+		fc.mu.Unlock()
+		if first {
+			w.run.warn(fmt.Sprintf("folder %q: the target refused uid %d with %s %s (%v); such messages are copied without their %s",
+				fc.m.Target, msg.uid, what, flagList(gone), err, what))
+		}
+		return true
+	}
+	return false
+}
+
+func flagList(fs []imap.Flag) string {
+	s := make([]string, len(fs))
+	for i, f := range fs {
+		s[i] = string(f)
+	}
+	return "(" + strings.Join(s, " ") + ")"
+}
+
 func (w *worker) flagWarning(fc *folderCopy, flag string) {
-	if fc.warned[flag] {
+	fc.mu.Lock()
+	seen := fc.warned[flag]
+	fc.warned[flag] = true
+	fc.mu.Unlock()
+	if seen {
 		return
 	}
-	fc.warned[flag] = true
 	w.run.warn(fmt.Sprintf("folder %q: the target does not keep flag %q; messages copied without it", fc.m.Target, flag))
 }
 
@@ -565,12 +674,14 @@ func (w *worker) flagWarning(fc *folderCopy, flag string) {
 // while the batch streams; it only touches msg.
 func (w *worker) appended(fc *folderCopy, msg *message, data *imap.AppendData, err error) {
 	switch {
-	case err == nil && data != nil && data.UID != 0:
+	case err == nil && data != nil && data.UID != 0 && w.dst.Features.UIDPlus:
 		msg.status, msg.dstUID = statusAppended, data.UID
 		w.run.emit(Event{Kind: EventMessageCopied, Folder: fc.m.Source, Messages: 1, Bytes: msg.size})
 	case err == nil:
 		msg.status = statusUnknown // no APPENDUID: found by reconcile
 		w.run.emit(Event{Kind: EventMessageCopied, Folder: fc.m.Source, Messages: 1, Bytes: msg.size})
+	case imapconn.Classify(err) == imapconn.FatalMessage && w.fallBack(fc, msg, err):
+		msg.status = statusPending // again, with fewer flags
 	case imapconn.Classify(err) == imapconn.FatalMessage || imapconn.Classify(err) == imapconn.FatalMailbox:
 		msg.status, msg.reason = statusFailed, fmt.Sprintf("append refused by the target: %v", err)
 	default:
@@ -730,12 +841,8 @@ func (w *worker) verify(fc *folderCopy, batch []*message) error {
 			bad.AddNum(msg.dstUID)
 		default:
 			msg.status = statusVerified
-			if miss := missingFlags(msg.flags, t.flags); len(miss) > 0 {
-				for _, f := range miss {
-					if fc.perm.allows(imap.Flag(f)) && validFlag(f) {
-						w.flagWarning(fc, f)
-					}
-				}
+			for _, f := range missingFlags(msg.sent, t.flags) {
+				w.flagWarning(fc, f)
 			}
 			continue
 		}

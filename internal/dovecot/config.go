@@ -90,6 +90,9 @@ func (s *Server) config(ids identity, port, tlsPort int) string {
 		p("  inet_listener imaps {\n    port = 0\n  }")
 	}
 	p("}")
+	for _, l := range s.extra {
+		p("%s", l)
+	}
 	return b.String()
 }
 

@@ -89,6 +89,9 @@ type Options struct {
 	TLS bool
 	// Name labels the server in logs and errors ("src", "dst").
 	Name string
+	// Extra lines are appended to the generated dovecot.conf, e.g. to hide
+	// a capability ("imap_capability = ...") or to limit keywords.
+	Extra []string
 }
 
 // Server is a running Dovecot instance. Its fields are read-only.
@@ -100,10 +103,11 @@ type Server struct {
 	Dir       string // everything of this server lives below Dir
 	Separator string
 
-	Users                      map[string]string
-	MasterUser, MasterPassword string
-	SpecialUse                 map[string]string
+	Users                      map[string]string // user -> password
+	MasterUser, MasterPassword string            // log in as MasterLogin(user) with MasterPassword
+	SpecialUse                 map[string]string // special-use attribute -> folder name
 
+	extra      []string
 	logFile    string
 	stderrFile string
 	cmd        *exec.Cmd
@@ -153,7 +157,11 @@ func Start(t TB, opts Options) *Server {
 	t.Helper()
 	s, err := start(t, opts)
 	if err != nil {
-		t.Fatalf("start dovecot %q: %v", opts.Name, err)
+		name := opts.Name
+		if name == "" {
+			name = "dovecot"
+		}
+		t.Fatalf("start dovecot %q: %v", name, err)
 	}
 	return s
 }
@@ -166,10 +174,11 @@ func start(t TB, opts Options) (*Server, error) {
 	s := &Server{
 		Name:           opts.Name,
 		Separator:      opts.Separator,
-		Users:          opts.Users,
+		Users:          maps.Clone(opts.Users),
 		MasterUser:     opts.MasterUser,
 		MasterPassword: opts.MasterPassword,
-		SpecialUse:     opts.SpecialUse,
+		SpecialUse:     maps.Clone(opts.SpecialUse),
+		extra:          slices.Clone(opts.Extra),
 	}
 	if s.Name == "" {
 		s.Name = "dovecot"
@@ -248,18 +257,21 @@ func start(t TB, opts Options) (*Server, error) {
 	return s, nil
 }
 
-var atom = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+var (
+	userName = regexp.MustCompile(`^[A-Za-z0-9._+@-]+$`)
+	atom     = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+)
 
 func (s *Server) validate() error {
 	for u, p := range s.Users {
-		if !atom.MatchString(u) {
-			return fmt.Errorf("user name %q: use letters, digits, '.', '_' or '-'", u)
+		if !userName.MatchString(u) {
+			return fmt.Errorf("user name %q: use letters, digits and . _ + @ -", u)
 		}
 		if strings.ContainsAny(p, ":\r\n") {
 			return fmt.Errorf("password of %q contains ':' or a line break", u)
 		}
 	}
-	if !atom.MatchString(s.MasterUser) || strings.ContainsAny(s.MasterPassword, ":\r\n") {
+	if !userName.MatchString(s.MasterUser) || strings.ContainsAny(s.MasterPassword, ":\r\n") {
 		return fmt.Errorf("master user %q or its password is not usable in a passwd-file", s.MasterUser)
 	}
 	for use, name := range s.SpecialUse {
@@ -287,9 +299,9 @@ type identity struct {
 
 // processIdentity picks the users Dovecot runs as. As root, Dovecot refuses
 // to access mail as uid 0 ("Mail access not allowed for root") and refuses
-// to run imap-login as root, so mail is owned by "nobody" and the login
-// processes run as "dovenull" (or "nobody"). As any other user, Dovecot runs
-// entirely as that user.
+// to run imap-login as root, so mail is owned by "nobody", the login
+// processes run as "dovenull" (or "nobody") and the internal ones (auth,
+// anvil) as "dovecot". As any other user, Dovecot runs entirely as that user.
 func processIdentity() (identity, error) {
 	if os.Geteuid() != 0 {
 		u, err := user.Current()

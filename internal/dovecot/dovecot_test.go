@@ -222,11 +222,12 @@ func TestCustomSpecialUseAndUsers(t *testing.T) {
 	t.Parallel()
 	s := dovecot.Start(t, dovecot.Options{
 		Name:       "custom",
-		Users:      map[string]string{"dave": "dave-pw"},
+		Users:      map[string]string{"dave@example.com": "dave-pw"},
 		MasterUser: "root-admin", MasterPassword: "s3cret",
 		SpecialUse: map[string]string{`\Sent`: "Sent Messages", `\Trash`: "Deleted Items"},
 	})
-	c := login(t, s.Addr, s.MasterLogin("dave"), "s3cret")
+	login(t, s.Addr, "dave@example.com", "dave-pw")
+	c := login(t, s.Addr, s.MasterLogin("dave@example.com"), "s3cret")
 	boxes := list(t, c)
 	for name, use := range map[string]imap.MailboxAttr{"Sent Messages": imap.MailboxAttrSent, "Deleted Items": imap.MailboxAttrTrash} {
 		if d, ok := boxes[name]; !ok || !slices.Contains(d.Attrs, use) {
