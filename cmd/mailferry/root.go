@@ -41,6 +41,7 @@ SHA-256 on the target, and never touches the source's flags.`,
 		newInventoryCommand(g),
 		newPlanCommand(g),
 		newDemoCommand(g),
+		newDiscoverCommand(g),
 	)
 	return root
 }
