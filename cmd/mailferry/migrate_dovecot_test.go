@@ -45,4 +45,3 @@ func TestMigrateExit3ListsFailures(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
-
