@@ -1,0 +1,83 @@
+package imapconn
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"strings"
+	"testing"
+
+	"mailferry/internal/memserver"
+)
+
+func memConfig(t *testing.T) (*memserver.Server, Config) {
+	t.Helper()
+	s, err := memserver.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	s.AddUser("alice", "pw-alice")
+	ep, err := ParseEndpoint("imap://alice@" + s.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, Config{Side: "source", Endpoint: ep, Password: "pw-alice"}
+}
+
+// A server offering no STARTTLS gets no clear-text credentials unless it is
+// on loopback or the operator says --allow-plaintext.
+func TestPlaintextRefusedToRemote(t *testing.T) {
+	_, cfg := memConfig(t)
+	c, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("loopback without TLS: %v", err)
+	}
+	c.Logout()
+
+	isLoopbackAddr = func(net.Addr) bool { return false }
+	t.Cleanup(func() { isLoopbackAddr = isLoopback })
+	var trace bytes.Buffer
+	cfg.Debug = &trace
+	_, err = Dial(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "refusing to send credentials in clear text") || !strings.HasPrefix(err.Error(), "source:") {
+		t.Fatalf("remote without TLS: err = %v", err)
+	}
+	if strings.Contains(trace.String(), "LOGIN") {
+		t.Fatalf("credentials were sent before refusing:\n%s", trace.String())
+	}
+	cfg.AllowPlaintext = true
+	c, err = Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("remote without TLS, allowed: %v", err)
+	}
+	c.Logout()
+}
+
+func TestDialErrorsNameTheSide(t *testing.T) {
+	_, cfg := memConfig(t)
+	cfg.Password = "wrong"
+	_, err := Dial(context.Background(), cfg)
+	if err == nil || !strings.HasPrefix(err.Error(), `source: login as "alice"`) || strings.Contains(err.Error(), "wrong") {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if Classify(err) != FatalMailbox {
+		t.Errorf("wrong password classified %v", Classify(err))
+	}
+
+	cfg.Endpoint.Admin = "admin"
+	cfg.Side = "target"
+	_, err = Dial(context.Background(), cfg)
+	if err == nil || !strings.HasPrefix(err.Error(), `target: login as "admin for alice"`) {
+		t.Fatalf("admin login refused: %v", err)
+	}
+}
+
+func TestDialCanceled(t *testing.T) {
+	_, cfg := memConfig(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Dial(ctx, cfg); err == nil || Classify(err) != Canceled {
+		t.Fatalf("canceled dial: %v (%v)", err, Classify(err))
+	}
+}
