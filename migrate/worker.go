@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapclient"
 
 	"mailferry/internal/imapconn"
 )
@@ -357,7 +356,7 @@ func (w *worker) maxTargetUID() (imap.UID, error) {
 // pendingAppend is an APPEND sent and not yet answered.
 type pendingAppend struct {
 	msg *message
-	cmd *imapclient.AppendCommand
+	cmd *imapconn.AppendCommand
 }
 
 // appendBatch streams the batch's bodies from the source straight into
@@ -427,9 +426,9 @@ func (w *worker) streamBatch(ctx context.Context, fc *folderCopy, uids imap.UIDS
 		var spooledSize int64
 		for item := data.Next(); item != nil; item = data.Next() {
 			switch it := item.(type) {
-			case imapclient.FetchItemDataUID:
+			case imapconn.FetchItemUID:
 				uid = it.UID
-			case imapclient.FetchItemDataBodySection:
+			case imapconn.FetchItemBody:
 				if it.Literal == nil {
 					continue
 				}
@@ -566,7 +565,7 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 // the server refused it, its answer is already on the way; when the
 // connection broke, nothing will come, so the connection is closed to
 // release the command.
-func waitOrClose(cmd *imapclient.AppendCommand, c *imapconn.Conn, d time.Duration) error {
+func waitOrClose(cmd *imapconn.AppendCommand, c *imapconn.Conn, d time.Duration) error {
 	done := make(chan error, 1)
 	go func() {
 		_, err := cmd.Wait()
@@ -767,13 +766,13 @@ func (w *worker) fetchTarget(uids imap.UIDSet, body bool) ([]targetMsg, error) {
 		var t targetMsg
 		for item := data.Next(); item != nil; item = data.Next() {
 			switch it := item.(type) {
-			case imapclient.FetchItemDataUID:
+			case imapconn.FetchItemUID:
 				t.uid = it.UID
-			case imapclient.FetchItemDataRFC822Size:
+			case imapconn.FetchItemSize:
 				t.size = it.Size
-			case imapclient.FetchItemDataFlags:
+			case imapconn.FetchItemFlags:
 				t.flags = it.Flags
-			case imapclient.FetchItemDataBodySection:
+			case imapconn.FetchItemBody:
 				if it.Literal == nil {
 					continue
 				}

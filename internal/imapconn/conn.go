@@ -277,3 +277,13 @@ func unwrapOp(err error) error {
 	}
 	return err
 }
+
+// Names of the IMAP library's command and FETCH item types, so that callers
+// need not import it.
+type (
+	AppendCommand  = imapclient.AppendCommand
+	FetchItemUID   = imapclient.FetchItemDataUID
+	FetchItemBody  = imapclient.FetchItemDataBodySection
+	FetchItemSize  = imapclient.FetchItemDataRFC822Size
+	FetchItemFlags = imapclient.FetchItemDataFlags
+)
