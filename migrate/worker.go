@@ -779,7 +779,7 @@ func (w *worker) fetchTarget(uids imap.UIDSet, body bool) ([]targetMsg, error) {
 				h := sha256.New()
 				n, err := io.CopyBuffer(h, it.Literal, w.buf)
 				if err != nil {
-					return nil, fmt.Errorf("read back from %q on the target: %w", "", err)
+					return nil, fmt.Errorf("read back from the target: %w", err)
 				}
 				if n != it.Literal.Size() {
 					return nil, fmt.Errorf("read back: literal ended after %d of %d bytes", n, it.Literal.Size())

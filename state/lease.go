@@ -1,0 +1,222 @@
+package state
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// HeldError is returned by Acquire when another holder's lease on the
+// migration has not expired.
+type HeldError struct {
+	Key     Key
+	Holder  string
+	Expires time.Time // UTC
+}
+
+func (e *HeldError) Error() string {
+	return fmt.Sprintf("migration %s is held by %q until %s (another mailferry is working on it; it expires if that process died)",
+		e.Key, e.Holder, e.Expires.UTC().Format("15:04:05 UTC"))
+}
+
+// Lease is the right to work on one migration. All writes to the
+// migration go through it and are fenced: each runs in one transaction
+// that first checks the lease's epoch and holder, so once another process
+// has acquired the migration (after this lease expired) or the lease was
+// released, every write fails with ErrLeaseLost and changes nothing.
+//
+// A Lease is safe for concurrent use: a heartbeat goroutine may Renew
+// while others write. Every write that returns nil is committed and
+// durable; every write that returns an error changed nothing.
+type Lease struct {
+	// Migration is the migration as it was when the lease was acquired.
+	Migration Migration
+	Holder    string
+	// Epoch is the fencing token: it grows with every acquisition of the
+	// migration by anyone.
+	Epoch int64
+
+	s   *Store
+	ttl time.Duration
+
+	mu      sync.Mutex
+	expires time.Time
+}
+
+// Acquire takes the lease on the migration key for holder (a name such as
+// "host:pid 1234" that an operator can act on) for ttl, creating the
+// migration if it is new. It succeeds if the lease is free or expired and
+// then bumps the epoch; otherwise it returns a *HeldError naming the
+// current holder. Of several processes racing for the same key, exactly
+// one wins. A holder that already holds the lease is refused like any
+// other: leases are not re-entrant.
+func (s *Store) Acquire(ctx context.Context, key Key, holder string, ttl time.Duration) (*Lease, error) {
+	switch {
+	case key.Source == "" || key.Target == "":
+		return nil, fmt.Errorf("acquire migration %s: empty source or target", key)
+	case holder == "":
+		return nil, fmt.Errorf("acquire migration %s: empty holder", key)
+	case ttl <= 0:
+		return nil, fmt.Errorf("acquire migration %s: ttl %v is not positive", key, ttl)
+	}
+	// The held row may be released between the failed update and the
+	// read of its holder; try again then.
+	for attempt := 0; ; attempt++ {
+		l, held, err := s.tryAcquire(ctx, key, holder, ttl)
+		if err != nil {
+			return nil, fmt.Errorf("acquire migration %s: %w", key, err)
+		}
+		if l != nil {
+			return l, nil
+		}
+		if held.Holder != "" || attempt == 3 {
+			return nil, held
+		}
+	}
+}
+
+func (s *Store) tryAcquire(ctx context.Context, key Key, holder string, ttl time.Duration) (*Lease, *HeldError, error) {
+	now := s.nowUTC()
+	expires := now.Add(ttl)
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO mailferry_migration (source, target, created_at_us, updated_at_us)
+VALUES (?, ?, ?, ?) ON CONFLICT (source, target) DO NOTHING`),
+		key.Source, key.Target, now.UnixMicro(), now.UnixMicro()); err != nil {
+		return nil, nil, err
+	}
+	// One conditional update decides the race: PostgreSQL re-checks the
+	// WHERE clause after waiting for a competing update's row lock, and
+	// SQLite runs one write transaction at a time.
+	r, err := scanMigration(tx.QueryRowContext(ctx, s.q(`UPDATE mailferry_migration
+SET holder = ?, lease_expires_at_us = ?, epoch = epoch + 1
+WHERE source = ? AND target = ? AND (holder = '' OR lease_expires_at_us <= ?)
+RETURNING `+migrationColumns),
+		holder, expires.UnixMicro(), key.Source, key.Target, now.UnixMicro()))
+	if errors.Is(err, sql.ErrNoRows) {
+		var h string
+		var exp int64
+		if err := tx.QueryRowContext(ctx, s.q(`SELECT holder, lease_expires_at_us FROM mailferry_migration WHERE source = ? AND target = ?`),
+			key.Source, key.Target).Scan(&h, &exp); err != nil {
+			return nil, nil, err
+		}
+		if fromMicro(exp).After(now) {
+			return nil, &HeldError{Key: key, Holder: h, Expires: fromMicro(exp)}, nil
+		}
+		return nil, &HeldError{Key: key}, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, nil, err
+	}
+	return &Lease{Migration: r.Migration, Holder: holder, Epoch: r.epoch, s: s, ttl: ttl, expires: r.expires}, nil, nil
+}
+
+// Expires returns when the lease runs out unless renewed.
+func (l *Lease) Expires() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.expires
+}
+
+// TTL is the lease duration given to Acquire; Renew extends by it.
+func (l *Lease) TTL() time.Duration { return l.ttl }
+
+// Renew extends the lease to now+ttl. It fails with ErrLeaseLost if
+// another holder acquired the migration or the lease was released. A lease
+// that expired but was not taken by anyone can still be renewed. Call it
+// well within ttl (a heartbeat every ttl/3, say).
+func (l *Lease) Renew(ctx context.Context) error {
+	expires := l.s.nowUTC().Add(l.ttl)
+	res, err := l.s.db.ExecContext(ctx, l.s.q(`UPDATE mailferry_migration SET lease_expires_at_us = ?
+WHERE id = ? AND epoch = ? AND holder = ?`), expires.UnixMicro(), l.Migration.ID, l.Epoch, l.Holder)
+	if err == nil {
+		err = l.checkOne(res)
+	}
+	if err != nil {
+		return fmt.Errorf("renew lease on migration %s: %w", l.Migration.Key, err)
+	}
+	l.mu.Lock()
+	l.expires = expires
+	l.mu.Unlock()
+	return nil
+}
+
+// Release frees the lease so that another process may acquire the
+// migration at once. It fails with ErrLeaseLost if the lease was already
+// lost or released; the migration's state is kept.
+func (l *Lease) Release(ctx context.Context) error {
+	res, err := l.s.db.ExecContext(ctx, l.s.q(`UPDATE mailferry_migration SET holder = '', lease_expires_at_us = 0
+WHERE id = ? AND epoch = ? AND holder = ?`), l.Migration.ID, l.Epoch, l.Holder)
+	if err == nil {
+		err = l.checkOne(res)
+	}
+	if err != nil {
+		return fmt.Errorf("release lease on migration %s: %w", l.Migration.Key, err)
+	}
+	return nil
+}
+
+// checkOne turns "no row matched the fence" into ErrLeaseLost.
+func (l *Lease) checkOne(res sql.Result) error {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("%w (epoch %d of %q)", ErrLeaseLost, l.Epoch, l.Holder)
+	}
+	return nil
+}
+
+// write runs fn in one transaction after fencing it: the migration row is
+// updated (last activity) only if the lease still has its epoch and
+// holder. On PostgreSQL that update also locks the row until commit, so a
+// competing Acquire waits for this write instead of overtaking it. op
+// names the operation in errors.
+func (l *Lease) write(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
+	err := l.writeTx(ctx, fn)
+	if err != nil {
+		return fmt.Errorf("%s in migration %s: %w", op, l.Migration.Key, err)
+	}
+	return nil
+}
+
+func (l *Lease) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := l.s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, l.s.q(`UPDATE mailferry_migration SET updated_at_us = ?
+WHERE id = ? AND epoch = ? AND holder = ?`), l.s.nowUTC().UnixMicro(), l.Migration.ID, l.Epoch, l.Holder)
+	if err != nil {
+		return err
+	}
+	if err := l.checkOne(res); err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// SetProgress records the migration's phase, counters and last error
+// (LastError "" clears it).
+func (l *Lease) SetProgress(ctx context.Context, p Progress) error {
+	return l.write(ctx, "set progress", func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, l.s.q(`UPDATE mailferry_migration SET phase = ?, messages_done = ?, messages_total = ?,
+bytes_done = ?, bytes_total = ?, verified = ?, failed = ?, last_error = ? WHERE id = ?`),
+			p.Phase, p.MessagesDone, p.MessagesTotal, p.BytesDone, p.BytesTotal, p.Verified, p.Failed, p.LastError, l.Migration.ID)
+		return err
+	})
+}
