@@ -188,9 +188,8 @@ type FolderMapping struct {
 	// Excluded folders are listed but not copied.
 	Excluded bool `json:"excluded,omitempty"`
 
-	src        folder
-	subscribe  bool
-	targetUsed bool // the target already has this folder
+	src       folder
+	subscribe bool
 }
 
 // mapFolders decides the target name of every source folder. It is pure.
@@ -232,7 +231,6 @@ func mapFolders(src, dst *tree, exclude []*regexp.Regexp, folderMap map[string]s
 		} else {
 			taken[m.Target] = f.Name
 		}
-		m.targetUsed = dst.byName(m.Target) != nil
 		out = append(out, m)
 	}
 	return out, warnings

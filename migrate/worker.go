@@ -63,7 +63,7 @@ type folderCopy struct {
 	msgs     []*message // by source UID, ascending
 	byUID    map[imap.UID]*message
 	listed   bool
-	maxDst   imap.UID // every target UID above it is either ours or unknown
+	maxDst   imap.UID // the target's UIDNEXT-1 at the start, then the highest UID this copy appended: every target UID above it is unknown
 	perm     permSet
 	mu       sync.Mutex // guards warned (the APPEND collector warns too)
 	warned   map[string]bool
@@ -248,7 +248,7 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 			return err
 		}
 	}
-	if err := w.reconcile(ctx, fc); err != nil {
+	if err := w.reconcile(ctx, fc, fc.msgs); err != nil {
 		return err
 	}
 	// Copies appended before a lost connection still need their check.
@@ -290,7 +290,7 @@ func (w *worker) copyPending(ctx context.Context, fc *folderCopy) error {
 		if err := w.appendBatch(ctx, fc, batch); err != nil {
 			return err
 		}
-		if err := w.reconcile(ctx, fc); err != nil {
+		if err := w.reconcile(ctx, fc, batch); err != nil {
 			return err
 		}
 		if err := w.verify(fc, batch); err != nil {
@@ -302,6 +302,14 @@ func (w *worker) copyPending(ctx context.Context, fc *folderCopy) error {
 
 // retryable: only a bad target copy is retried; a refused APPEND is not.
 func (msg *message) retryable() bool { return strings.HasPrefix(msg.reason, "verification failed") }
+
+// ours records that msg is on the target at uid. It is called by one
+// goroutine at a time (the APPEND collector while a batch streams, the
+// worker otherwise).
+func (fc *folderCopy) ours(msg *message, uid imap.UID) {
+	msg.status, msg.dstUID = statusAppended, uid
+	fc.maxDst = max(fc.maxDst, uid)
+}
 
 func (fc *folderCopy) with(s msgStatus) []*message {
 	var out []*message
@@ -674,7 +682,7 @@ func (w *worker) flagWarning(fc *folderCopy, flag string) {
 func (w *worker) appended(fc *folderCopy, msg *message, data *imap.AppendData, err error) {
 	switch {
 	case err == nil && data != nil && data.UID != 0 && w.dst.Features.UIDPlus:
-		msg.status, msg.dstUID = statusAppended, data.UID
+		fc.ours(msg, data.UID)
 		w.run.emit(Event{Kind: EventMessageCopied, Folder: fc.m.Source, Messages: 1, Bytes: msg.size})
 	case err == nil:
 		msg.status = statusUnknown // no APPENDUID: found by reconcile
@@ -692,23 +700,19 @@ func (w *worker) appended(fc *folderCopy, msg *message, data *imap.AppendData, e
 // target's messages above every UID known to be ours, matching by size and
 // SHA-256, so that nothing is appended twice. Unmatched ones are pending
 // again.
-func (w *worker) reconcile(ctx context.Context, fc *folderCopy) error {
-	unknown := fc.with(statusUnknown)
-	if len(unknown) == 0 {
+func (w *worker) reconcile(ctx context.Context, fc *folderCopy, msgs []*message) error {
+	// Every unknown message was hashed before its APPEND completed.
+	byKey := map[string][]*message{}
+	for _, msg := range msgs {
+		if msg.status == statusUnknown {
+			k := key(msg.size, msg.sha)
+			byKey[k] = append(byKey[k], msg)
+		}
+	}
+	if len(byKey) == 0 {
 		return nil
 	}
 	known := fc.maxDst
-	for _, msg := range fc.msgs {
-		if msg.dstUID > known && msg.status != statusUnknown {
-			known = msg.dstUID
-		}
-	}
-	// Every unknown message was hashed before its APPEND completed.
-	byKey := map[string][]*message{}
-	for _, msg := range unknown {
-		k := key(msg.size, msg.sha)
-		byKey[k] = append(byKey[k], msg)
-	}
 	var set imap.UIDSet
 	set.AddRange(known+1, 0)
 	got, err := w.fetchTarget(set, true)
@@ -723,8 +727,11 @@ func (w *worker) reconcile(ctx context.Context, fc *folderCopy) error {
 		if l := byKey[k]; len(l) > 0 {
 			msg := l[0]
 			byKey[k] = l[1:]
-			msg.dstUID = t.uid
-			msg.status = statusAppended
+			fc.ours(msg, t.uid)
+			if w.run.opts.Verify != VerifyNone {
+				// Its exact bytes were just read back: that is the check.
+				w.accept(fc, msg, t)
+			}
 		}
 	}
 	for _, l := range byKey {
@@ -839,10 +846,7 @@ func (w *worker) verify(fc *folderCopy, batch []*message) error {
 				hex.EncodeToString(t.sha[:8]), hex.EncodeToString(msg.sha[:8]))
 			bad.AddNum(msg.dstUID)
 		default:
-			msg.status = statusVerified
-			for _, f := range missingFlags(msg.sent, t.flags) {
-				w.flagWarning(fc, f)
-			}
+			w.accept(fc, msg, t)
 			continue
 		}
 		msg.status = statusFailed
@@ -851,6 +855,15 @@ func (w *worker) verify(fc *folderCopy, batch []*message) error {
 		return w.deleteTarget(bad)
 	}
 	return nil
+}
+
+// accept marks msg verified by its target copy t, warning about flags the
+// target did not keep.
+func (w *worker) accept(fc *folderCopy, msg *message, t targetMsg) {
+	msg.status = statusVerified
+	for _, f := range missingFlags(msg.sent, t.flags) {
+		w.flagWarning(fc, f)
+	}
 }
 
 // deleteTarget removes exactly these target UIDs (copies this run made and

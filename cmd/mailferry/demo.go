@@ -55,25 +55,10 @@ Nothing outside this process is touched.`,
 			}
 			srcEP, _ := imapconn.ParseEndpoint("imap://" + user + "@" + src.Addr)
 			dstEP, _ := imapconn.ParseEndpoint("imap://" + user + "@" + dst.Addr)
-			progress := newProgress(g.stderr, g.json)
-			rep, err := migrate.Copy(cmd.Context(),
+			return copyAndReport(cmd, g,
 				imapconn.Config{Side: "source", Endpoint: srcEP, Password: srcPass},
 				imapconn.Config{Side: "target", Endpoint: dstEP, Password: dstPass},
-				migrate.Options{Verify: migrate.VerifyFull, Observer: progress})
-			progress.done()
-			if rep == nil {
-				return err
-			}
-			if werr := renderReport(g.stdout, rep, g.json); werr != nil {
-				return werr
-			}
-			if err != nil {
-				return err
-			}
-			if !rep.OK() {
-				return partialError{fmt.Sprintf("%d of %d messages failed", rep.Failed, rep.Messages)}
-			}
-			return nil
+				migrate.Options{Verify: migrate.VerifyFull})
 		},
 	}
 	cmd.Flags().IntVar(&o.folders, "folders", 12, "folders in the seeded mailbox")

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -121,6 +120,13 @@ func runMigrate(cmd *cobra.Command, g *globalOptions, o *migrateOptions) error {
 	if o.insecure {
 		fmt.Fprintln(g.stderr, "mailferry: warning: --insecure-skip-verify: TLS certificates are not checked; credentials can be intercepted")
 	}
+	return copyAndReport(cmd, g, src, dst, opts)
+}
+
+// copyAndReport runs one mailbox copy with progress on stderr, prints the
+// report, and turns the outcome into the command's error (exit 3 when some
+// messages failed).
+func copyAndReport(cmd *cobra.Command, g *globalOptions, src, dst imapconn.Config, opts migrate.Options) error {
 	progress := newProgress(g.stderr, g.json)
 	opts.Observer = progress
 	rep, err := migrate.Copy(cmd.Context(), src, dst, opts)
@@ -148,7 +154,7 @@ func (o *migrateOptions) side(side, flag, rawURL, admin, passFile, passEnv strin
 		return imapconn.Config{}, usageErrorf("%s: %v", flag, err)
 	}
 	ep.Admin = admin
-	pass, err := readSecret(passFile, passEnv)
+	pass, err := imapconn.ReadSecret(passFile, passEnv)
 	if err != nil {
 		return imapconn.Config{}, usageErrorf("%s password: %v", side, err)
 	}
@@ -160,26 +166,6 @@ func (o *migrateOptions) side(side, flag, rawURL, admin, passFile, passEnv strin
 		cfg.Debug = prefixWriter{w: g.stderr, prefix: side + ": "}
 	}
 	return cfg, nil
-}
-
-// readSecret reads a password from a file (trailing newline removed) or,
-// when no file is named, from an environment variable.
-func readSecret(file, env string) (string, error) {
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return "", fmt.Errorf("read password file: %w", err)
-		}
-		s := strings.TrimRight(string(b), "\r\n")
-		if s == "" {
-			return "", fmt.Errorf("password file %q is empty", file)
-		}
-		return s, nil
-	}
-	if s, ok := os.LookupEnv(env); ok && s != "" {
-		return s, nil
-	}
-	return "", fmt.Errorf("none given: use a password file flag or set $%s", env)
 }
 
 type prefixWriter struct {

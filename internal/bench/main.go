@@ -28,6 +28,7 @@ import (
 
 	"mailferry/internal/corpus"
 	"mailferry/internal/dovecot"
+	"mailferry/migrate"
 )
 
 const (
@@ -142,20 +143,20 @@ type toolResult struct {
 }
 
 type runResult struct {
-	Round           int          `json:"round"`
-	First           bool         `json:"first"` // ran first in its round
-	WallSeconds     float64      `json:"wall_seconds"`
-	PeakRSSKiB      int64        `json:"peak_rss_kib"`
-	UserSeconds     float64      `json:"user_seconds"`
-	SysSeconds      float64      `json:"sys_seconds"`
-	SourceServerCPU float64      `json:"source_dovecot_cpu_seconds"`
-	TargetServerCPU float64      `json:"target_dovecot_cpu_seconds"`
-	ExitCode        int          `json:"exit_code"`
-	Stderr          string       `json:"stderr,omitempty"`
-	Diff            *diffSummary `json:"diff"`
-	SourceChanged   []string     `json:"source_changed,omitempty"`
-	Notes           []string     `json:"notes,omitempty"` // likely causes of the differences
-	Mailferry       *mfReport    `json:"mailferry_report,omitempty"`
+	Round           int             `json:"round"`
+	First           bool            `json:"first"` // ran first in its round
+	WallSeconds     float64         `json:"wall_seconds"`
+	PeakRSSKiB      int64           `json:"peak_rss_kib"`
+	UserSeconds     float64         `json:"user_seconds"`
+	SysSeconds      float64         `json:"sys_seconds"`
+	SourceServerCPU float64         `json:"source_dovecot_cpu_seconds"`
+	TargetServerCPU float64         `json:"target_dovecot_cpu_seconds"`
+	ExitCode        int             `json:"exit_code"`
+	Stderr          string          `json:"stderr,omitempty"`
+	Diff            *diffSummary    `json:"diff"`
+	SourceChanged   []string        `json:"source_changed,omitempty"`
+	Notes           []string        `json:"notes,omitempty"` // likely causes of the differences
+	Mailferry       *migrate.Report `json:"mailferry_report,omitempty"`
 }
 
 func run(t *env, o options) *results {
@@ -268,7 +269,7 @@ func copyOnce(t *env, o options, tool string, round int, bin, mbsyncBin string, 
 		t.Fatalf("dovecot CPU time: %v %v", err1, err2)
 	}
 	var m measurement
-	var rep *mfReport
+	var rep *migrate.Report
 	var err error
 	stopPerf := func() {}
 	if profile != "" {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"mailferry/internal/dovecot"
+	"mailferry/migrate"
 )
 
 // user is the mailbox both tools copy; it exists on every server (the
@@ -70,26 +71,9 @@ func childEnv(extra ...string) []string {
 	return append(out, extra...)
 }
 
-// mfReport is the part of mailferry's --json report the bench reads.
-type mfReport struct {
-	Folders  int     `json:"folders"`
-	Messages int     `json:"messages"`
-	Bytes    int64   `json:"bytes"`
-	Copied   int     `json:"copied"`
-	Verified int     `json:"verified"`
-	Failed   int     `json:"failed"`
-	Seconds  float64 `json:"seconds"`
-	Failures []struct {
-		Folder string `json:"folder"`
-		UID    uint32 `json:"uid"`
-		Reason string `json:"reason"`
-	} `json:"failures"`
-	Warnings []string `json:"warnings"`
-}
-
 // runMailferry copies user's mailbox from src to dst with the mailferry
 // binary; passwords go through the environment only.
-func runMailferry(bin string, src, dst *dovecot.Server, connections int, verify string) (measurement, *mfReport, error) {
+func runMailferry(bin string, src, dst *dovecot.Server, connections int, verify string) (measurement, *migrate.Report, error) {
 	cmd := exec.Command(bin, "migrate",
 		"--from", "imap://"+user+"@"+src.Addr,
 		"--to", "imap://"+user+"@"+dst.Addr,
@@ -99,7 +83,7 @@ func runMailferry(bin string, src, dst *dovecot.Server, connections int, verify 
 	if err != nil {
 		return m, nil, fmt.Errorf("run mailferry: %w", err)
 	}
-	var rep mfReport
+	var rep migrate.Report
 	if jerr := json.Unmarshal(m.Stdout, &rep); jerr != nil {
 		return m, nil, fmt.Errorf("mailferry exited %d without a JSON report (%v)\nstderr:\n%s", m.ExitCode, jerr, tail(m.Stderr, 30))
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -257,6 +258,27 @@ func (cfg Config) login(c *Conn, raw net.Conn) error {
 		return &AuthError{Side: cfg.Side, Login: login, Addr: ep.Addr(), Err: err}
 	}
 	return fmt.Errorf("%s: login on %s: connection lost: %w", cfg.Side, ep.Addr(), err)
+}
+
+// ReadSecret reads a password by reference: from file (trailing newline
+// removed) when one is named, else from the environment variable env. The
+// error names the file or variable, never the secret.
+func ReadSecret(file, env string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read password file: %w", err)
+		}
+		s := strings.TrimRight(string(b), "\r\n")
+		if s == "" {
+			return "", fmt.Errorf("password file %q is empty", file)
+		}
+		return s, nil
+	}
+	if s, ok := os.LookupEnv(env); ok && s != "" {
+		return s, nil
+	}
+	return "", fmt.Errorf("none given: use a password file or set $%s", env)
 }
 
 // isLoopbackAddr decides whether clear-text credentials may go to a; a

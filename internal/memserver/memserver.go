@@ -9,7 +9,6 @@ import (
 	"io"
 	"log"
 	"net"
-	"sync"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -20,12 +19,10 @@ import (
 type Server struct {
 	Addr string
 
-	mem   *imapmemserver.Server
-	srv   *imapserver.Server
-	ln    net.Listener
-	mu    sync.Mutex
-	users map[string]*imapmemserver.User
-	done  chan struct{}
+	mem  *imapmemserver.Server
+	srv  *imapserver.Server
+	ln   net.Listener
+	done chan struct{}
 }
 
 // Start listens on a free loopback port and serves until Close.
@@ -35,7 +32,7 @@ func Start() (*Server, error) {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	s := &Server{Addr: ln.Addr().String(), mem: imapmemserver.New(), ln: ln,
-		users: map[string]*imapmemserver.User{}, done: make(chan struct{})}
+		done: make(chan struct{})}
 	s.srv = imapserver.New(&imapserver.Options{
 		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			return s.mem.NewSession(), nil, nil
@@ -59,9 +56,6 @@ func (s *Server) AddUser(name, password string) *imapmemserver.User {
 	u := imapmemserver.NewUser(name, password)
 	_ = u.Create("INBOX", nil)
 	s.mem.AddUser(u)
-	s.mu.Lock()
-	s.users[name] = u
-	s.mu.Unlock()
 	return u
 }
 

@@ -69,21 +69,11 @@ func Config(c *inventory.Cluster, mailbox string) (imapconn.Config, error) {
 }
 
 func readSecret(cluster, file, env string) (string, error) {
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return "", fmt.Errorf("cluster %s: password_file: %w", cluster, err)
-		}
-		s := strings.TrimRight(string(b), "\r\n")
-		if s == "" {
-			return "", fmt.Errorf("cluster %s: password_file %q is empty", cluster, file)
-		}
-		return s, nil
+	s, err := imapconn.ReadSecret(file, env)
+	if err != nil {
+		return "", fmt.Errorf("cluster %s: %w", cluster, err)
 	}
-	if s := os.Getenv(env); s != "" {
-		return s, nil
-	}
-	return "", fmt.Errorf("cluster %s: password_env $%s is not set", cluster, env)
+	return s, nil
 }
 
 // readCredentials finds a mailbox in a credentials file: CSV lines
