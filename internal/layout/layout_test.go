@@ -36,6 +36,11 @@ var rules = []rule{
 		deny: []string{"github.com/emersion/go-imap", "mailferry/internal/imapconn", "mailferry/migrate", "mailferry/state", "net", "net/http", "crypto/tls"},
 	},
 	{
+		why:  "throttle knows no IMAP, state or copy engine: server replies reach it as error text",
+		dirs: []string{"throttle"},
+		deny: []string{"github.com/emersion/go-imap", "mailferry/internal/imapconn", "mailferry/internal/memserver", "mailferry/migrate", "mailferry/state", "mailferry/inventory"},
+	},
+	{
 		why:  "library packages never import the CLI",
 		deny: []string{"mailferry/cmd", "github.com/spf13/cobra", "github.com/schollz/progressbar"},
 		allow: []string{

@@ -1,0 +1,283 @@
+package throttle
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"mailferry/internal/fakeclock"
+)
+
+var epoch = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func newTest(t *testing.T, cfg Config) (*Limiter, *fakeclock.Clock) {
+	t.Helper()
+	clock := fakeclock.New(epoch)
+	l, err := New("src", cfg, WithClock(clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, clock
+}
+
+// drive runs rounds of commands for d of fake time: each round starts as
+// many commands as the limit allows (so the limit is always reached), lets
+// latency pass and ends them with outcome(i). It checks the limit's bounds
+// after every round and returns the lowest and highest limit seen.
+func drive(t *testing.T, l *Limiter, clock *fakeclock.Clock, d, latency time.Duration, outcome func(i int) error) (lo, hi int) {
+	t.Helper()
+	lo, hi = 1<<30, 0
+	for end := clock.Now().Add(d); clock.Now().Before(end); {
+		s := l.Snapshot()
+		ops := make([]*Op, s.Limit)
+		for i := range ops {
+			op, err := l.Begin(context.Background())
+			if err != nil {
+				t.Fatalf("begin %d of %d: %v", i, s.Limit, err)
+			}
+			ops[i] = op
+		}
+		clock.Advance(latency)
+		for i, op := range ops {
+			var err error
+			if outcome != nil {
+				err = outcome(i)
+			}
+			op.Done(err)
+		}
+		s = l.Snapshot()
+		if s.Limit < 1 || s.Limit > s.Cap {
+			t.Fatalf("limit %d outside [1, %d]", s.Limit, s.Cap)
+		}
+		if s.InFlight != 0 {
+			t.Fatalf("in flight %d after all ops are done", s.InFlight)
+		}
+		lo, hi = min(lo, s.Limit), max(hi, s.Limit)
+	}
+	return lo, hi
+}
+
+func TestLimitFallsWithLatencyAndRecovers(t *testing.T) {
+	l, clock := newTest(t, Config{MaxConnections: 16})
+	drive(t, l, clock, 5*time.Second, 10*time.Millisecond, nil)
+	s := l.Snapshot()
+	if s.Limit != 16 || s.Decreases != 0 {
+		t.Fatalf("healthy: limit %d, %d decreases; want 16, 0", s.Limit, s.Decreases)
+	}
+	if s.Baseline != 10*time.Millisecond || s.Latency != 10*time.Millisecond {
+		t.Fatalf("healthy: baseline %v, latency %v; want 10ms both", s.Baseline, s.Latency)
+	}
+
+	// +200ms: the limit falls within a few intervals and bottoms out at 1.
+	drive(t, l, clock, 3*time.Second, 210*time.Millisecond, nil)
+	s = l.Snapshot()
+	if s.Limit > 16*7/10*7/10 || s.Decreases < 2 {
+		t.Fatalf("after 3s of +200ms: limit %d, %d decreases; want <= 7 and >= 2", s.Limit, s.Decreases)
+	}
+	lo, _ := drive(t, l, clock, 20*time.Second, 210*time.Millisecond, nil)
+	s = l.Snapshot()
+	if lo != 1 || s.Limit != 1 {
+		t.Fatalf("after 20s more of +200ms: limit %d (lowest %d); want 1", s.Limit, lo)
+	}
+	if s.Baseline > 20*time.Millisecond {
+		t.Fatalf("baseline followed the degradation up to %v", s.Baseline)
+	}
+	if s.Latency < 200*time.Millisecond {
+		t.Fatalf("smoothed latency %v; want about 210ms", s.Latency)
+	}
+
+	// Latency gone: the limit grows back one step per interval, to the cap
+	// and not beyond.
+	before := s.Increases
+	_, hi := drive(t, l, clock, 60*time.Second, 10*time.Millisecond, nil)
+	s = l.Snapshot()
+	if s.Limit != 16 || hi != 16 {
+		t.Fatalf("after recovery: limit %d (highest %d); want 16", s.Limit, hi)
+	}
+	if grown := s.Increases - before; grown != 15 {
+		t.Fatalf("grew %d times from 1 to 16; want 15 additive steps", grown)
+	}
+}
+
+func TestMaxLatencyIsACeiling(t *testing.T) {
+	// Steadily slow from the start: the baseline learns 300ms, so only the
+	// absolute ceiling can shrink the limit.
+	l, clock := newTest(t, Config{MaxConnections: 8, MaxLatency: 100 * time.Millisecond})
+	drive(t, l, clock, 10*time.Second, 300*time.Millisecond, nil)
+	if s := l.Snapshot(); s.Limit != 1 {
+		t.Fatalf("limit %d with latency 300ms over a 100ms ceiling; want 1", s.Limit)
+	}
+	l2, clock2 := newTest(t, Config{MaxConnections: 8})
+	drive(t, l2, clock2, 10*time.Second, 300*time.Millisecond, nil)
+	if s := l2.Snapshot(); s.Limit != 8 {
+		t.Fatalf("limit %d with steady latency and no ceiling; want 8", s.Limit)
+	}
+}
+
+func TestDegradedStartsLower(t *testing.T) {
+	for _, tc := range []struct{ cap, want int }{{16, 4}, {8, 2}, {3, 1}, {1, 1}} {
+		l, _ := newTest(t, Config{MaxConnections: tc.cap, Degraded: true})
+		if s := l.Snapshot(); s.Limit != tc.want || s.Cap != tc.cap {
+			t.Errorf("degraded cap %d: limit %d, cap %d; want %d, %d", tc.cap, s.Limit, s.Cap, tc.want, tc.cap)
+		}
+	}
+	l, clock := newTest(t, Config{MaxConnections: 8, Degraded: true})
+	drive(t, l, clock, 20*time.Second, 10*time.Millisecond, nil)
+	if s := l.Snapshot(); s.Limit != 8 {
+		t.Fatalf("degraded but healthy for 20s: limit %d; want 8", s.Limit)
+	}
+	if s, _ := newTest(t, Config{}); s.Snapshot().Limit != DefaultMaxConnections {
+		t.Fatalf("zero config: limit %d; want %d", s.Snapshot().Limit, DefaultMaxConnections)
+	}
+}
+
+func TestDistressErrorsShrink(t *testing.T) {
+	unavailable := errors.New("fetch uid 7: imap: NO [UNAVAILABLE] Backend overloaded")
+	l, clock := newTest(t, Config{MaxConnections: 10})
+	drive(t, l, clock, 5*time.Second, 10*time.Millisecond, nil)
+	drive(t, l, clock, 5*time.Second, 10*time.Millisecond, func(i int) error {
+		if i%2 == 0 {
+			return unavailable
+		}
+		return nil
+	})
+	s := l.Snapshot()
+	if s.Limit >= 10 || s.Decreases == 0 || s.Distress == 0 {
+		t.Fatalf("half the commands unavailable: limit %d, %d decreases, %d distress; want a smaller limit", s.Limit, s.Decreases, s.Distress)
+	}
+
+	// Errors from a responsive server (no overload signal) are not distress.
+	l2, clock2 := newTest(t, Config{MaxConnections: 10})
+	drive(t, l2, clock2, 10*time.Second, 10*time.Millisecond, func(i int) error {
+		return errors.New("imap: NO [TRYCREATE] no such folder")
+	})
+	if s := l2.Snapshot(); s.Limit != 10 || s.Errors == 0 || s.Distress != 0 {
+		t.Fatalf("fatal-but-prompt errors: limit %d, errors %d, distress %d; want 10, >0, 0", s.Limit, s.Errors, s.Distress)
+	}
+}
+
+func TestUnusedLimitDoesNotGrow(t *testing.T) {
+	l, clock := newTest(t, Config{MaxConnections: 8, Degraded: true}) // starts at 2
+	for range 200 {                                                   // one command at a time for 20s
+		op, err := l.Begin(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(100 * time.Millisecond)
+		op.Done(nil)
+	}
+	if s := l.Snapshot(); s.Limit != 2 {
+		t.Fatalf("limit %d after 20s never using more than 1 slot; want it to stay 2", s.Limit)
+	}
+}
+
+func TestLimitStaysInBoundsUnderRandomLoad(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, capacity := range []int{1, 2, 5, 32} {
+		l, clock := newTest(t, Config{MaxConnections: capacity, MaxLatency: 400 * time.Millisecond})
+		for range 40 {
+			lat := time.Duration(r.IntN(1000)) * time.Millisecond
+			failRate := r.Float64() * 0.5
+			drive(t, l, clock, 2*time.Second, lat+time.Millisecond, func(int) error {
+				if r.Float64() < failRate {
+					return errors.New("read: connection reset by peer")
+				}
+				return nil
+			})
+		}
+	}
+}
+
+func TestBeginWaitsForASlot(t *testing.T) {
+	l, _ := newTest(t, Config{MaxConnections: 2})
+	a, _ := l.Begin(context.Background())
+	b, _ := l.Begin(context.Background())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := l.Begin(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("begin over the limit with a canceled context: %v; want context.Canceled", err)
+	}
+
+	got := make(chan *Op)
+	go func() {
+		op, err := l.Begin(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		got <- op
+	}()
+	waitFor(t, "the third Begin to wait", func() bool { return l.Snapshot().SlotWaits == 2 })
+	a.Done(nil)
+	a.Done(nil) // a second Done must not free a second slot
+	var c *Op
+	select {
+	case c = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("begin still waiting after a slot was freed")
+	}
+	s := l.Snapshot()
+	if s.InFlight != 2 || s.SlotWaits != 2 || s.Commands != 1 {
+		t.Fatalf("in flight %d, slot waits %d, commands %d; want 2, 2, 1", s.InFlight, s.SlotWaits, s.Commands)
+	}
+	b.Done(context.Canceled)
+	c.Done(nil)
+	if s := l.Snapshot(); s.InFlight != 0 || s.Commands != 2 {
+		t.Fatalf("in flight %d, commands %d; want 0, 2 (a cancellation is not a command outcome)", s.InFlight, s.Commands)
+	}
+}
+
+func TestAcquireConnCaps(t *testing.T) {
+	l, _ := newTest(t, Config{MaxConnections: 2})
+	r1, err := l.AcquireConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, _ := l.AcquireConn(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	if _, err := l.AcquireConn(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("third connection under a cap of 2: %v; want a deadline error", err)
+	}
+	if s := l.Snapshot(); s.Conns != 2 || s.ConnWaits != 1 {
+		t.Fatalf("conns %d, waits %d; want 2, 1", s.Conns, s.ConnWaits)
+	}
+	r1()
+	r1() // released once only: the cap must still be 2
+	r3, err := l.AcquireConn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel2()
+	if _, err := l.AcquireConn(ctx2); err == nil {
+		t.Fatal("a double release raised the cap")
+	}
+	r2()
+	r3()
+	if s := l.Snapshot(); s.Conns != 0 {
+		t.Fatalf("conns %d after releasing all; want 0", s.Conns)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, cfg := range []Config{{MaxConnections: -1}, {BytesPerSecond: -5}, {MessagesPerSecond: -1}, {MaxLatency: -time.Second}} {
+		if _, err := New("b2", cfg); err == nil {
+			t.Errorf("New accepted %+v", cfg)
+		}
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
