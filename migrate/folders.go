@@ -28,6 +28,8 @@ type folder struct {
 	NoSelect   bool
 	Messages   uint32
 	Size       int64
+	// UIDValidity from LIST-STATUS (0: not offered); renames keep it.
+	UIDValidity uint32
 }
 
 // Key is the logical path joined with "/", the form operators write in
@@ -104,7 +106,7 @@ func listTree(c *imapconn.Conn) (*tree, error) {
 		opts.ReturnSubscribed = true
 		opts.ReturnSpecialUse = c.Features.SpecialUse
 		if c.Features.ListStatus {
-			opts.ReturnStatus = &imap.StatusOptions{NumMessages: true, Size: c.Features.StatusSize}
+			opts.ReturnStatus = &imap.StatusOptions{NumMessages: true, UIDValidity: true, Size: c.Features.StatusSize}
 		}
 	}
 	list, err := c.List("", t.Prefix+"*", opts).Collect()
@@ -144,6 +146,7 @@ func listTree(c *imapconn.Conn) (*tree, error) {
 			}
 		}
 		if l.Status != nil {
+			f.UIDValidity = l.Status.UIDValidity
 			if l.Status.NumMessages != nil {
 				f.Messages = *l.Status.NumMessages
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"mailferry/internal/imapconn"
+	"mailferry/state"
 )
 
 // VerifyMode says how each appended message is checked on the target.
@@ -57,6 +58,19 @@ type Options struct {
 	BatchMessages int
 	// Observer receives progress events; nil means none.
 	Observer Observer
+	// State makes the copy durable and exactly-once: the message map,
+	// UIDVALIDITYs and the target's UIDNEXT before each batch live in the
+	// lease's migration, so a rerun resumes, adopts copies appended but
+	// not recorded, and carries new messages, flag changes and expunges
+	// (a delta pass). nil copies from scratch with nothing recorded.
+	State *state.Lease
+	// Stop, when closed, stops the copy from starting work: batches in
+	// flight finish and are recorded, then Copy returns ErrInterrupted.
+	// (Cancelling the context stops at once instead.) nil never stops.
+	Stop <-chan struct{}
+	// KeepDeleted keeps target copies of messages and folders deleted on
+	// the source since the last pass (State only).
+	KeepDeleted bool
 }
 
 // Report is what a copy did. It holds no secrets.
@@ -69,6 +83,17 @@ type Report struct {
 	Messages int             `json:"messages"`
 	Bytes    int64           `json:"bytes"`
 	Copied   int             `json:"copied"`
+	// Done is how many messages an earlier run had already copied (State).
+	Done int `json:"already_copied"`
+	// Adopted messages were found on the target, appended by an earlier
+	// run that stopped before recording them, and not appended again.
+	Adopted int `json:"adopted"`
+	// FlagsUpdated target copies got the flags changed on the source.
+	FlagsUpdated int `json:"flags_updated"`
+	// Expunged target copies of messages deleted on the source.
+	Expunged int `json:"expunged"`
+	// BodiesFetched counts message bodies read from the source.
+	BodiesFetched int `json:"source_bodies_fetched"`
 	Verified int             `json:"verified"`
 	Failed   int             `json:"failed"`
 	Seconds  float64         `json:"seconds"`
@@ -201,7 +226,9 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 		totalMsgs += int(j.src.Messages)
 		totalBytes += j.src.Size
 	}
+	r.totalMsgs, r.totalBytes = totalMsgs, totalBytes
 	r.emit(Event{Kind: EventPlanned, Messages: totalMsgs, Bytes: totalBytes})
+	r.progress(ctx, "copying", "")
 
 	queue := make(chan *FolderMapping, len(jobs))
 	for _, j := range jobs {
@@ -220,11 +247,12 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 			defer wg.Done()
 			defer w.close()
 			for m := range queue {
-				if ctx.Err() != nil {
+				if ctx.Err() != nil || r.stopping() {
 					r.failFolder(m, "interrupted before the folder was copied")
 					continue
 				}
 				w.copyFolder(ctx, m)
+				r.progress(ctx, "copying", "")
 			}
 		}()
 	}
@@ -245,8 +273,17 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 		}
 		return rep.Failures[i].UID < rep.Failures[j].UID
 	})
-	if ctx.Err() != nil {
-		return rep, ctx.Err()
+	switch {
+	case ctx.Err() != nil:
+		r.progress(ctx, "interrupted", context.Cause(ctx).Error())
+		return rep, context.Cause(ctx)
+	case r.stopping():
+		r.progress(ctx, "interrupted", "interrupted by the operator")
+		return rep, ErrInterrupted
+	case rep.Failed > 0:
+		r.progress(ctx, "failed", fmt.Sprintf("%d of %d messages failed; first: %s", rep.Failed, rep.Messages, rep.Failures[0].Reason))
+	default:
+		r.progress(ctx, "done", "")
 	}
 	return rep, nil
 }
@@ -297,12 +334,22 @@ type run struct {
 	srcCfg, dstCfg imapconn.Config
 	mu             sync.Mutex
 	report         *Report
+	totalMsgs      int   // as listed before the copy (for progress)
+	totalBytes     int64 // likewise
+	bytesDone      int64 // bytes of messages copied, now or before
 }
 
 func (r *run) emit(e Event) {
 	if r.opts.Observer != nil {
 		r.opts.Observer.Event(e)
 	}
+}
+
+// count updates the report's counters under the lock.
+func (r *run) count(f func(*Report)) {
+	r.mu.Lock()
+	f(r.report)
+	r.mu.Unlock()
 }
 
 func (r *run) warn(text string) {

@@ -17,7 +17,9 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
+	"mailferry/internal/failpoint"
 	"mailferry/internal/imapconn"
+	"mailferry/state"
 )
 
 // maxInFlight bounds the APPENDs pipelined on one target connection.
@@ -55,6 +57,10 @@ type message struct {
 	fetched   bool        // the current batch's FETCH returned this message's body
 	sent      []imap.Flag // the flags the last APPEND carried
 	reason    string
+
+	rec      bool     // the state's map holds this message as it is now
+	recFlags []string // the source flags the map last recorded (normFlags)
+	done     bool     // copied by an earlier run (found in the map or rematched)
 }
 
 // folderCopy is the progress of one folder; it survives reconnects.
@@ -68,6 +74,9 @@ type folderCopy struct {
 	mu       sync.Mutex // guards warned (the APPEND collector warns too)
 	warned   map[string]bool
 	flagWarn int
+
+	rec    state.Folder // the folder's state record (State only)
+	modseq uint64       // the source's HIGHESTMODSEQ when the pass began
 }
 
 // worker copies folders over its own pair of connections.
@@ -152,7 +161,7 @@ func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 			break
 		}
 		lastErr = err
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, ErrInterrupted) {
 			break
 		}
 		switch imapconn.Classify(err) {
@@ -192,17 +201,24 @@ func (w *worker) finish(fc *folderCopy, err error) {
 	for _, msg := range fc.msgs {
 		rep.Messages++
 		rep.Bytes += msg.size
+		copied := func() {
+			r.bytesDone += msg.size
+			if msg.done {
+				rep.Done++
+			} else {
+				rep.Copied++
+			}
+		}
 		switch msg.status {
 		case statusVerified:
-			rep.Copied++
+			copied()
 			rep.Verified++
 			continue
 		case statusAppended:
+			copied()
 			if r.opts.Verify == VerifyNone {
-				rep.Copied++
 				continue
 			}
-			rep.Copied++
 			msg.reason = "appended but not verified"
 		case statusUnknown:
 			msg.reason = "append outcome unknown: the connection was lost"
@@ -226,14 +242,9 @@ func (w *worker) finish(fc *folderCopy, err error) {
 // anything is appended again.
 func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 	m := fc.m
-	ssel, err := w.src.Select(m.src.Name, &imap.SelectOptions{ReadOnly: true}).Wait()
+	ssel, err := w.src.Select(m.src.Name, &imap.SelectOptions{ReadOnly: true, CondStore: w.src.Features.CondStore}).Wait()
 	if err != nil {
 		return fmt.Errorf("examine %q on the source: %w", m.src.Name, err)
-	}
-	if !fc.listed && ssel.NumMessages > 0 {
-		if err := w.listMessages(fc); err != nil {
-			return err
-		}
 	}
 	sel, err := w.dst.Select(m.Target, nil).Wait()
 	if err != nil {
@@ -241,10 +252,7 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 	}
 	fc.perm = newPermSet(sel.PermanentFlags)
 	if !fc.listed {
-		fc.listed = true
-		if sel.UIDNext > 0 {
-			fc.maxDst = sel.UIDNext - 1
-		} else if fc.maxDst, err = w.maxTargetUID(); err != nil {
+		if err := w.prepare(ctx, fc, ssel, sel); err != nil {
 			return err
 		}
 	}
@@ -253,6 +261,9 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 	}
 	// Copies appended before a lost connection still need their check.
 	if err := w.verify(fc, fc.with(statusAppended)); err != nil {
+		return err
+	}
+	if err := w.record(ctx, fc, fc.msgs); err != nil {
 		return err
 	}
 
@@ -274,7 +285,7 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 			return err
 		}
 	}
-	return nil
+	return w.finishFolder(ctx, fc)
 }
 
 // copyPending appends and verifies every pending message in batches.
@@ -283,6 +294,9 @@ func (w *worker) copyPending(ctx context.Context, fc *folderCopy) error {
 	for len(pending) > 0 {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if w.run.stopping() {
+			return ErrInterrupted
 		}
 		n := min(len(pending), w.run.opts.BatchMessages)
 		batch := pending[:n]
@@ -294,6 +308,9 @@ func (w *worker) copyPending(ctx context.Context, fc *folderCopy) error {
 			return err
 		}
 		if err := w.verify(fc, batch); err != nil {
+			return err
+		}
+		if err := w.record(ctx, fc, batch); err != nil {
 			return err
 		}
 	}
@@ -321,11 +338,58 @@ func (fc *folderCopy) with(s msgStatus) []*message {
 	return out
 }
 
-// listMessages fetches UID, flags, date and size of every source message.
-func (w *worker) listMessages(fc *folderCopy) error {
-	fetch := w.src.Fetch(imap.SeqSet{imap.SeqRange{Start: 1, Stop: 0}}, &imap.FetchOptions{
-		UID: true, Flags: true, InternalDate: true, RFC822Size: true,
-	})
+// listMessages fetches UID, flags, date and size of the source messages.
+// With changedSince (CONDSTORE, from the last pass), only messages changed
+// since then are fetched; the others are the map's records, and a UID
+// SEARCH supplies the folder's complete UID set (so expunges show).
+func (w *worker) listMessages(fc *folderCopy, known []state.Message, changedSince uint64) error {
+	opts := &imap.FetchOptions{UID: true, Flags: true, InternalDate: true, RFC822Size: true, ChangedSince: changedSince}
+	if err := w.fetchMeta(fc, imap.SeqSet{imap.SeqRange{Start: 1, Stop: 0}}, opts); err != nil {
+		return err
+	}
+	if changedSince > 0 {
+		var sopts *imap.SearchOptions
+		if w.src.Features.ESearch {
+			sopts = &imap.SearchOptions{ReturnAll: true}
+		}
+		data, err := w.src.UIDSearch(&imap.SearchCriteria{}, sopts).Wait()
+		if err != nil {
+			return fmt.Errorf("list messages of %q on the source: %w", fc.m.Source, err)
+		}
+		byUID := make(map[imap.UID]*state.Message, len(known))
+		for i := range known {
+			byUID[imap.UID(known[i].SrcUID)] = &known[i]
+		}
+		var missing imap.UIDSet
+		for _, uid := range data.AllUIDs() {
+			if fc.byUID[uid] != nil {
+				continue
+			}
+			k := byUID[uid]
+			if k == nil {
+				missing.AddNum(uid) // not changed, not recorded: a message that failed before
+				continue
+			}
+			msg := &message{uid: uid, size: k.Size}
+			for _, f := range k.Flags {
+				msg.flags = append(msg.flags, imap.Flag(f))
+			}
+			fc.msgs = append(fc.msgs, msg)
+			fc.byUID[uid] = msg
+		}
+		if len(missing) > 0 {
+			opts.ChangedSince = 0
+			if err := w.fetchMeta(fc, missing, opts); err != nil {
+				return err
+			}
+		}
+	}
+	sort.Slice(fc.msgs, func(i, j int) bool { return fc.msgs[i].uid < fc.msgs[j].uid })
+	return nil
+}
+
+func (w *worker) fetchMeta(fc *folderCopy, set imap.NumSet, opts *imap.FetchOptions) error {
+	fetch := w.src.Fetch(set, opts)
 	defer fetch.Close()
 	for {
 		data := fetch.Next()
@@ -346,7 +410,6 @@ func (w *worker) listMessages(fc *folderCopy) error {
 	if err := fetch.Close(); err != nil {
 		return fmt.Errorf("list messages of %q on the source: %w", fc.m.Source, err)
 	}
-	sort.Slice(fc.msgs, func(i, j int) bool { return fc.msgs[i].uid < fc.msgs[j].uid })
 	return nil
 }
 
@@ -517,14 +580,18 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 	h := sha256.New()
 	cmd := w.dst.Append(fc.m.Target, size, &imap.AppendOptions{Flags: flags, Time: msg.date})
 	msg.status = statusUnknown
-	dw := &errWriter{w: cmd}
+	w.run.count(func(r *Report) { r.BodiesFetched++ })
+	var dw io.Writer = &errWriter{w: cmd}
+	if size > 1<<20 {
+		dw = &failWriter{Writer: dw, at: size / 2}
+	}
 	n, err := io.CopyBuffer(dw, io.TeeReader(io.LimitReader(lit, size), h), w.buf)
 	if err == nil && n != size {
 		err = fmt.Errorf("source literal for uid %d ended after %d of %d bytes", msg.uid, n, size)
 	}
 	if err != nil {
 		msg.status = statusPending
-		if dw.err == nil {
+		if dw := unwrapErrWriter(dw); dw.err == nil {
 			// The source broke mid-message. Never leave an APPEND
 			// mid-literal: drop the target connection. The literal never
 			// completed, so nothing was stored for this message; earlier
@@ -600,6 +667,29 @@ func (e *errWriter) Write(p []byte) (int, error) {
 		e.err = err
 	}
 	return n, err
+}
+
+// failWriter passes the "append-literal" failpoint when the write
+// crosses byte at.
+type failWriter struct {
+	io.Writer
+	at, n int64
+}
+
+func (f *failWriter) Write(p []byte) (int, error) {
+	if f.n < f.at && f.n+int64(len(p)) >= f.at {
+		failpoint.Hit("append-literal")
+	}
+	n, err := f.Writer.Write(p)
+	f.n += int64(n)
+	return n, err
+}
+
+func unwrapErrWriter(w io.Writer) *errWriter {
+	if f, ok := w.(*failWriter); ok {
+		w = f.Writer
+	}
+	return w.(*errWriter)
 }
 
 // errReconnect asks for the target connection to be reopened; it is
@@ -715,14 +805,29 @@ func (w *worker) reconcile(ctx context.Context, fc *folderCopy, msgs []*message)
 	known := fc.maxDst
 	var set imap.UIDSet
 	set.AddRange(known+1, 0)
-	got, err := w.fetchTarget(set, true)
+	meta, err := w.fetchTarget(set, false)
 	if err != nil {
 		return err
 	}
-	for _, t := range got {
-		if t.uid <= known {
-			continue // "n:*" always includes the highest UID
+	sizes := map[int64]bool{}
+	for _, l := range byKey {
+		sizes[l[0].size] = true
+	}
+	ours := fc.targetUIDs()
+	var want imap.UIDSet
+	for _, t := range meta {
+		// "n:*" always includes the highest UID, even below n.
+		if t.uid > known && !ours[t.uid] && sizes[t.size] {
+			want.AddNum(t.uid)
 		}
+	}
+	var got []targetMsg
+	if len(want) > 0 {
+		if got, err = w.fetchTarget(want, true); err != nil {
+			return err
+		}
+	}
+	for _, t := range got {
 		k := key(t.size, t.sha)
 		if l := byKey[k]; len(l) > 0 {
 			msg := l[0]
@@ -755,11 +860,17 @@ type targetMsg struct {
 // fetchTarget reads size, flags and (if body) the SHA-256 of the exact
 // bytes of target messages in the selected folder.
 func (w *worker) fetchTarget(uids imap.UIDSet, body bool) ([]targetMsg, error) {
+	return w.fetchDigests(w.dst, uids, body)
+}
+
+// fetchDigests reads size, flags and (if body) the SHA-256 of the exact
+// bytes of messages in c's selected folder, never setting \Seen.
+func (w *worker) fetchDigests(c *imapconn.Conn, uids imap.UIDSet, body bool) ([]targetMsg, error) {
 	opts := &imap.FetchOptions{UID: true, RFC822Size: true, Flags: true}
 	if body {
 		opts.BodySection = []*imap.FetchItemBodySection{{Peek: true}}
 	}
-	fetch := w.dst.Fetch(uids, opts)
+	fetch := c.Fetch(uids, opts)
 	defer fetch.Close()
 	var out []targetMsg
 	if w.buf == nil {
@@ -786,7 +897,7 @@ func (w *worker) fetchTarget(uids imap.UIDSet, body bool) ([]targetMsg, error) {
 				h := sha256.New()
 				n, err := io.CopyBuffer(h, it.Literal, w.buf)
 				if err != nil {
-					return nil, fmt.Errorf("read back from the target: %w", err)
+					return nil, fmt.Errorf("read back: %w", err)
 				}
 				if n != it.Literal.Size() {
 					return nil, fmt.Errorf("read back: literal ended after %d of %d bytes", n, it.Literal.Size())
@@ -800,7 +911,7 @@ func (w *worker) fetchTarget(uids imap.UIDSet, body bool) ([]targetMsg, error) {
 		}
 	}
 	if err := fetch.Close(); err != nil {
-		return nil, fmt.Errorf("read back from the target: %w", err)
+		return nil, fmt.Errorf("read back: %w", err)
 	}
 	return out, nil
 }

@@ -54,6 +54,21 @@ type Lease struct {
 // one wins. A holder that already holds the lease is refused like any
 // other: leases are not re-entrant.
 func (s *Store) Acquire(ctx context.Context, key Key, holder string, ttl time.Duration) (*Lease, error) {
+	return s.acquire(ctx, key, holder, ttl, "")
+}
+
+// AcquireFrom is Acquire that also takes the lease while stale holds it:
+// the caller has proved that holder dead (a process of this host that no
+// longer runs), so nobody needs to wait for its lease to expire. If anyone
+// else holds it, it fails like Acquire.
+func (s *Store) AcquireFrom(ctx context.Context, key Key, holder string, ttl time.Duration, stale string) (*Lease, error) {
+	if stale == "" {
+		return nil, fmt.Errorf("acquire migration %s: empty stale holder", key)
+	}
+	return s.acquire(ctx, key, holder, ttl, stale)
+}
+
+func (s *Store) acquire(ctx context.Context, key Key, holder string, ttl time.Duration, stale string) (*Lease, error) {
 	switch {
 	case key.Source == "" || key.Target == "":
 		return nil, fmt.Errorf("acquire migration %s: empty source or target", key)
@@ -65,7 +80,7 @@ func (s *Store) Acquire(ctx context.Context, key Key, holder string, ttl time.Du
 	// The held row may be released between the failed update and the
 	// read of its holder; try again then.
 	for attempt := 0; ; attempt++ {
-		l, held, err := s.tryAcquire(ctx, key, holder, ttl)
+		l, held, err := s.tryAcquire(ctx, key, holder, ttl, stale)
 		if err != nil {
 			return nil, fmt.Errorf("acquire migration %s: %w", key, err)
 		}
@@ -78,7 +93,7 @@ func (s *Store) Acquire(ctx context.Context, key Key, holder string, ttl time.Du
 	}
 }
 
-func (s *Store) tryAcquire(ctx context.Context, key Key, holder string, ttl time.Duration) (*Lease, *HeldError, error) {
+func (s *Store) tryAcquire(ctx context.Context, key Key, holder string, ttl time.Duration, stale string) (*Lease, *HeldError, error) {
 	now := s.nowUTC()
 	expires := now.Add(ttl)
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -96,9 +111,9 @@ VALUES (?, ?, ?, ?) ON CONFLICT (source, target) DO NOTHING`),
 	// SQLite runs one write transaction at a time.
 	r, err := scanMigration(tx.QueryRowContext(ctx, s.q(`UPDATE mailferry_migration
 SET holder = ?, lease_expires_at_us = ?, epoch = epoch + 1
-WHERE source = ? AND target = ? AND (holder = '' OR lease_expires_at_us <= ?)
+WHERE source = ? AND target = ? AND (holder = '' OR lease_expires_at_us <= ? OR holder = ?)
 RETURNING `+migrationColumns),
-		holder, expires.UnixMicro(), key.Source, key.Target, now.UnixMicro()))
+		holder, expires.UnixMicro(), key.Source, key.Target, now.UnixMicro(), stale))
 	if errors.Is(err, sql.ErrNoRows) {
 		var h string
 		var exp int64

@@ -4,8 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
+
+	"mailferry/internal/failpoint"
 )
 
 // Message is one copied message: where it came from, where it went, and
@@ -94,6 +97,44 @@ func (l *Lease) PutMessages(ctx context.Context, folderID int64, msgs []Message,
 		for len(rows) > 0 {
 			n := min(len(rows), maxRowsPerInsert)
 			if err := l.s.drv.upsertMessages(ctx, tx, folderID, rows[:n]); err != nil {
+				return err
+			}
+			rows = rows[n:]
+		}
+		failpoint.Hit("state-commit")
+		return nil
+	})
+}
+
+// ReplaceFolder stores f (as PutFolder) and replaces its whole message map
+// with msgs, in one transaction: after a UIDVALIDITY change the rematched
+// map and the new UIDVALIDITYs are committed together or not at all. f.ID
+// must be the folder's ID.
+func (l *Lease) ReplaceFolder(ctx context.Context, f Folder, msgs []Message) error {
+	rows, err := messageRows(msgs)
+	if err != nil {
+		return fmt.Errorf("replace folder %q in migration %s: %w", f.Source, l.Migration.Key, err)
+	}
+	if f.SrcHighestModSeq > math.MaxInt64 {
+		return fmt.Errorf("replace folder %q in migration %s: modseq %d exceeds 2^63-1", f.Source, l.Migration.Key, f.SrcHighestModSeq)
+	}
+	return l.write(ctx, fmt.Sprintf("replace folder %q", f.Source), func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, l.s.q(`UPDATE mailferry_folder SET target = ?, src_uidvalidity = ?, dst_uidvalidity = ?,
+dst_uidnext_mark = ?, src_highest_modseq = ?, deleted = ? WHERE id = ? AND migration_id = ? AND source = ?`),
+			f.Target, int64(f.SrcUIDValidity), int64(f.DstUIDValidity), int64(f.DstUIDNextMark), int64(f.SrcHighestModSeq),
+			f.Deleted, f.ID, l.Migration.ID, f.Source)
+		if err != nil {
+			return err
+		}
+		if err := oneFolder(res, fmt.Sprintf("%q", f.Source)); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, l.s.q(`DELETE FROM mailferry_message WHERE folder_id = ?`), f.ID); err != nil {
+			return err
+		}
+		for len(rows) > 0 {
+			n := min(len(rows), maxRowsPerInsert)
+			if err := l.s.drv.upsertMessages(ctx, tx, f.ID, rows[:n]); err != nil {
 				return err
 			}
 			rows = rows[n:]

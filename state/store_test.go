@@ -605,3 +605,70 @@ func TestLargeBatchAndList(t *testing.T) {
 		}
 	})
 }
+
+// ReplaceFolder swaps the whole map and the folder's fields at once; a
+// failing replacement leaves both as they were.
+func TestReplaceFolder(t *testing.T) {
+	each(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		s := open(t, url, newClock())
+		l := acquire(t, s, key, "a")
+		f, err := l.Folder(ctx, "INBOX")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.SrcUIDValidity, f.DstUIDValidity, f.DstUIDNextMark = 1, 2, 3
+		old := []state.Message{{SrcUID: 1, DstUID: 1, Size: 5}, {SrcUID: 2, DstUID: 2, Size: 6}}
+		if err := l.PutFolder(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.PutMessages(ctx, f.ID, old, 3); err != nil {
+			t.Fatal(err)
+		}
+		bad := f
+		bad.SrcUIDValidity = 9
+		if err := l.ReplaceFolder(ctx, bad, []state.Message{{SrcUID: 0}}); err == nil {
+			t.Fatal("ReplaceFolder with UID 0 succeeded")
+		}
+		if got, _ := l.Folder(ctx, "INBOX"); got != f {
+			t.Fatalf("after failed replace folder = %+v, want %+v", got, f)
+		}
+		f.SrcUIDValidity, f.DstUIDNextMark = 10, 20
+		repl := []state.Message{{SrcUID: 7, DstUID: 2, Size: 6, Verified: true}}
+		if err := l.ReplaceFolder(ctx, f, repl); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := l.Folder(ctx, "INBOX")
+		msgs, _ := l.Messages(ctx, f.ID)
+		if got != f || !reflect.DeepEqual(msgs, repl) {
+			t.Fatalf("after replace: %+v %+v", got, msgs)
+		}
+		if err := l.ReplaceFolder(ctx, state.Folder{ID: f.ID, Source: "Other"}, nil); err == nil {
+			t.Error("ReplaceFolder with a mismatched name succeeded")
+		}
+	})
+}
+
+// AcquireFrom takes a live lease only from the holder named as dead, and
+// fences the dead holder's writes.
+func TestAcquireFrom(t *testing.T) {
+	each(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		s := open(t, url, newClock())
+		dead := acquire(t, s, key, "h pid 1")
+		var held *state.HeldError
+		if _, err := s.AcquireFrom(ctx, key, "h pid 3", time.Minute, "h pid 2"); !errors.As(err, &held) || held.Holder != "h pid 1" {
+			t.Fatalf("AcquireFrom naming another holder: err = %v", err)
+		}
+		l, err := s.AcquireFrom(ctx, key, "h pid 3", time.Minute, "h pid 1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Epoch <= dead.Epoch {
+			t.Errorf("epoch %d not above the dead holder's %d", l.Epoch, dead.Epoch)
+		}
+		if err := dead.SetMark(ctx, 1, 1); !errors.Is(err, state.ErrLeaseLost) {
+			t.Errorf("write by the dead holder: err = %v, want ErrLeaseLost", err)
+		}
+	})
+}

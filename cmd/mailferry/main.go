@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"mailferry/migrate"
 )
 
 // Exit codes, as documented in the README and DESIGN.md.
@@ -38,10 +40,35 @@ type partialError struct{ msg string }
 
 func (e partialError) Error() string { return e.msg }
 
+// The first SIGINT or SIGTERM asks the command to stop starting work and
+// finish what is in flight; the second stops it at once.
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop := make(chan struct{})
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		close(stop)
+		fmt.Fprintln(os.Stderr, "mailferry: interrupted: finishing messages in flight (interrupt again to stop at once)")
+		<-sigs
+		cancel()
+	}()
+	os.Exit(run(withStop(ctx, stop), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+type stopKey struct{}
+
+// withStop carries the "stop starting work" channel to the commands.
+func withStop(ctx context.Context, stop <-chan struct{}) context.Context {
+	return context.WithValue(ctx, stopKey{}, stop)
+}
+
+// stopChan is the channel withStop stored, or nil (never closes).
+func stopChan(ctx context.Context) <-chan struct{} {
+	c, _ := ctx.Value(stopKey{}).(<-chan struct{})
+	return c
 }
 
 // run executes the command tree and maps its error to an exit code. It is the
@@ -67,7 +94,7 @@ func exitCode(ctx context.Context, err error, stderr io.Writer) int {
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage
-	case ctx.Err() != nil:
+	case ctx.Err() != nil, errors.Is(err, migrate.ErrInterrupted):
 		return exitCanceled
 	default:
 		return exitFailure

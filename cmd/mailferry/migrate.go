@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"regexp"
@@ -12,6 +14,7 @@ import (
 
 	"mailferry/internal/imapconn"
 	"mailferry/migrate"
+	"mailferry/state"
 )
 
 type migrateOptions struct {
@@ -26,6 +29,8 @@ type migrateOptions struct {
 	folderMap                []string
 	connections              int
 	debugIMAP                bool
+	state                    string
+	keepDeleted              bool
 }
 
 func newMigrateCommand(g *globalOptions) *cobra.Command {
@@ -77,6 +82,8 @@ Exit codes: 0 everything copied and verified; 3 some messages failed (listed);
 	f.StringArrayVar(&o.folderMap, "folder-map", nil, "copy source folder SRC to target folder DST, paths joined by / (`SRC=DST`, repeatable)")
 	f.IntVar(&o.connections, "connections", 4, "folders copied at once (one connection per side each)")
 	f.BoolVar(&o.debugIMAP, "debug-imap", false, "trace the IMAP protocol to stderr (credentials redacted)")
+	f.StringVar(&o.state, "state", "mailferry.db", "durable state: a SQLite `FILE` (or sqlite:PATH), a postgres:// URL, or none")
+	f.BoolVar(&o.keepDeleted, "keep-deleted", false, "keep target copies of messages and folders deleted on the source since the last run")
 	return cmd
 }
 
@@ -99,7 +106,7 @@ func runMigrate(cmd *cobra.Command, g *globalOptions, o *migrateOptions) error {
 	if err != nil {
 		return err
 	}
-	opts := migrate.Options{Verify: mode, Connections: o.connections}
+	opts := migrate.Options{Verify: mode, Connections: o.connections, KeepDeleted: o.keepDeleted, Stop: stopChan(cmd.Context())}
 	for _, e := range o.exclude {
 		re, err := regexp.Compile(e)
 		if err != nil {
@@ -120,6 +127,23 @@ func runMigrate(cmd *cobra.Command, g *globalOptions, o *migrateOptions) error {
 	if o.insecure {
 		fmt.Fprintln(g.stderr, "mailferry: warning: --insecure-skip-verify: TLS certificates are not checked; credentials can be intercepted")
 	}
+	ctx := cmd.Context()
+	st, err := openState(ctx, o.state)
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		defer st.Close()
+		lease, err := acquire(ctx, st, state.Key{Source: src.Endpoint.String(), Target: dst.Endpoint.String()})
+		if err != nil {
+			return err
+		}
+		defer lease.Release(context.WithoutCancel(ctx))
+		held, release := migrate.Hold(ctx, lease)
+		defer release()
+		cmd.SetContext(held)
+		opts.State = lease
+	}
 	return copyAndReport(cmd, g, src, dst, opts)
 }
 
@@ -136,6 +160,9 @@ func copyAndReport(cmd *cobra.Command, g *globalOptions, src, dst imapconn.Confi
 	}
 	if werr := renderReport(g.stdout, rep, g.json); werr != nil {
 		return werr
+	}
+	if errors.Is(err, migrate.ErrInterrupted) {
+		return fmt.Errorf("%w: messages in flight were finished and recorded; run the same command again to resume", err)
 	}
 	if err != nil {
 		return err
@@ -192,6 +219,12 @@ func renderReport(w io.Writer, rep *migrate.Report, asJSON bool) error {
 	fmt.Fprintf(&b, "folders    %d\n", rep.Folders)
 	fmt.Fprintf(&b, "messages   %d (%s)\n", rep.Messages, humanBytes(rep.Bytes))
 	fmt.Fprintf(&b, "copied     %d\n", rep.Copied)
+	if rep.Done > 0 || rep.Adopted > 0 || rep.FlagsUpdated > 0 || rep.Expunged > 0 {
+		fmt.Fprintf(&b, "earlier    %d (copied by earlier runs)\n", rep.Done)
+		fmt.Fprintf(&b, "adopted    %d (appended before a crash, found on the target)\n", rep.Adopted)
+		fmt.Fprintf(&b, "flags      %d updated\n", rep.FlagsUpdated)
+		fmt.Fprintf(&b, "expunged   %d (deleted on the source)\n", rep.Expunged)
+	}
 	fmt.Fprintf(&b, "verified   %d (%s)\n", rep.Verified, rep.Verify)
 	fmt.Fprintf(&b, "failed     %d\n", rep.Failed)
 	fmt.Fprintf(&b, "time       %s, %.1f MB/s\n", (time.Duration(rep.Seconds * float64(time.Second))).Round(time.Millisecond), rep.MBps)

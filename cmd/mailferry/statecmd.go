@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"mailferry/state"
+)
+
+// leaseTTL is how long a crashed mailferry on another host blocks a
+// migration; one on this host is recognised as dead at once.
+const leaseTTL = 30 * time.Second
+
+// openState opens the state named by --state ("none" = no state).
+func openState(ctx context.Context, url string) (*state.Store, error) {
+	if url == "none" {
+		return nil, nil
+	}
+	if url == "" {
+		return nil, usageErrorf("--state is empty (give a file, sqlite:PATH, postgres://..., or none)")
+	}
+	st, err := state.Open(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	return st, nil
+}
+
+// holderName names this process in leases: host and pid, so an operator
+// can find it and a later run on the same host can tell it has died.
+func holderName() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s pid %d", host, os.Getpid())
+}
+
+// deadLocalHolder reports whether holder is a mailferry of this host whose
+// process no longer runs.
+func deadLocalHolder(holder string) bool {
+	host, pidText, ok := strings.Cut(holder, " pid ")
+	me, _ := os.Hostname()
+	if !ok || host != me {
+		return false
+	}
+	pid, err := strconv.Atoi(pidText)
+	if err != nil || pid <= 0 || pid == os.Getpid() {
+		return false
+	}
+	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+}
+
+// acquire takes the migration's lease, taking it over at once from a
+// holder on this host that died (SIGKILL, reboot) instead of waiting for
+// its lease to expire.
+func acquire(ctx context.Context, st *state.Store, key state.Key) (*state.Lease, error) {
+	l, err := st.Acquire(ctx, key, holderName(), leaseTTL)
+	var held *state.HeldError
+	if errors.As(err, &held) && held.Holder != "" && deadLocalHolder(held.Holder) {
+		l, err = st.AcquireFrom(ctx, key, holderName(), leaseTTL, held.Holder)
+	}
+	if errors.As(err, &held) {
+		return nil, fmt.Errorf("%w; refusing to run a second copy of the same mailbox", err)
+	}
+	return l, err
+}
