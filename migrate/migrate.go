@@ -75,14 +75,14 @@ type Options struct {
 
 // Report is what a copy did. It holds no secrets.
 type Report struct {
-	Mailbox  string          `json:"mailbox"`
-	Source   string          `json:"source"`
-	Target   string          `json:"target"`
-	Verify   VerifyMode      `json:"verify"`
-	Folders  int             `json:"folders"`
-	Messages int             `json:"messages"`
-	Bytes    int64           `json:"bytes"`
-	Copied   int             `json:"copied"`
+	Mailbox  string     `json:"mailbox"`
+	Source   string     `json:"source"`
+	Target   string     `json:"target"`
+	Verify   VerifyMode `json:"verify"`
+	Folders  int        `json:"folders"`
+	Messages int        `json:"messages"`
+	Bytes    int64      `json:"bytes"`
+	Copied   int        `json:"copied"`
 	// Done is how many messages an earlier run had already copied (State).
 	Done int `json:"already_copied"`
 	// Adopted messages were found on the target, appended by an earlier
@@ -93,14 +93,14 @@ type Report struct {
 	// Expunged target copies of messages deleted on the source.
 	Expunged int `json:"expunged"`
 	// BodiesFetched counts message bodies read from the source.
-	BodiesFetched int `json:"source_bodies_fetched"`
-	Verified int             `json:"verified"`
-	Failed   int             `json:"failed"`
-	Seconds  float64         `json:"seconds"`
-	MBps     float64         `json:"mb_per_second"`
-	Mapping  []FolderMapping `json:"folder_mapping"`
-	Failures []Failure       `json:"failures,omitempty"`
-	Warnings []string        `json:"warnings,omitempty"`
+	BodiesFetched int             `json:"source_bodies_fetched"`
+	Verified      int             `json:"verified"`
+	Failed        int             `json:"failed"`
+	Seconds       float64         `json:"seconds"`
+	MBps          float64         `json:"mb_per_second"`
+	Mapping       []FolderMapping `json:"folder_mapping"`
+	Failures      []Failure       `json:"failures,omitempty"`
+	Warnings      []string        `json:"warnings,omitempty"`
 }
 
 // Failure is one message (UID > 0) or folder (UID 0) that was not copied and

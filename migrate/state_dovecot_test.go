@@ -345,4 +345,3 @@ func TestStateDeltaWithMailArrivingMidRun(t *testing.T) {
 	r.copy(migrate.Options{}, nil)
 	r.exact()
 }
-
