@@ -194,6 +194,17 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	for _, w := range warnings {
 		r.warn(w)
 	}
+	if opts.State != nil {
+		changed, err := r.folderChanges(ctx, sc, dc, mappings)
+		if err == nil && changed {
+			dstTree, err = listTree(dc)
+		}
+		if err != nil {
+			sc.Close()
+			dc.Close()
+			return nil, fmt.Errorf("folders renamed or deleted on the source: %w", err)
+		}
+	}
 	r.report.Mapping = mappings
 
 	var jobs []*FolderMapping

@@ -10,6 +10,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
+	"mailferry/internal/imapconn"
 	"mailferry/state"
 )
 
@@ -491,4 +492,137 @@ func (w *worker) syncFlags(ctx context.Context, fc *folderCopy) error {
 	}
 	w.run.count(func(r *Report) { r.FlagsUpdated += len(changed) })
 	return nil
+}
+
+// folderChanges reflects folders renamed or deleted on the source since
+// the last pass. A folder the state knows whose name is gone is renamed
+// if exactly one new source folder has its UIDVALIDITY (servers keep it
+// across RENAME): the target folder is renamed and the state follows, so
+// nothing is copied again. Otherwise it was deleted: its copies are
+// expunged from the target (only those), and the target folder is
+// deleted if that leaves it empty. KeepDeleted leaves deleted folders
+// alone. It reports whether the target's folders changed.
+func (r *run) folderChanges(ctx context.Context, sc, dc *imapconn.Conn, mappings []FolderMapping) (bool, error) {
+	lease := r.opts.State
+	recs, err := lease.Folders(ctx)
+	if err != nil {
+		return false, err
+	}
+	current := map[string]bool{}
+	for _, m := range mappings {
+		current[m.Source] = true
+	}
+	known := map[string]bool{}
+	var orphans []state.Folder
+	for _, f := range recs {
+		known[f.Source] = true
+		if !current[f.Source] && !f.Deleted && f.SrcUIDValidity != 0 {
+			orphans = append(orphans, f)
+		}
+	}
+	if len(orphans) == 0 {
+		return false, nil
+	}
+	newByValidity := map[uint32][]*FolderMapping{}
+	for i := range mappings {
+		m := &mappings[i]
+		if known[m.Source] || m.src.NoSelect {
+			continue
+		}
+		v := m.src.UIDValidity
+		if v == 0 {
+			d, err := sc.Status(m.src.Name, &imap.StatusOptions{UIDValidity: true}).Wait()
+			if err != nil {
+				continue
+			}
+			v = d.UIDValidity
+		}
+		newByValidity[v] = append(newByValidity[v], m)
+	}
+	changed := false
+	for _, o := range orphans {
+		if ms := newByValidity[o.SrcUIDValidity]; len(ms) == 1 && !ms[0].Excluded {
+			m := ms[0]
+			if err := renameTarget(dc, o.Target, m.Target); err != nil {
+				r.warn(fmt.Sprintf("folder %q was renamed to %q on the source, but renaming %q on the target failed (%v); copying it anew",
+					o.Source, m.Source, o.Target, err))
+			} else {
+				if err := lease.RenameFolder(ctx, o.Source, m.Source, m.Target); err != nil {
+					return changed, err
+				}
+				changed = true
+				r.warn(fmt.Sprintf("folder %q was renamed to %q on the source; renamed %q to %q on the target", o.Source, m.Source, o.Target, m.Target))
+				continue
+			}
+		}
+		if r.opts.KeepDeleted {
+			continue
+		}
+		if err := r.deleteFolder(ctx, dc, o); err != nil {
+			return changed, err
+		}
+		changed = true
+	}
+	return changed, nil
+}
+
+// renameTarget renames a target folder; a parent's RENAME already moved
+// its children, so a child whose new name exists and old name is gone is
+// renamed too.
+func renameTarget(dc *imapconn.Conn, from, to string) error {
+	if from == to {
+		return nil
+	}
+	err := dc.Rename(from, to, nil).Wait()
+	if err == nil {
+		return nil
+	}
+	if _, serr := dc.Status(to, &imap.StatusOptions{UIDValidity: true}).Wait(); serr == nil {
+		if _, ferr := dc.Status(from, &imap.StatusOptions{UIDValidity: true}).Wait(); ferr != nil {
+			return nil
+		}
+	}
+	return err
+}
+
+// deleteFolder follows a source folder's deletion onto the target.
+func (r *run) deleteFolder(ctx context.Context, dc *imapconn.Conn, f state.Folder) error {
+	lease := r.opts.State
+	msgs, err := lease.Messages(ctx, f.ID)
+	if err != nil {
+		return err
+	}
+	sel, err := dc.Select(f.Target, nil).Wait()
+	if err == nil && sel.UIDValidity == f.DstUIDValidity && len(msgs) > 0 {
+		var uids imap.UIDSet
+		for _, m := range msgs {
+			if m.DstUID != 0 {
+				uids.AddNum(imap.UID(m.DstUID))
+			}
+		}
+		w := &worker{run: r, dst: dc}
+		if len(uids) > 0 {
+			if err := w.deleteTarget(uids); err != nil {
+				return fmt.Errorf("folder %q deleted on the source: %w", f.Source, err)
+			}
+		}
+		r.count(func(rep *Report) { rep.Expunged += len(msgs) })
+		sel, err = dc.Select(f.Target, nil).Wait()
+	}
+	what := "kept on the target: it holds messages mailferry did not copy"
+	if err == nil {
+		_ = dc.Unselect().Wait()
+		if sel.NumMessages == 0 {
+			if derr := dc.Delete(f.Target).Wait(); derr == nil {
+				what = "deleted on the target"
+			} else {
+				what = fmt.Sprintf("emptied on the target, not deleted (%v)", derr)
+			}
+		}
+	} else {
+		what = "already gone from the target"
+	}
+	r.warn(fmt.Sprintf("folder %q was deleted on the source; its copies were expunged and %q %s", f.Source, f.Target, what))
+	f.Deleted = true
+	return lease.PutFolder(ctx, f)
 }

@@ -345,3 +345,71 @@ func TestStateDeltaWithMailArrivingMidRun(t *testing.T) {
 	r.copy(migrate.Options{}, nil)
 	r.exact()
 }
+
+// A folder renamed on the source is renamed on the target (nothing copied
+// again); a folder deleted on the source loses its copies and, empty, is
+// deleted on the target too; with KeepDeleted it stays.
+func TestStateFolderRenameAndDelete(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		t.Run(map[bool]string{false: "mirror", true: "keep-deleted"}[keep], func(t *testing.T) {
+			m := corpus.Generate(corpus.Options{Seed: 38, Folders: 14, MessagesPerFolder: 8, MaxSize: 128 << 10})
+			var renamed, deleted *corpus.Folder
+			isParent := func(f *corpus.Folder) bool {
+				for _, g := range m.Folders {
+					if strings.HasPrefix(g.Key(), f.Key()+"/") {
+						return true
+					}
+				}
+				return false
+			}
+			for i := range m.Folders {
+				f := &m.Folders[i]
+				if f.SpecialUse != "" || strings.EqualFold(f.Key(), "INBOX") || len(f.Messages) == 0 {
+					continue
+				}
+				switch {
+				case renamed == nil && len(f.Path) == 1:
+					renamed = f
+				case deleted == nil && !isParent(f) && !strings.HasPrefix(f.Key(), renamed.Key()+"/"):
+					deleted = f
+				}
+			}
+			if renamed == nil || deleted == nil {
+				t.Fatalf("corpus lacks a folder to rename or delete")
+			}
+			t.Logf("rename %q (parent: %v), delete %q", renamed.Key(), isParent(renamed), deleted.Key())
+			r := newStateRig(t, statetest.SQLite(t), dovecot.Options{}, m)
+			r.copy(migrate.Options{}, nil)
+			on(t, r.src, func(c *imapclient.Client) {
+				must(t, c.Rename(renamed.Key(), "Renamed "+renamed.Key(), nil).Wait())
+				must(t, c.Delete(strings.Join(deleted.Path, ".")).Wait())
+			})
+			rep := r.copy(migrate.Options{KeepDeleted: keep}, nil)
+			if rep.Copied != 0 || rep.BodiesFetched != 0 {
+				t.Errorf("after rename/delete: copied %d, bodies %d; want 0, 0", rep.Copied, rep.BodiesFetched)
+			}
+			dst := corpus.TakeSnapshot(t, r.dst.Addr, "alice", r.dst.Users["alice"])
+			if dst.Folders[renamed.Key()] != nil || dst.Folders["Renamed "+renamed.Key()] == nil {
+				t.Errorf("target folders after the rename: %v", keys(dst.Folders))
+			}
+			if keep {
+				if f := dst.Folders[deleted.Key()]; f == nil || len(f.Messages) != len(deleted.Messages) {
+					t.Errorf("keep-deleted: the deleted folder's copies are gone from the target")
+				}
+				return
+			}
+			if rep.Expunged != len(deleted.Messages) {
+				t.Errorf("expunged %d, want %d", rep.Expunged, len(deleted.Messages))
+			}
+			r.exact()
+		})
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
