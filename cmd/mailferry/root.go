@@ -42,6 +42,7 @@ SHA-256 on the target, and never touches the source's flags.`,
 		newPlanCommand(g),
 		newDemoCommand(g),
 		newDiscoverCommand(g),
+		newStatusCommand(g),
 	)
 	return root
 }

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// statusEntry is one migration as `status --json` prints it.
+type statusEntry struct {
+	Source        string     `json:"source"`
+	Target        string     `json:"target"`
+	Phase         string     `json:"phase"`
+	MessagesDone  int64      `json:"messages_done"`
+	MessagesTotal int64      `json:"messages_total"`
+	BytesDone     int64      `json:"bytes_done"`
+	BytesTotal    int64      `json:"bytes_total"`
+	Verified      int64      `json:"verified"`
+	Failed        int64      `json:"failed"`
+	LastError     string     `json:"last_error,omitempty"`
+	LastActivity  time.Time  `json:"last_activity"`
+	Created       time.Time  `json:"created"`
+	Holder        string     `json:"holder,omitempty"`
+	LeaseExpires  *time.Time `json:"lease_expires,omitempty"`
+}
+
+func newStatusCommand(g *globalOptions) *cobra.Command {
+	var stateURL string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "List the migrations in the state: phase, progress, last error, last activity",
+		Long: `List every migration recorded in the state: its phase (copying, done, failed,
+interrupted), messages and bytes done of the total, verified and failed
+counts, the last error, the last activity, and the process working on it now.`,
+		Example: `  mailferry status
+  mailferry status --state postgres://mailferry@db/mailferry --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if path, ok := sqlitePath(stateURL); ok {
+				if _, err := os.Stat(path); err != nil {
+					return fmt.Errorf("no state at %s (no migration has run with this --state): %w", path, err)
+				}
+			}
+			st, err := openState(cmd.Context(), stateURL)
+			if err != nil {
+				return err
+			}
+			if st == nil {
+				return usageErrorf("--state none has nothing to show")
+			}
+			defer st.Close()
+			list, err := st.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			out := make([]statusEntry, 0, len(list))
+			for _, s := range list {
+				e := statusEntry{
+					Source: s.Key.Source, Target: s.Key.Target, Phase: s.Phase,
+					MessagesDone: s.MessagesDone, MessagesTotal: s.MessagesTotal, BytesDone: s.BytesDone, BytesTotal: s.BytesTotal,
+					Verified: s.Verified, Failed: s.Failed, LastError: s.LastError, LastActivity: s.Updated, Created: s.Created,
+					Holder: s.Holder,
+				}
+				if e.Phase == "" {
+					e.Phase = "new"
+				}
+				if s.Holder != "" {
+					exp := s.LeaseExpires
+					e.LeaseExpires = &exp
+				}
+				out = append(out, e)
+			}
+			if g.json {
+				return writeJSON(g, out)
+			}
+			return renderStatus(g, out)
+		},
+	}
+	cmd.Flags().StringVar(&stateURL, "state", "mailferry.db", "durable state: a SQLite `FILE` (or sqlite:PATH) or a postgres:// URL")
+	return cmd
+}
+
+// sqlitePath is the file a SQLite state URL names.
+func sqlitePath(url string) (string, bool) {
+	switch {
+	case strings.Contains(url, "://") && !strings.HasPrefix(url, "sqlite:"), url == "none", url == "":
+		return "", false
+	case strings.HasPrefix(url, "sqlite:"):
+		p := strings.TrimPrefix(url, "sqlite:")
+		if strings.HasPrefix(p, "//") {
+			p = strings.TrimPrefix(p, "//")
+		}
+		return p, true
+	}
+	return url, true
+}
+
+func renderStatus(g *globalOptions, list []statusEntry) error {
+	if len(list) == 0 {
+		_, err := fmt.Fprintln(g.stdout, "no migrations recorded")
+		return err
+	}
+	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MAILBOX\tPHASE\tMESSAGES\tBYTES\tVERIFIED\tFAILED\tLAST ACTIVITY\tNOTE")
+	for _, e := range list {
+		note := e.LastError
+		if e.Holder != "" {
+			note = "running: " + e.Holder
+		}
+		fmt.Fprintf(tw, "%s -> %s\t%s\t%d/%d\t%s/%s\t%d\t%d\t%s\t%s\n",
+			e.Source, e.Target, e.Phase, e.MessagesDone, e.MessagesTotal, humanBytes(e.BytesDone), humanBytes(e.BytesTotal),
+			e.Verified, e.Failed, e.LastActivity.Local().Format("2006-01-02 15:04:05"), note)
+	}
+	return tw.Flush()
+}
