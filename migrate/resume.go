@@ -107,18 +107,18 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 		fc.rec.DstUIDNextMark = uint32(fc.maxDst + 1)
 		fc.rec.SrcHighestModSeq = 0
 		var recs []state.Message
+		var which []*message
 		for _, msg := range fc.msgs {
 			if msg.status == statusVerified || msg.status == statusAppended {
 				recs = append(recs, msg.record())
+				which = append(which, msg)
 			}
 		}
 		if err := lease.ReplaceFolder(ctx, fc.rec, recs); err != nil {
 			return err
 		}
-		for _, msg := range fc.msgs {
-			if msg.status == statusVerified || msg.status == statusAppended {
-				msg.rec, msg.recFlags = true, normFlags(msg.flags)
-			}
+		for i, msg := range which {
+			msg.recorded(recs[i])
 		}
 	case fresh:
 		// The mark must be committed before the first APPEND.
@@ -168,7 +168,10 @@ func (fc *folderCopy) applyKnown(known []state.Message, mode VerifyMode) []state
 // fromRecord takes a recorded copy's target UID, size and digest.
 func (msg *message) fromRecord(k state.Message, mode VerifyMode) {
 	msg.dstUID, msg.size, msg.sha, msg.hashed = imap.UID(k.DstUID), k.Size, k.SHA256, true
-	msg.recFlags = k.Flags
+	msg.recFlags, msg.copyFlags, msg.recVerified = k.Flags, k.Flags, k.Verified
+	if msg.copyFlags == nil {
+		msg.copyFlags = []string{}
+	}
 	msg.status = statusVerified
 	if !k.Verified && mode != VerifyNone {
 		msg.status = statusAppended // verified by this run
@@ -177,10 +180,19 @@ func (msg *message) fromRecord(k state.Message, mode VerifyMode) {
 
 // record is the message's map entry.
 func (msg *message) record() state.Message {
+	flags := msg.copyFlags
+	if flags == nil {
+		flags = normFlags(msg.flags)
+	}
 	return state.Message{
 		SrcUID: uint32(msg.uid), DstUID: uint32(msg.dstUID), Size: msg.size, SHA256: msg.sha,
-		Verified: msg.status == statusVerified, Flags: normFlags(msg.flags),
+		Verified: msg.status == statusVerified, Flags: flags,
 	}
+}
+
+// recorded notes that the map now holds rec for msg.
+func (msg *message) recorded(rec state.Message) {
+	msg.rec, msg.recVerified, msg.recFlags, msg.copyFlags = true, rec.Verified, rec.Flags, nil
 }
 
 // normFlags is the sorted set of flags worth carrying (no \Recent, valid
@@ -209,7 +221,7 @@ func (w *worker) record(ctx context.Context, fc *folderCopy, msgs []*message) er
 	var which []*message
 	for _, msg := range msgs {
 		ok := msg.status == statusVerified || msg.status == statusAppended && w.run.opts.Verify == VerifyNone
-		if ok && !msg.rec {
+		if ok && (!msg.rec || msg.status == statusVerified && !msg.recVerified) {
 			recs = append(recs, msg.record())
 			which = append(which, msg)
 		}
@@ -222,8 +234,8 @@ func (w *worker) record(ctx context.Context, fc *folderCopy, msgs []*message) er
 		return err
 	}
 	fc.rec.DstUIDNextMark = mark
-	for _, msg := range which {
-		msg.rec, msg.recFlags = true, normFlags(msg.flags)
+	for i, msg := range which {
+		msg.recorded(recs[i])
 	}
 	return nil
 }
@@ -483,12 +495,13 @@ func (w *worker) syncFlags(ctx context.Context, fc *folderCopy) error {
 	recs := make([]state.Message, len(changed))
 	for i, msg := range changed {
 		recs[i] = msg.record()
+		recs[i].Flags = normFlags(msg.flags) // now on the target
 	}
 	if err := w.run.opts.State.PutMessages(ctx, fc.rec.ID, recs, fc.rec.DstUIDNextMark); err != nil {
 		return err
 	}
-	for _, msg := range changed {
-		msg.recFlags = normFlags(msg.flags)
+	for i, msg := range changed {
+		msg.recorded(recs[i])
 	}
 	w.run.count(func(r *Report) { r.FlagsUpdated += len(changed) })
 	return nil

@@ -165,6 +165,14 @@ func TestStateAdoptsUnrecordedCopies(t *testing.T) {
 	}
 	must(t, r.lease.DeleteMessages(ctx, rec.ID, uids))
 	must(t, r.lease.SetMark(ctx, rec.ID, mark))
+	// The source changes a flag of one of them before the resume.
+	on(t, r.src, func(c *imapclient.Client) {
+		_, err := c.Select(strings.Join(f.Path, "."), nil).Wait()
+		must(t, err)
+		var set imap.UIDSet
+		set.AddNum(imap.UID(lost[2].SrcUID))
+		must(t, c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsSet, Silent: true, Flags: []imap.Flag{"$WhileDown"}}, nil).Close())
+	})
 
 	rep := r.copy(migrate.Options{}, nil)
 	if rep.Adopted != 5 || rep.Copied != 5 || rep.Done != r.m.TotalMessages()-5 {
@@ -239,6 +247,8 @@ func TestStateUIDValidityChange(t *testing.T) {
 					must(t, err)
 					must(t, c.Store(imap.SeqSetNum(2), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close())
 					must(t, c.Expunge().Close()) // also any message the corpus flagged \Deleted
+					// A flag change after the restore must reach the target too.
+					must(t, c.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsSet, Silent: true, Flags: []imap.Flag{"$AfterRestore"}}, nil).Close())
 				})
 				expunged = n - numMessages(t, r.src, srcName)
 			}

@@ -58,9 +58,14 @@ type message struct {
 	sent      []imap.Flag // the flags the last APPEND carried
 	reason    string
 
-	rec      bool     // the state's map holds this message as it is now
-	recFlags []string // the source flags the map last recorded (normFlags)
-	done     bool     // copied by an earlier run (found in the map or rematched)
+	rec         bool     // the state's map holds this message as it is now
+	recVerified bool     // and holds it as verified
+	recFlags    []string // the flags the map last recorded (normFlags)
+	// copyFlags, when set, are the flags the target copy is known to
+	// carry (a copy found on the target, not appended now); record stores
+	// them instead of the source's, so the next flag sync corrects them.
+	copyFlags []string
+	done      bool // copied by an earlier run (found in the map or rematched)
 }
 
 // folderCopy is the progress of one folder; it survives reconnects.
@@ -833,6 +838,7 @@ func (w *worker) reconcile(ctx context.Context, fc *folderCopy, msgs []*message)
 			msg := l[0]
 			byKey[k] = l[1:]
 			fc.ours(msg, t.uid)
+			msg.copyFlags = normFlags(t.flags)
 			if w.run.opts.Verify != VerifyNone {
 				// Its exact bytes were just read back: that is the check.
 				w.accept(fc, msg, t)
