@@ -34,6 +34,10 @@ import (
 const (
 	toolMailferry = "mailferry"
 	toolMbsync    = "mbsync"
+	// Variants of mailferry with another state store, to measure the
+	// state's cost against a copy without any (-state-cost).
+	toolNoState  = "mailferry-nostate"
+	toolPostgres = "mailferry-postgres"
 )
 
 type options struct {
@@ -45,6 +49,8 @@ type options struct {
 	verify            string
 	json              bool
 	profile           string
+	stateCost         bool
+	postgres          string
 }
 
 func main() {
@@ -58,6 +64,8 @@ func main() {
 	flag.Uint64Var(&o.seed, "seed", 1, "corpus seed")
 	flag.IntVar(&o.connections, "connections", 4, "mailferry --connections")
 	flag.StringVar(&o.verify, "verify", "full", "mailferry --verify: full, size or none")
+	flag.BoolVar(&o.stateCost, "state-cost", false, "also run mailferry with --state none (and with -postgres), to measure what the state costs")
+	flag.StringVar(&o.postgres, "postgres", "", "with -state-cost: a PostgreSQL `URL` for the mailferry-postgres variant")
 	flag.BoolVar(&o.json, "json", false, "print the results as one JSON object on stdout (progress stays on stderr)")
 	flag.StringVar(&o.profile, "profile", "", "after the measured rounds, copy once more with each tool under system-wide perf record and write the profiles and reports into `DIR` (not counted)")
 	flag.Parse()
@@ -211,7 +219,7 @@ func run(t *env, o options) *results {
 
 	runs := map[string][]runResult{}
 	for round := 1; round <= o.rounds; round++ {
-		order := []string{toolMailferry, toolMbsync}
+		order := o.tools()
 		if round%2 == 0 {
 			slices.Reverse(order)
 		}
@@ -231,7 +239,7 @@ func run(t *env, o options) *results {
 		t.Logf("profiles written to %s (see *-comm.txt and *-sym.txt)", o.profile)
 	}
 
-	for _, tool := range []string{toolMailferry, toolMbsync} {
+	for _, tool := range o.tools() {
 		res.Tools = append(res.Tools, summarize(tool, runs[tool], res.Corpus))
 	}
 	mf, mb := res.Tools[0], res.Tools[1]
@@ -249,7 +257,32 @@ func run(t *env, o options) *results {
 		"cpu_seconds":         ratio(mf.CPUSeconds, mb.CPUSeconds),
 	}
 	res.Faster = mf.WallSeconds < mb.WallSeconds
+	// The state's cost: mailferry (SQLite state) and mailferry with
+	// PostgreSQL state against the same copy without state.
+	for _, t := range res.Tools[2:] {
+		if t.Tool == toolNoState {
+			res.Ratios["wall_seconds_sqlite_state_over_none"] = ratio(mf.WallSeconds, t.WallSeconds)
+			for _, p := range res.Tools[2:] {
+				if p.Tool == toolPostgres {
+					res.Ratios["wall_seconds_postgres_state_over_none"] = ratio(p.WallSeconds, t.WallSeconds)
+				}
+			}
+		}
+	}
 	return res
+}
+
+// tools are the tools each round runs: mailferry and mbsync first (the
+// ratios compare them), then the state variants.
+func (o options) tools() []string {
+	out := []string{toolMailferry, toolMbsync}
+	if o.stateCost {
+		out = append(out, toolNoState)
+		if o.postgres != "" {
+			out = append(out, toolPostgres)
+		}
+	}
+	return out
 }
 
 // copyOnce copies the source into a fresh target server with tool, then
@@ -277,7 +310,11 @@ func copyOnce(t *env, o options, tool string, round int, bin, mbsyncBin string, 
 	}
 	switch tool {
 	case toolMailferry:
-		m, rep, err = runMailferry(bin, src, dst, o.connections, o.verify)
+		m, rep, err = runMailferry(bin, src, dst, o.connections, o.verify, "sqlite:"+filepath.Join(s.TempDir(), "state.db"))
+	case toolNoState:
+		m, rep, err = runMailferry(bin, src, dst, o.connections, o.verify, "none")
+	case toolPostgres:
+		m, rep, err = runMailferry(bin, src, dst, o.connections, o.verify, o.postgres)
 	case toolMbsync:
 		if res.Config.MbsyncConf == "" {
 			conf := mbsyncConfig(major, minor, src, dst, "STATEDIR")
@@ -307,7 +344,7 @@ func copyOnce(t *env, o options, tool string, round int, bin, mbsyncBin string, 
 	if tool == toolMbsync && m.ExitCode != 0 {
 		t.Logf("round %d: mbsync exited %d:\n%s", round, m.ExitCode, tail(m.Stderr, 20))
 	}
-	if tool == toolMailferry {
+	if rep != nil {
 		if m.ExitCode != 0 || rep.Failed > 0 {
 			var b strings.Builder
 			for _, f := range rep.Failures {
@@ -341,7 +378,7 @@ func copyOnce(t *env, o options, tool string, round int, bin, mbsyncBin string, 
 	} else {
 		t.Logf("round %d: %s's copy is exact", round, tool)
 	}
-	if tool == toolMailferry && (r.Diff.Differences > 0 || len(r.SourceChanged) > 0) {
+	if rep != nil && (r.Diff.Differences > 0 || len(r.SourceChanged) > 0) {
 		t.Fatalf("round %d: mailferry's copy is not exact (%d differences, %d source changes):\n  %s",
 			round, r.Diff.Differences, len(r.SourceChanged), strings.Join(append(r.Diff.Sample, r.SourceChanged...), "\n  "))
 	}
@@ -424,6 +461,18 @@ func printTable(w io.Writer, res *results) {
 		return fmt.Sprintf("no (%d)", n)
 	}
 	p("%-22s %12s %12s", "exact copy", exact(mf), exact(mb))
+	for _, v := range res.Tools[2:] {
+		p("%-22s %12s %12s %12s", "", "mailferry", v.Tool, "state/none")
+		if v.Tool == toolNoState {
+			row("wall s (SQLite state)", "%.2f", mf.WallSeconds, v.WallSeconds)
+			row("CPU s (SQLite state)", "%.2f", mf.CPUSeconds, v.CPUSeconds)
+		} else {
+			row("wall s (PG vs SQLite)", "%.2f", mf.WallSeconds, v.WallSeconds)
+		}
+	}
+	if r, ok := res.Ratios["wall_seconds_postgres_state_over_none"]; ok {
+		p("%-22s %38.2f", "wall PG state / none", r)
+	}
 	p("")
 	p("MB = 10^6 bytes as the source serves them; ratios above 1 favour mailferry for messages/s and MB/s, below 1 for the rest.")
 	if res.Faster {

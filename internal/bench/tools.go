@@ -73,11 +73,11 @@ func childEnv(extra ...string) []string {
 
 // runMailferry copies user's mailbox from src to dst with the mailferry
 // binary; passwords go through the environment only.
-func runMailferry(bin string, src, dst *dovecot.Server, connections int, verify string) (measurement, *migrate.Report, error) {
+func runMailferry(bin string, src, dst *dovecot.Server, connections int, verify, state string) (measurement, *migrate.Report, error) {
 	cmd := exec.Command(bin, "migrate",
 		"--from", "imap://"+user+"@"+src.Addr,
 		"--to", "imap://"+user+"@"+dst.Addr,
-		"--json", "--connections", strconv.Itoa(connections), "--verify", verify)
+		"--json", "--connections", strconv.Itoa(connections), "--verify", verify, "--state", state)
 	cmd.Env = childEnv("MAILFERRY_FROM_PASSWORD="+src.Users[user], "MAILFERRY_TO_PASSWORD="+dst.Users[user])
 	m, err := runMeasured(cmd)
 	if err != nil {
