@@ -92,6 +92,8 @@ type Report struct {
 	FlagsUpdated int `json:"flags_updated"`
 	// Expunged target copies of messages deleted on the source.
 	Expunged int `json:"expunged"`
+	// Remaining messages were left for the next run by an interruption.
+	Remaining int `json:"remaining,omitempty"`
 	// BodiesFetched counts message bodies read from the source.
 	BodiesFetched int             `json:"source_bodies_fetched"`
 	Verified      int             `json:"verified"`
@@ -259,7 +261,7 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 			defer w.close()
 			for m := range queue {
 				if ctx.Err() != nil || r.stopping() {
-					r.failFolder(m, "interrupted before the folder was copied")
+					r.count(func(rep *Report) { rep.Remaining += int(m.src.Messages); rep.Messages += int(m.src.Messages) })
 					continue
 				}
 				w.copyFolder(ctx, m)

@@ -3,6 +3,7 @@ package migrate_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -422,4 +423,33 @@ func keys[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// Stop (the first Ctrl-C) finishes and records the batches in flight and
+// starts nothing new: the copy says what remains, fails nothing, and the
+// next run has nothing to adopt.
+func TestStateStopIsGraceful(t *testing.T) {
+	m := corpus.Generate(corpus.Options{Seed: 39, Folders: 6, MessagesPerFolder: 40, MaxSize: 256 << 10})
+	r := newStateRig(t, statetest.SQLite(t), dovecot.Options{}, m)
+	stop := make(chan struct{})
+	var once sync.Once
+	opts := migrate.Options{State: r.lease, Stop: stop, BatchMessages: 8, Connections: 2,
+		Observer: migrate.ObserverFunc(func(e migrate.Event) {
+			if e.Kind == migrate.EventMessageCopied {
+				once.Do(func() { close(stop) })
+			}
+		})}
+	rep, err := migrate.Copy(context.Background(), userCfg(t, "source", r.src, "alice"), userCfg(t, "target", r.dst, "alice"), opts)
+	if !errors.Is(err, migrate.ErrInterrupted) {
+		t.Fatalf("stopped copy: err = %v, want ErrInterrupted", err)
+	}
+	if rep.Failed != 0 || rep.Remaining == 0 || rep.Copied+rep.Remaining != m.TotalMessages() {
+		t.Fatalf("stopped copy: copied %d, remaining %d, failed %d (%v); want copied+remaining = %d, none failed",
+			rep.Copied, rep.Remaining, rep.Failed, rep.Failures, m.TotalMessages())
+	}
+	again := r.copy(migrate.Options{}, nil)
+	if again.Adopted != 0 || again.Done != rep.Copied || again.Copied != rep.Remaining {
+		t.Errorf("resume: adopted %d, already %d, copied %d; want 0, %d, %d", again.Adopted, again.Done, again.Copied, rep.Copied, rep.Remaining)
+	}
+	r.exact()
 }

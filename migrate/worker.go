@@ -228,6 +228,10 @@ func (w *worker) finish(fc *folderCopy, err error) {
 		case statusUnknown:
 			msg.reason = "append outcome unknown: the connection was lost"
 		case statusPending:
+			if errors.Is(err, ErrInterrupted) || errors.Is(err, context.Canceled) {
+				rep.Remaining++ // left for the next run, not failed
+				continue
+			}
 			msg.reason = "not copied"
 		}
 		if msg.reason == "" {

@@ -227,6 +227,9 @@ func renderReport(w io.Writer, rep *migrate.Report, asJSON bool) error {
 	}
 	fmt.Fprintf(&b, "verified   %d (%s)\n", rep.Verified, rep.Verify)
 	fmt.Fprintf(&b, "failed     %d\n", rep.Failed)
+	if rep.Remaining > 0 {
+		fmt.Fprintf(&b, "remaining  %d (interrupted: run the same command again)\n", rep.Remaining)
+	}
 	fmt.Fprintf(&b, "time       %s, %.1f MB/s\n", (time.Duration(rep.Seconds * float64(time.Second))).Round(time.Millisecond), rep.MBps)
 	for _, m := range rep.Mapping {
 		switch {
