@@ -183,7 +183,7 @@ func runCrashResume(t *testing.T, stateURL func(*testing.T) string, plan crashPl
 
 	r.finish()
 	t.Logf("%d interruptions landed (%s) in %d runs; %d runs finished first, %d deliveries of new mail, %d interruptions left the target no fuller; %s; total %v",
-		sum(r.landed), r.describeLanded(), r.runs, r.finished, r.delivered, r.idle, r.stopSummary(), time.Since(start).Round(time.Millisecond))
+		crashTotal(r.landed), r.describeLanded(), r.runs, r.finished, r.delivered, r.idle, r.stopSummary(), time.Since(start).Round(time.Millisecond))
 }
 
 func (r *crashRig) describeLanded() string {
@@ -201,7 +201,7 @@ func (r *crashRig) stopSummary() string {
 	return fmt.Sprintf("signal SIGINT, slowest stop %v", r.maxStop.Round(time.Millisecond))
 }
 
-func sum(m map[string]int) int {
+func crashTotal(m map[string]int) int {
 	n := 0
 	for _, v := range m {
 		n += v
@@ -219,7 +219,7 @@ func (r *crashRig) landOne(kind string) {
 	for attempt := 1; ; attempt++ {
 		switch {
 		case kind == killRandom && attempt > 8:
-			t.Fatalf("seed %d: %d runs in a row finished before a random %s could land", r.seed, attempt-1, signalName(r.plan.signal))
+			t.Fatalf("seed %d: %d runs in a row finished before a random %s could land", r.seed, attempt-1, crashSignalName(r.plan.signal))
 		case kind != killRandom && attempt > 3:
 			// Each delivery brings a message over 1 MiB and new mail in
 			// every folder, so the failpoint had occasions to fire.
@@ -234,7 +234,7 @@ func (r *crashRig) landOne(kind string) {
 		case killRandom:
 			sig = r.plan.signal
 			delay = crashMinDelay + time.Duration(r.rng.Int64N(int64(r.hi-crashMinDelay)))
-			label = fmt.Sprintf("%s after %v (of <%v)", signalName(sig), delay.Round(time.Millisecond), r.hi.Round(time.Millisecond))
+			label = fmt.Sprintf("%s after %v (of <%v)", crashSignalName(sig), delay.Round(time.Millisecond), r.hi.Round(time.Millisecond))
 		case killStateCommit:
 			k := 1 + r.rng.IntN(6)
 			env = []string{fmt.Sprintf("MAILFERRY_FAILPOINT=%s:%d", killStateCommit, k)}
@@ -297,10 +297,10 @@ func (res crashRun) String() string {
 	if res.signaled != 0 {
 		s = "killed by " + res.signaled.String()
 	}
-	return fmt.Sprintf("%s after %v\nstderr:\n%s\nstdout:\n%s", s, res.elapsed.Round(time.Millisecond), tail(res.stderr, 4000), tail(res.stdout, 2000))
+	return fmt.Sprintf("%s after %v\nstderr:\n%s\nstdout:\n%s", s, res.elapsed.Round(time.Millisecond), crashTail(res.stderr, 4000), crashTail(res.stdout, 2000))
 }
 
-func tail(s string, n int) string {
+func crashTail(s string, n int) string {
 	if len(s) > n {
 		return "..." + s[len(s)-n:]
 	}
@@ -396,7 +396,7 @@ wait:
 		case <-hang.C:
 			_ = cmd.Process.Kill()
 			<-done
-			t.Fatalf("seed %d, run %d: still running after %v (env %q), killed\nstderr:\n%s", r.seed, r.runs, crashRunLimit, extraEnv, tail(stderr.String(), 4000))
+			t.Fatalf("seed %d, run %d: still running after %v (env %q), killed\nstderr:\n%s", r.seed, r.runs, crashRunLimit, extraEnv, crashTail(stderr.String(), 4000))
 		}
 	}
 	res.elapsed = time.Since(start)
@@ -478,12 +478,12 @@ func (r *crashRig) finish() {
 	// the messages of the first corpus kept their UIDs and flags.
 	d := corpus.Compare(r.expected(), srcSnap, nil)
 	for _, l := range corpus.CompareFlags(r.srcBase, srcSnap) {
-		if !delivered.MatchString(l) {
+		if !crashDeliveredLine.MatchString(l) {
 			d = append(d, l)
 		}
 	}
 	if len(d) > 0 {
-		t.Errorf("seed %d: the source changed (%d differences):\n%s", r.seed, len(d), lines(d, 40))
+		t.Errorf("seed %d: the source changed (%d differences):\n%s", r.seed, len(d), crashLines(d, 40))
 	}
 
 	// A finished migration rerun is a no-op.
@@ -500,11 +500,11 @@ func (r *crashRig) finish() {
 	}
 	dstAgain := corpus.TakeSnapshot(t, r.dst.Addr, crashUser, r.dst.Users[crashUser])
 	if d := corpus.CompareFlags(dstSnap, dstAgain); len(d) > 0 {
-		t.Errorf("seed %d: the rerun of a finished migration changed the target (%d differences):\n%s", r.seed, len(d), lines(d, 40))
+		t.Errorf("seed %d: the rerun of a finished migration changed the target (%d differences):\n%s", r.seed, len(d), crashLines(d, 40))
 	}
 	srcAgain := corpus.TakeSnapshot(t, r.src.Addr, crashUser, pw)
 	if d := corpus.CompareFlags(srcSnap, srcAgain); len(d) > 0 {
-		t.Errorf("seed %d: the rerun of a finished migration changed the source (%d differences):\n%s", r.seed, len(d), lines(d, 40))
+		t.Errorf("seed %d: the rerun of a finished migration changed the source (%d differences):\n%s", r.seed, len(d), crashLines(d, 40))
 	}
 }
 
@@ -551,21 +551,21 @@ func (r *crashRig) assertSame(src, dst *corpus.Snapshot, when string) {
 	slices.Sort(missing)
 	t.Logf("%s: source %d messages in %d folders; target has %d duplicates, %d missing", when, total, len(src.Folders), ndup, nmiss)
 	if ndup > 0 {
-		t.Errorf("seed %d: %s: %d duplicate messages on the target:\n%s", r.seed, when, ndup, lines(dups, 40))
+		t.Errorf("seed %d: %s: %d duplicate messages on the target:\n%s", r.seed, when, ndup, crashLines(dups, 40))
 	}
 	if nmiss > 0 {
-		t.Errorf("seed %d: %s: %d messages missing on the target:\n%s", r.seed, when, nmiss, lines(missing, 40))
+		t.Errorf("seed %d: %s: %d messages missing on the target:\n%s", r.seed, when, nmiss, crashLines(missing, 40))
 	}
 	if d := corpus.Compare(src, dst, nil); len(d) > 0 {
-		t.Errorf("seed %d: %s: target differs from source in %d ways (content, flags, dates, folders, subscriptions):\n%s", r.seed, when, len(d), lines(d, 60))
+		t.Errorf("seed %d: %s: target differs from source in %d ways (content, flags, dates, folders, subscriptions):\n%s", r.seed, when, len(d), crashLines(d, 60))
 	}
 }
 
-// delivered matches CompareFlags' line for a message that the test
+// crashDeliveredLine matches CompareFlags' line for a message that the test
 // delivered after its baseline snapshot.
-var delivered = regexp.MustCompile(`: uid [0-9]+ appeared$`)
+var crashDeliveredLine = regexp.MustCompile(`: uid [0-9]+ appeared$`)
 
-func signalName(sig syscall.Signal) string {
+func crashSignalName(sig syscall.Signal) string {
 	switch sig {
 	case syscall.SIGKILL:
 		return "SIGKILL"
@@ -575,7 +575,7 @@ func signalName(sig syscall.Signal) string {
 	return sig.String()
 }
 
-func lines(l []string, n int) string {
+func crashLines(l []string, n int) string {
 	if len(l) > n {
 		return strings.Join(l[:n], "\n") + fmt.Sprintf("\n... and %d more", len(l)-n)
 	}
@@ -592,12 +592,12 @@ func lines(l []string, n int) string {
 func (r *crashRig) checkBetweenRuns(when string) int {
 	t := r.t
 	t.Helper()
-	src, _, err := folderMetadata(r.src.Addr, crashUser, r.src.Users[crashUser])
+	src, _, err := crashMetadata(r.src.Addr, crashUser, r.src.Users[crashUser])
 	if err != nil {
 		t.Logf("%s: read the source's metadata: %v", when, err)
 		return -1
 	}
-	dst, n, err := folderMetadata(r.dst.Addr, crashUser, r.dst.Users[crashUser])
+	dst, n, err := crashMetadata(r.dst.Addr, crashUser, r.dst.Users[crashUser])
 	if err != nil {
 		t.Logf("%s: read the target's metadata: %v", when, err)
 		return -1
@@ -615,18 +615,18 @@ func (r *crashRig) checkBetweenRuns(when string) int {
 		slices.Sort(bad)
 		r.dupRuns++
 		t.Errorf("seed %d: %s: the target holds more copies than the source (duplicates, by size and internal date):\n%s",
-			r.seed, when, lines(bad, 20))
+			r.seed, when, crashLines(bad, 20))
 	}
 	return n
 }
 
-type sizeDate struct{ size, date int64 }
+type crashSizeDate struct{ size, date int64 }
 
-// folderMetadata returns, per folder (path segments joined by "/"), the
+// crashMetadata returns, per folder (path segments joined by "/"), the
 // multiset of (RFC822.SIZE, INTERNALDATE) of the account's messages, and
 // their total number. It EXAMINEs folders, so it changes nothing, and talks
 // IMAP itself, like the corpus oracle, sharing nothing with the engine.
-func folderMetadata(addr, user, password string) (map[string]map[sizeDate]int, int, error) {
+func crashMetadata(addr, user, password string) (map[string]map[crashSizeDate]int, int, error) {
 	c, err := imapclient.DialInsecure(addr, nil)
 	if err != nil {
 		return nil, 0, err
@@ -639,7 +639,7 @@ func folderMetadata(addr, user, password string) (map[string]map[sizeDate]int, i
 	if err != nil {
 		return nil, 0, err
 	}
-	out := map[string]map[sizeDate]int{}
+	out := map[string]map[crashSizeDate]int{}
 	total := 0
 	for _, d := range list {
 		if slices.Contains(d.Attrs, imap.MailboxAttrNoSelect) || slices.Contains(d.Attrs, imap.MailboxAttrNonExistent) {
@@ -649,7 +649,7 @@ func folderMetadata(addr, user, password string) (map[string]map[sizeDate]int, i
 		if d.Delim != 0 {
 			key = strings.Join(strings.Split(d.Mailbox, string(d.Delim)), "/")
 		}
-		counts := map[sizeDate]int{}
+		counts := map[crashSizeDate]int{}
 		out[key] = counts
 		sel, err := c.Select(d.Mailbox, &imap.SelectOptions{ReadOnly: true}).Wait()
 		if err != nil {
@@ -665,7 +665,7 @@ func folderMetadata(addr, user, password string) (map[string]map[sizeDate]int, i
 			return nil, 0, fmt.Errorf("fetch %q: %w", d.Mailbox, err)
 		}
 		for _, m := range msgs {
-			counts[sizeDate{m.RFC822Size, m.InternalDate.Unix()}]++
+			counts[crashSizeDate{m.RFC822Size, m.InternalDate.Unix()}]++
 		}
 		total += len(msgs)
 	}
