@@ -87,7 +87,28 @@ func (l *Limiter) Begin(ctx context.Context) (*Op, error) {
 // toward the distress rate; any other error is a failure from a responsive
 // server and its latency counts like a success's; a canceled context is not
 // recorded. Calls after the first do nothing.
-func (o *Op) Done(err error) {
+func (o *Op) Done(err error) { o.end(err, true) }
+
+// DoneUntimed ends the command like Done but adds no latency sample: for
+// long transfers whose duration says more about their size than about the
+// server. Their caller reports the server's latency with Observe.
+func (o *Op) DoneUntimed(err error) { o.end(err, false) }
+
+// Observe records one command latency the caller measured itself, such as
+// the wait for each message of a streaming FETCH, without taking a slot.
+func (l *Limiter) Observe(d time.Duration) {
+	now := l.clock.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a := &l.adapt
+	l.st.Commands++
+	if len(a.ivSamples) < maxSamples {
+		a.ivSamples = append(a.ivSamples, max(0, d))
+	}
+	l.evaluate(now)
+}
+
+func (o *Op) end(err error, timed bool) {
 	l := o.l
 	now := l.clock.Now()
 	l.mu.Lock()
@@ -112,7 +133,7 @@ func (o *Op) Done(err error) {
 			return
 		}
 	}
-	if len(a.ivSamples) < maxSamples {
+	if timed && len(a.ivSamples) < maxSamples {
 		a.ivSamples = append(a.ivSamples, max(0, now.Sub(o.start)))
 	}
 	l.evaluate(now)

@@ -281,3 +281,69 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// A long transfer ended with DoneUntimed adds no latency sample; the
+// latencies its caller Observes drive the limit instead.
+func TestObserveAndDoneUntimed(t *testing.T) {
+	l, clock := newTest(t, Config{MaxConnections: 8})
+	healthy := func() {
+		for i := 0; i < 20; i++ {
+			for j := 0; j < 8; j++ {
+				l.Observe(5 * time.Millisecond)
+			}
+			clock.Advance(time.Second)
+		}
+	}
+	healthy()
+	// Slow transfers, held in slots and ended untimed: no shrink.
+	for i := 0; i < 10; i++ {
+		ops := make([]*Op, 8)
+		for j := range ops {
+			op, err := l.Begin(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ops[j] = op
+		}
+		clock.Advance(2 * time.Second)
+		for _, op := range ops {
+			l.Observe(5 * time.Millisecond)
+			op.DoneUntimed(nil)
+		}
+	}
+	if s := l.Snapshot(); s.Limit != 8 {
+		t.Fatalf("untimed 2 s transfers shrank the limit to %d", s.Limit)
+	}
+	// The observed per-message wait rises 40x: the limit falls.
+	for i := 0; i < 10; i++ {
+		ops := make([]*Op, l.Snapshot().Limit)
+		for j := range ops {
+			ops[j], _ = l.Begin(context.Background())
+		}
+		for range 8 {
+			l.Observe(200 * time.Millisecond)
+		}
+		clock.Advance(time.Second)
+		for _, op := range ops {
+			op.DoneUntimed(nil)
+		}
+	}
+	if s := l.Snapshot(); s.Limit >= 8 {
+		t.Fatalf("observed latency 40x the baseline left the limit at %d", s.Limit)
+	}
+}
+
+// Pause waits as Retry would, honouring the server's hint, and counts it.
+func TestPause(t *testing.T) {
+	l, clock := newTest(t, Config{Backoff: Backoff{Base: time.Millisecond, Max: time.Second, MaxHint: time.Minute}})
+	before := clock.Now()
+	if err := l.Pause(context.Background(), 0, errors.New("NO [UNAVAILABLE] Backend busy, try again in 7 seconds")); err != nil {
+		t.Fatal(err)
+	}
+	if waited := clock.Now().Sub(before); waited < 7*time.Second || waited > 7*time.Second+time.Millisecond {
+		t.Errorf("paused %v, want the server's 7 s (plus at most the base as jitter)", waited)
+	}
+	if s := l.Snapshot(); s.Backoffs != 1 || s.LastSignal != SignalUnavailable {
+		t.Errorf("stats after a pause: %d backoffs, last signal %v", s.Backoffs, s.LastSignal)
+	}
+}

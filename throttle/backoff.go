@@ -296,14 +296,23 @@ func (l *Limiter) Retry(ctx context.Context, b *Budget, fn func(ctx context.Cont
 		if attempt >= b.perCommand || !b.take() {
 			return fmt.Errorf("%w after %d attempts: %w", ErrBudgetExhausted, attempt+1, err)
 		}
-		d := l.cfg.Backoff.Delay(attempt, v.After)
-		l.mu.Lock()
-		l.st.Backoffs++
-		l.st.BackoffTime += d
-		l.st.LastSignal = v.Signal
-		l.mu.Unlock()
-		if err2 := l.clock.Sleep(ctx, d); err2 != nil {
+		if err2 := l.Pause(ctx, attempt, err); err2 != nil {
 			return fmt.Errorf("%w: %w", err2, err)
 		}
 	}
+}
+
+// Pause sleeps before retry number attempt (0 for the first) of a command
+// that failed with err, as Retry does: jittered exponential backoff, or
+// the wait the server asked for, capped. It counts the backoff in the
+// stats. It is for callers with their own retry loop.
+func (l *Limiter) Pause(ctx context.Context, attempt int, err error) error {
+	v := Classify(err)
+	d := l.cfg.Backoff.Delay(attempt, v.After)
+	l.mu.Lock()
+	l.st.Backoffs++
+	l.st.BackoffTime += d
+	l.st.LastSignal = v.Signal
+	l.mu.Unlock()
+	return l.clock.Sleep(ctx, d)
 }
