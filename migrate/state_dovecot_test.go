@@ -50,9 +50,27 @@ func newStateRig(t *testing.T, url string, srcOpts dovecot.Options, m *corpus.Ma
 	return r
 }
 
+// syncBuffer is a bytes.Buffer that several connections may trace into.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // copy runs one pass with the state and fails the test on an error or a
 // failed message.
-func (r *stateRig) copy(opts migrate.Options, srcTrace *bytes.Buffer) *migrate.Report {
+func (r *stateRig) copy(opts migrate.Options, srcTrace *syncBuffer) *migrate.Report {
 	r.t.Helper()
 	opts.State = r.lease
 	srcCfg := userCfg(r.t, "source", r.src, "alice")
@@ -128,7 +146,7 @@ func TestStateRerunIsNoop(t *testing.T) {
 		if first.Copied != n || first.Done != 0 {
 			t.Fatalf("first pass: copied %d, already %d; want %d, 0", first.Copied, first.Done, n)
 		}
-		var trace bytes.Buffer
+		var trace syncBuffer
 		again := r.copy(migrate.Options{}, &trace)
 		if again.Copied != 0 || again.Done != n || again.Verified != n || again.BodiesFetched != 0 {
 			t.Errorf("rerun: copied %d, already %d, verified %d, bodies %d; want 0, %d, %d, 0",
@@ -307,7 +325,7 @@ func TestStateDelta(t *testing.T) {
 				must(t, c.Store(imap.SeqSetNum(3, 4), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close())
 				must(t, c.Expunge().Close())
 			})
-			var trace bytes.Buffer
+			var trace syncBuffer
 			rep := r.copy(migrate.Options{KeepDeleted: tc.keep}, &trace)
 			gone := n + 3 - numMessages(t, r.src, name) // 2, and any the corpus flagged \Deleted
 			wantExp := gone

@@ -22,8 +22,10 @@ func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, s
 	for k, v := range env {
 		t.Setenv(k, v)
 	}
-	// The default state file lands in the working directory.
-	t.Chdir(t.TempDir())
+	if len(args) > 0 && args[0] == "migrate" {
+		// Its default state file lands in the working directory.
+		t.Chdir(t.TempDir())
+	}
 	var out, errb bytes.Buffer
 	code := run(context.Background(), args, strings.NewReader(""), &out, &errb)
 	return code, out.String(), errb.String()
