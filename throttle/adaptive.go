@@ -31,6 +31,9 @@ const (
 	// degradation.
 	baselineDown = 0.25
 	baselineUp   = 0.01
+	// latencyFloor: a rise smaller than this over the baseline is noise,
+	// however large the ratio (loopback commands take microseconds).
+	latencyFloor = 20 * time.Millisecond
 )
 
 // adaptive is the state of the concurrency limit, guarded by Limiter.mu.
@@ -167,7 +170,7 @@ func (l *Limiter) evaluate(now time.Time) {
 	a.ivStart, a.ivSamples, a.ivDistress, a.ivPeak = now, a.ivSamples[:0], 0, a.inflight
 
 	slow := a.smoothed > 0 &&
-		(a.baseline > 0 && float64(a.smoothed) > latencyFactor*float64(a.baseline) ||
+		(a.baseline > 0 && float64(a.smoothed) > latencyFactor*float64(a.baseline) && a.smoothed-a.baseline > latencyFloor ||
 			l.cfg.MaxLatency > 0 && a.smoothed > l.cfg.MaxLatency)
 	if slow || distress > maxDistressRate {
 		if a.limit > 1 {

@@ -347,3 +347,16 @@ func TestPause(t *testing.T) {
 		t.Errorf("stats after a pause: %d backoffs, last signal %v", s.Backoffs, s.LastSignal)
 	}
 }
+
+// Loopback-fast commands that get 50 times slower but stay far below any
+// latency that matters do not shrink the limit.
+func TestTinyLatencyRiseIsNoise(t *testing.T) {
+	l, clock := newTest(t, Config{MaxConnections: 8})
+	drive(t, l, clock, 20*time.Second, 100*time.Microsecond, nil)
+	if lo, _ := drive(t, l, clock, 20*time.Second, 5*time.Millisecond, nil); lo != 8 {
+		t.Fatalf("a rise from 0.1 ms to 5 ms shrank the limit to %d", lo)
+	}
+	if lo, _ := drive(t, l, clock, 20*time.Second, 100*time.Millisecond, nil); lo == 8 {
+		t.Fatal("a rise to 100 ms did not shrink the limit")
+	}
+}
