@@ -12,12 +12,14 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
 
 	"mailferry/internal/imapconn"
 	"mailferry/state"
+	"mailferry/throttle"
 )
 
 // VerifyMode says how each appended message is checked on the target.
@@ -68,6 +70,17 @@ type Options struct {
 	// flight finish and are recorded, then Copy returns ErrInterrupted.
 	// (Cancelling the context stops at once instead.) nil never stops.
 	Stop <-chan struct{}
+	// Source and Target throttle the copy on each cluster: every IMAP
+	// command passes through its cluster's limiter (connection cap,
+	// adaptive concurrency, backoff on busy replies), message bodies flow
+	// under both sides' bytes/s and messages/s buckets, and no new batch
+	// starts outside either side's time windows. Share one Limiter between
+	// copies on the same cluster. nil: no limit beyond Connections.
+	Source, Target *throttle.Limiter
+	// ExitOutsideWindow makes a closed time window stop the copy (after
+	// finishing and recording the batches in flight, as Stop does) with
+	// ErrOutsideWindow instead of waiting for the next window.
+	ExitOutsideWindow bool
 	// KeepDeleted keeps target copies of messages and folders deleted on
 	// the source since the last pass (State only).
 	KeepDeleted bool
@@ -94,6 +107,8 @@ type Report struct {
 	Expunged int `json:"expunged"`
 	// Remaining messages were left for the next run by an interruption.
 	Remaining int `json:"remaining,omitempty"`
+	// Throttle is what each cluster's limiter observed by the end.
+	Throttle []Throttle `json:"throttle,omitempty"`
 	// BodiesFetched counts message bodies read from the source.
 	BodiesFetched int             `json:"source_bodies_fetched"`
 	Verified      int             `json:"verified"`
@@ -176,20 +191,31 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 		Mailbox: src.Endpoint.Mailbox, Source: src.Endpoint.String(), Target: dst.Endpoint.String(), Verify: opts.Verify,
 	}}
 
-	sc, dc, err := dialPair(ctx, src, dst)
+	if err := r.limiters(); err != nil {
+		return nil, err
+	}
+	sc, dc, releases, err := r.dialPair(ctx)
 	if err != nil {
 		return nil, err
 	}
-	srcTree, err := listTree(sc)
-	if err != nil {
+	closeBoth := func() {
 		sc.Close()
 		dc.Close()
+		releases[0]()
+		releases[1]()
+	}
+	defer func() {
+		// Reported at the end, whatever the outcome.
+		r.report.Throttle = []Throttle{r.srcLim.Snapshot(), r.dstLim.Snapshot()}
+	}()
+	srcTree, err := listTree(sc)
+	if err != nil {
+		closeBoth()
 		return nil, fmt.Errorf("source: %w", err)
 	}
 	dstTree, err := listTree(dc)
 	if err != nil {
-		sc.Close()
-		dc.Close()
+		closeBoth()
 		return nil, fmt.Errorf("target: %w", err)
 	}
 	mappings, warnings := mapFolders(srcTree, dstTree, opts.Exclude, opts.FolderMap)
@@ -202,8 +228,7 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 			dstTree, err = listTree(dc)
 		}
 		if err != nil {
-			sc.Close()
-			dc.Close()
+			closeBoth()
 			return nil, fmt.Errorf("folders renamed or deleted on the source: %w", err)
 		}
 	}
@@ -254,13 +279,14 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 		w := &worker{run: r}
 		if i == 0 {
 			w.src, w.dst = sc, dc
+			w.srcRelease, w.dstRelease = releases[0], releases[1]
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer w.close()
 			for m := range queue {
-				if ctx.Err() != nil || r.stopping() {
+				if ctx.Err() != nil || r.stopping() || r.windowClosed.Load() {
 					r.count(func(rep *Report) { rep.Remaining += int(m.src.Messages); rep.Messages += int(m.src.Messages) })
 					continue
 				}
@@ -273,6 +299,8 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	if n == 0 {
 		sc.Logout()
 		dc.Logout()
+		releases[0]()
+		releases[1]()
 	}
 
 	rep := r.report
@@ -293,6 +321,9 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	case r.stopping():
 		r.progress(ctx, "interrupted", "interrupted by the operator")
 		return rep, ErrInterrupted
+	case r.windowClosed.Load():
+		r.progress(ctx, "waiting", "outside the allowed time windows")
+		return rep, ErrOutsideWindow
 	case rep.Failed > 0:
 		r.progress(ctx, "failed", fmt.Sprintf("%d of %d messages failed; first: %s", rep.Failed, rep.Messages, rep.Failures[0].Reason))
 	default:
@@ -301,25 +332,28 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	return rep, nil
 }
 
-// dialPair logs in to both sides at once.
-func dialPair(ctx context.Context, src, dst imapconn.Config) (*imapconn.Conn, *imapconn.Conn, error) {
+// dialPair logs in to both sides at once, each under its connection cap.
+func (r *run) dialPair(ctx context.Context) (*imapconn.Conn, *imapconn.Conn, [2]func(), error) {
 	var sc, dc *imapconn.Conn
+	var rel [2]func()
 	var serr, derr error
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); sc, serr = imapconn.Dial(ctx, src) }()
-	go func() { defer wg.Done(); dc, derr = imapconn.Dial(ctx, dst) }()
+	go func() { defer wg.Done(); sc, rel[0], serr = dial(ctx, r.srcLim, r.srcCfg) }()
+	go func() { defer wg.Done(); dc, rel[1], derr = dial(ctx, r.dstLim, r.dstCfg) }()
 	wg.Wait()
 	if serr != nil || derr != nil {
 		if sc != nil {
 			sc.Close()
+			rel[0]()
 		}
 		if dc != nil {
 			dc.Close()
+			rel[1]()
 		}
-		return nil, nil, errors.Join(serr, derr)
+		return nil, nil, rel, errors.Join(serr, derr)
 	}
-	return sc, dc, nil
+	return sc, dc, rel, nil
 }
 
 // prepareTarget creates the target folder when missing and makes its
@@ -347,6 +381,8 @@ type run struct {
 	srcCfg, dstCfg imapconn.Config
 	mu             sync.Mutex
 	report         *Report
+	srcLim, dstLim *throttle.Limiter
+	windowClosed   atomic.Bool // a batch found a time window closed (ExitOutsideWindow)
 	totalMsgs      int   // as listed before the copy (for progress)
 	totalBytes     int64 // likewise
 	bytesDone      int64 // bytes of messages copied, now or before

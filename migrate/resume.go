@@ -33,14 +33,14 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 		fc.maxDst = sel.UIDNext - 1
 	} else {
 		var err error
-		if fc.maxDst, err = w.maxTargetUID(); err != nil {
+		if fc.maxDst, err = w.maxTargetUID(ctx); err != nil {
 			return err
 		}
 	}
 	lease := w.run.opts.State
 	if lease == nil {
 		if ssel.NumMessages > 0 {
-			if err := w.listMessages(fc, nil, 0); err != nil {
+			if err := w.listMessages(ctx, fc, nil, 0); err != nil {
 				return err
 			}
 		}
@@ -67,16 +67,16 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 	if ssel.NumMessages > 0 {
 		condstore := !fresh && !srcChanged && w.src.Features.CondStore && rec.SrcHighestModSeq > 0 && ssel.HighestModSeq > 0
 		if condstore {
-			err = w.listMessages(fc, known, rec.SrcHighestModSeq)
+			err = w.listMessages(ctx, fc, known, rec.SrcHighestModSeq)
 		} else {
-			err = w.listMessages(fc, nil, 0)
+			err = w.listMessages(ctx, fc, nil, 0)
 		}
 		if err != nil {
 			return err
 		}
 	}
 	if dstChanged {
-		if known, err = w.rescanTarget(fc, known); err != nil {
+		if known, err = w.rescanTarget(ctx, fc, known); err != nil {
 			return err
 		}
 	}
@@ -258,7 +258,7 @@ func (w *worker) finishFolder(ctx context.Context, fc *folderCopy) error {
 func (w *worker) adopt(ctx context.Context, fc *folderCopy, mark imap.UID) error {
 	var set imap.UIDSet
 	set.AddRange(mark, 0)
-	cands, err := w.fetchTarget(set, false)
+	cands, err := w.fetchTarget(ctx, set, false)
 	if err != nil {
 		return err
 	}
@@ -323,7 +323,7 @@ func (w *worker) hashSource(ctx context.Context, fc *folderCopy, msgs []*message
 	for _, msg := range msgs {
 		uids.AddNum(msg.uid)
 	}
-	got, err := w.fetchDigests(w.src, uids, true)
+	got, err := w.fetchDigests(ctx, w.src, w.run.srcLim, uids, true)
 	if err != nil {
 		return fmt.Errorf("read %q on the source: %w", fc.m.Source, err)
 	}
@@ -340,14 +340,14 @@ func (w *worker) hashSource(ctx context.Context, fc *folderCopy, msgs []*message
 // mean nothing now, so the folder's messages are matched to the records
 // by size and SHA-256 (each target message serves one record). Records
 // without a match are dropped, so their messages are copied again.
-func (w *worker) rescanTarget(fc *folderCopy, known []state.Message) ([]state.Message, error) {
+func (w *worker) rescanTarget(ctx context.Context, fc *folderCopy, known []state.Message) ([]state.Message, error) {
 	sizes := map[int64]bool{}
 	for _, k := range known {
 		sizes[k.Size] = true
 	}
 	var all imap.UIDSet
 	all.AddRange(1, 0)
-	meta, err := w.fetchTarget(all, false)
+	meta, err := w.fetchTarget(ctx, all, false)
 	if err != nil {
 		return nil, err
 	}
@@ -359,7 +359,7 @@ func (w *worker) rescanTarget(fc *folderCopy, known []state.Message) ([]state.Me
 	}
 	byKey := map[string][]imap.UID{}
 	if len(set) > 0 {
-		got, err := w.fetchTarget(set, true)
+		got, err := w.fetchTarget(ctx, set, true)
 		if err != nil {
 			return nil, err
 		}
@@ -442,7 +442,7 @@ func (w *worker) expungeGone(ctx context.Context, fc *folderCopy, gone []state.M
 			w.run.warn(fmt.Sprintf("folder %q: %d messages deleted on the source are only flagged \\Deleted on the target (it lacks UIDPLUS, so expunging could remove others)",
 				fc.m.Target, len(gone)))
 		}
-		if err := w.deleteTarget(uids); err != nil {
+		if err := w.deleteTarget(ctx, uids); err != nil {
 			return err
 		}
 	}
@@ -483,7 +483,9 @@ func (w *worker) syncFlags(ctx context.Context, fc *folderCopy) error {
 		for _, msg := range msgs {
 			uids.AddNum(msg.dstUID)
 		}
-		err := w.dst.Store(uids, &imap.StoreFlags{Op: imap.StoreFlagsSet, Silent: true, Flags: flags}, nil).Close()
+		err := short(ctx, w.run.dstLim, func() error {
+			return w.dst.Store(uids, &imap.StoreFlags{Op: imap.StoreFlagsSet, Silent: true, Flags: flags}, nil).Close()
+		})
 		var ie *imap.Error
 		if errors.As(err, &ie) {
 			w.run.warn(fmt.Sprintf("folder %q: the target refused flags %s: %v", fc.m.Target, flagList(flags), err))
@@ -615,7 +617,7 @@ func (r *run) deleteFolder(ctx context.Context, dc *imapconn.Conn, f state.Folde
 		}
 		w := &worker{run: r, dst: dc}
 		if len(uids) > 0 {
-			if err := w.deleteTarget(uids); err != nil {
+			if err := w.deleteTarget(ctx, uids); err != nil {
 				return fmt.Errorf("folder %q deleted on the source: %w", f.Source, err)
 			}
 		}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"slices"
 	"sort"
@@ -20,6 +19,7 @@ import (
 	"mailferry/internal/failpoint"
 	"mailferry/internal/imapconn"
 	"mailferry/state"
+	"mailferry/throttle"
 )
 
 // maxInFlight bounds the APPENDs pipelined on one target connection.
@@ -86,17 +86,20 @@ type folderCopy struct {
 
 // worker copies folders over its own pair of connections.
 type worker struct {
-	run      *run
-	src, dst *imapconn.Conn
-	buf      []byte
+	run                    *run
+	src, dst               *imapconn.Conn
+	srcRelease, dstRelease func() // give the connections' places under the caps back
+	buf                    []byte
 }
 
 func (w *worker) close() {
 	if w.src != nil {
 		w.src.Logout()
+		w.srcRelease()
 	}
 	if w.dst != nil {
 		w.dst.Logout()
+		w.dstRelease()
 	}
 }
 
@@ -118,8 +121,9 @@ func (w *worker) connect(ctx context.Context) error {
 	if isClosed(w.src) {
 		if w.src != nil {
 			w.src.Close()
+			w.srcRelease()
 		}
-		if w.src, err = imapconn.Dial(ctx, w.run.srcCfg); err != nil {
+		if w.src, w.srcRelease, err = dial(ctx, w.run.srcLim, w.run.srcCfg); err != nil {
 			w.src = nil
 			return err
 		}
@@ -127,8 +131,9 @@ func (w *worker) connect(ctx context.Context) error {
 	if isClosed(w.dst) {
 		if w.dst != nil {
 			w.dst.Close()
+			w.dstRelease()
 		}
-		if w.dst, err = imapconn.Dial(ctx, w.run.dstCfg); err != nil {
+		if w.dst, w.dstRelease, err = dial(ctx, w.run.dstLim, w.run.dstCfg); err != nil {
 			w.dst = nil
 			return err
 		}
@@ -149,7 +154,8 @@ func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 			// that is progress, not trouble; reconnect at once.
 			attempt--
 		} else if attempt > 0 {
-			if !sleep(ctx, backoff(attempt)) {
+			// Honours a wait the server asked for ("try again in 30 s").
+			if w.run.limFor(lastErr).Pause(ctx, attempt-1, lastErr) != nil {
 				break
 			}
 		}
@@ -166,7 +172,7 @@ func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 			break
 		}
 		lastErr = err
-		if ctx.Err() != nil || errors.Is(err, ErrInterrupted) {
+		if ctx.Err() != nil || errors.Is(err, ErrInterrupted) || errors.Is(err, ErrOutsideWindow) {
 			break
 		}
 		switch imapconn.Classify(err) {
@@ -175,7 +181,7 @@ func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 			// answered "try later" is reused.
 			continue
 		case imapconn.TryCreate:
-			if cerr := w.dst.Create(m.Target, nil).Wait(); cerr != nil && !isAlreadyExists(cerr) {
+			if cerr := short(ctx, w.run.dstLim, func() error { return w.dst.Create(m.Target, nil).Wait() }); cerr != nil && !isAlreadyExists(cerr) {
 				lastErr = cerr
 				attempt = maxAttempts
 			}
@@ -228,7 +234,7 @@ func (w *worker) finish(fc *folderCopy, err error) {
 		case statusUnknown:
 			msg.reason = "append outcome unknown: the connection was lost"
 		case statusPending:
-			if errors.Is(err, ErrInterrupted) || errors.Is(err, context.Canceled) {
+			if errors.Is(err, ErrInterrupted) || errors.Is(err, ErrOutsideWindow) || errors.Is(err, context.Canceled) {
 				rep.Remaining++ // left for the next run, not failed
 				continue
 			}
@@ -251,11 +257,18 @@ func (w *worker) finish(fc *folderCopy, err error) {
 // anything is appended again.
 func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 	m := fc.m
-	ssel, err := w.src.Select(m.src.Name, &imap.SelectOptions{ReadOnly: true, CondStore: w.src.Features.CondStore}).Wait()
+	var ssel, sel *imap.SelectData
+	err := short(ctx, w.run.srcLim, func() (err error) {
+		ssel, err = w.src.Select(m.src.Name, &imap.SelectOptions{ReadOnly: true, CondStore: w.src.Features.CondStore}).Wait()
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("examine %q on the source: %w", m.src.Name, err)
 	}
-	sel, err := w.dst.Select(m.Target, nil).Wait()
+	err = short(ctx, w.run.dstLim, func() (err error) {
+		sel, err = w.dst.Select(m.Target, nil).Wait()
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("select %q on the target: %w", m.Target, err)
 	}
@@ -269,7 +282,7 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 		return err
 	}
 	// Copies appended before a lost connection still need their check.
-	if err := w.verify(fc, fc.with(statusAppended)); err != nil {
+	if err := w.verify(ctx, fc, fc.with(statusAppended)); err != nil {
 		return err
 	}
 	if err := w.record(ctx, fc, fc.msgs); err != nil {
@@ -307,6 +320,12 @@ func (w *worker) copyPending(ctx context.Context, fc *folderCopy) error {
 		if w.run.stopping() {
 			return ErrInterrupted
 		}
+		if err := w.run.window(ctx); err != nil {
+			if errors.Is(err, ErrOutsideWindow) {
+				w.run.windowClosed.Store(true)
+			}
+			return err
+		}
 		n := min(len(pending), w.run.opts.BatchMessages)
 		batch := pending[:n]
 		pending = pending[n:]
@@ -316,7 +335,7 @@ func (w *worker) copyPending(ctx context.Context, fc *folderCopy) error {
 		if err := w.reconcile(ctx, fc, batch); err != nil {
 			return err
 		}
-		if err := w.verify(fc, batch); err != nil {
+		if err := w.verify(ctx, fc, batch); err != nil {
 			return err
 		}
 		if err := w.record(ctx, fc, batch); err != nil {
@@ -351,9 +370,9 @@ func (fc *folderCopy) with(s msgStatus) []*message {
 // With changedSince (CONDSTORE, from the last pass), only messages changed
 // since then are fetched; the others are the map's records, and a UID
 // SEARCH supplies the folder's complete UID set (so expunges show).
-func (w *worker) listMessages(fc *folderCopy, known []state.Message, changedSince uint64) error {
+func (w *worker) listMessages(ctx context.Context, fc *folderCopy, known []state.Message, changedSince uint64) error {
 	opts := &imap.FetchOptions{UID: true, Flags: true, InternalDate: true, RFC822Size: true, ChangedSince: changedSince}
-	if err := w.fetchMeta(fc, imap.SeqSet{imap.SeqRange{Start: 1, Stop: 0}}, opts); err != nil {
+	if err := w.fetchMeta(ctx, fc, imap.SeqSet{imap.SeqRange{Start: 1, Stop: 0}}, opts); err != nil {
 		return err
 	}
 	if changedSince > 0 {
@@ -361,7 +380,11 @@ func (w *worker) listMessages(fc *folderCopy, known []state.Message, changedSinc
 		if w.src.Features.ESearch {
 			sopts = &imap.SearchOptions{ReturnAll: true}
 		}
-		data, err := w.src.UIDSearch(&imap.SearchCriteria{}, sopts).Wait()
+		var data *imap.SearchData
+		err := short(ctx, w.run.srcLim, func() (err error) {
+			data, err = w.src.UIDSearch(&imap.SearchCriteria{}, sopts).Wait()
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("list messages of %q on the source: %w", fc.m.Source, err)
 		}
@@ -388,7 +411,7 @@ func (w *worker) listMessages(fc *folderCopy, known []state.Message, changedSinc
 		}
 		if len(missing) > 0 {
 			opts.ChangedSince = 0
-			if err := w.fetchMeta(fc, missing, opts); err != nil {
+			if err := w.fetchMeta(ctx, fc, missing, opts); err != nil {
 				return err
 			}
 		}
@@ -397,14 +420,21 @@ func (w *worker) listMessages(fc *folderCopy, known []state.Message, changedSinc
 	return nil
 }
 
-func (w *worker) fetchMeta(fc *folderCopy, set imap.NumSet, opts *imap.FetchOptions) error {
+func (w *worker) fetchMeta(ctx context.Context, fc *folderCopy, set imap.NumSet, opts *imap.FetchOptions) (err error) {
+	st, err := beginStream(ctx, w.run.srcLim)
+	if err != nil {
+		return err
+	}
+	defer func() { st.end(err) }()
 	fetch := w.src.Fetch(set, opts)
 	defer fetch.Close()
 	for {
+		st.asked()
 		data := fetch.Next()
 		if data == nil {
 			break
 		}
+		st.answered()
 		buf, err := data.Collect()
 		if err != nil {
 			return fmt.Errorf("list messages of %q on the source: %w", fc.m.Source, err)
@@ -422,8 +452,12 @@ func (w *worker) fetchMeta(fc *folderCopy, set imap.NumSet, opts *imap.FetchOpti
 	return nil
 }
 
-func (w *worker) maxTargetUID() (imap.UID, error) {
-	data, err := w.dst.UIDSearch(&imap.SearchCriteria{}, &imap.SearchOptions{ReturnMax: true}).Wait()
+func (w *worker) maxTargetUID(ctx context.Context) (imap.UID, error) {
+	var data *imap.SearchData
+	err := short(ctx, w.run.dstLim, func() (err error) {
+		data, err = w.dst.UIDSearch(&imap.SearchCriteria{}, &imap.SearchOptions{ReturnMax: true}).Wait()
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("search target: %w", err)
 	}
@@ -435,8 +469,9 @@ func (w *worker) maxTargetUID() (imap.UID, error) {
 
 // pendingAppend is an APPEND sent and not yet answered.
 type pendingAppend struct {
-	msg *message
-	cmd *imapconn.AppendCommand
+	msg  *message
+	cmd  *imapconn.AppendCommand
+	sent time.Time // when its literal was complete
 }
 
 // appendBatch streams the batch's bodies from the source straight into
@@ -454,6 +489,10 @@ func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*messa
 	if len(uids) == 0 {
 		return nil
 	}
+	dstStream, err := beginStream(ctx, w.run.dstLim)
+	if err != nil {
+		return err
+	}
 	inflight := make(chan pendingAppend, maxInFlight)
 	var wg sync.WaitGroup
 	var lost error // a completion said the target connection is gone
@@ -463,6 +502,7 @@ func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*messa
 		defer wg.Done()
 		for p := range inflight {
 			data, err := p.cmd.Wait()
+			w.run.dstLim.Observe(time.Since(p.sent))
 			w.appended(fc, p.msg, data, err)
 			if err != nil && (imapconn.IsConnectionLost(err) || imapconn.Classify(err) == imapconn.FatalMailbox) {
 				lostMu.Lock()
@@ -473,12 +513,13 @@ func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*messa
 			}
 		}
 	}()
-	err := w.streamBatch(ctx, fc, uids, inflight)
+	err = w.streamBatch(ctx, fc, uids, inflight)
 	close(inflight)
 	wg.Wait()
 	if err == nil {
 		err = lost
 	}
+	dstStream.end(err)
 	if err == nil {
 		// A message expunged on the source since the listing is not fetched.
 		for _, msg := range batch {
@@ -490,17 +531,32 @@ func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*messa
 	return err
 }
 
-func (w *worker) streamBatch(ctx context.Context, fc *folderCopy, uids imap.UIDSet, inflight chan<- pendingAppend) error {
+func (w *worker) streamBatch(ctx context.Context, fc *folderCopy, uids imap.UIDSet, inflight chan<- pendingAppend) (err error) {
+	st, err := beginStream(ctx, w.run.srcLim)
+	if err != nil {
+		return err
+	}
+	defer func() { st.end(err) }()
 	fetch := w.src.Fetch(uids, &imap.FetchOptions{
 		UID:         true,
 		BodySection: []*imap.FetchItemBodySection{{Peek: true}},
 	})
 	defer fetch.Close()
 	for {
+		// One message at a time under the messages/s buckets; the wait
+		// for each is the source's latency.
+		if err := w.run.srcLim.WaitMessages(ctx, 1); err != nil {
+			return err
+		}
+		if err := w.run.dstLim.WaitMessages(ctx, 1); err != nil {
+			return err
+		}
+		st.asked()
 		data := fetch.Next()
 		if data == nil {
 			break
 		}
+		st.answered()
 		var uid imap.UID
 		var spooled *os.File
 		var spooledSize int64
@@ -594,7 +650,8 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 	if size > 1<<20 {
 		dw = &failWriter{Writer: dw, at: size / 2}
 	}
-	n, err := io.CopyBuffer(dw, io.TeeReader(io.LimitReader(lit, size), h), w.buf)
+	body := w.run.limitedReader(ctx, io.LimitReader(lit, size))
+	n, err := io.CopyBuffer(dw, io.TeeReader(body, h), w.buf)
 	if err == nil && n != size {
 		err = fmt.Errorf("source literal for uid %d ended after %d of %d bytes", msg.uid, n, size)
 	}
@@ -638,7 +695,7 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 		return fmt.Errorf("append uid %d to %q on the target: %w", msg.uid, fc.m.Target, err)
 	}
 	select {
-	case inflight <- pendingAppend{msg: msg, cmd: cmd}:
+	case inflight <- pendingAppend{msg: msg, cmd: cmd, sent: time.Now()}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -814,7 +871,7 @@ func (w *worker) reconcile(ctx context.Context, fc *folderCopy, msgs []*message)
 	known := fc.maxDst
 	var set imap.UIDSet
 	set.AddRange(known+1, 0)
-	meta, err := w.fetchTarget(set, false)
+	meta, err := w.fetchTarget(ctx, set, false)
 	if err != nil {
 		return err
 	}
@@ -832,7 +889,7 @@ func (w *worker) reconcile(ctx context.Context, fc *folderCopy, msgs []*message)
 	}
 	var got []targetMsg
 	if len(want) > 0 {
-		if got, err = w.fetchTarget(want, true); err != nil {
+		if got, err = w.fetchTarget(ctx, want, true); err != nil {
 			return err
 		}
 	}
@@ -869,17 +926,22 @@ type targetMsg struct {
 
 // fetchTarget reads size, flags and (if body) the SHA-256 of the exact
 // bytes of target messages in the selected folder.
-func (w *worker) fetchTarget(uids imap.UIDSet, body bool) ([]targetMsg, error) {
-	return w.fetchDigests(w.dst, uids, body)
+func (w *worker) fetchTarget(ctx context.Context, uids imap.UIDSet, body bool) ([]targetMsg, error) {
+	return w.fetchDigests(ctx, w.dst, w.run.dstLim, uids, body)
 }
 
 // fetchDigests reads size, flags and (if body) the SHA-256 of the exact
 // bytes of messages in c's selected folder, never setting \Seen.
-func (w *worker) fetchDigests(c *imapconn.Conn, uids imap.UIDSet, body bool) ([]targetMsg, error) {
+func (w *worker) fetchDigests(ctx context.Context, c *imapconn.Conn, lim *throttle.Limiter, uids imap.UIDSet, body bool) (_ []targetMsg, err error) {
 	opts := &imap.FetchOptions{UID: true, RFC822Size: true, Flags: true}
 	if body {
 		opts.BodySection = []*imap.FetchItemBodySection{{Peek: true}}
 	}
+	st, err := beginStream(ctx, lim)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { st.end(err) }()
 	fetch := c.Fetch(uids, opts)
 	defer fetch.Close()
 	var out []targetMsg
@@ -887,10 +949,12 @@ func (w *worker) fetchDigests(c *imapconn.Conn, uids imap.UIDSet, body bool) ([]
 		w.buf = make([]byte, 64<<10)
 	}
 	for {
+		st.asked()
 		data := fetch.Next()
 		if data == nil {
 			break
 		}
+		st.answered()
 		var t targetMsg
 		for item := data.Next(); item != nil; item = data.Next() {
 			switch it := item.(type) {
@@ -928,7 +992,7 @@ func (w *worker) fetchDigests(c *imapconn.Conn, uids imap.UIDSet, body bool) ([]
 
 // verify checks the batch's appended messages on the target. A mismatching
 // copy is deleted (only that UID) and the message marked for one retry.
-func (w *worker) verify(fc *folderCopy, batch []*message) error {
+func (w *worker) verify(ctx context.Context, fc *folderCopy, batch []*message) error {
 	mode := w.run.opts.Verify
 	var uids imap.UIDSet
 	for _, msg := range batch {
@@ -942,7 +1006,7 @@ func (w *worker) verify(fc *folderCopy, batch []*message) error {
 	if mode == VerifyNone {
 		return nil
 	}
-	got, err := w.fetchTarget(uids, mode == VerifyFull)
+	got, err := w.fetchTarget(ctx, uids, mode == VerifyFull)
 	if err != nil {
 		return err
 	}
@@ -973,7 +1037,7 @@ func (w *worker) verify(fc *folderCopy, batch []*message) error {
 		msg.status = statusFailed
 	}
 	if len(bad) > 0 {
-		return w.deleteTarget(bad)
+		return w.deleteTarget(ctx, bad)
 	}
 	return nil
 }
@@ -990,30 +1054,17 @@ func (w *worker) accept(fc *folderCopy, msg *message, t targetMsg) {
 // deleteTarget removes exactly these target UIDs (copies this run made and
 // found bad). Without UIDPLUS a plain EXPUNGE could remove other messages
 // marked \Deleted, so the copies are only flagged.
-func (w *worker) deleteTarget(uids imap.UIDSet) error {
-	if err := w.dst.Store(uids, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
-		return fmt.Errorf("flag bad target copies %s deleted: %w", uids, err)
+func (w *worker) deleteTarget(ctx context.Context, uids imap.UIDSet) error {
+	lim := w.run.dstLim
+	if err := short(ctx, lim, func() error {
+		return w.dst.Store(uids, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close()
+	}); err != nil {
+		return fmt.Errorf("flag target copies %s deleted: %w", uids, err)
 	}
 	if w.dst.Features.UIDPlus {
-		if err := w.dst.UIDExpunge(uids).Close(); err != nil {
+		if err := short(ctx, lim, func() error { return w.dst.UIDExpunge(uids).Close() }); err != nil {
 			return fmt.Errorf("expunge bad target copies %s: %w", uids, err)
 		}
 	}
 	return nil
-}
-
-func backoff(attempt int) time.Duration {
-	d := 200 * time.Millisecond << min(attempt, 6)
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)))
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

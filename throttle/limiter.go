@@ -231,6 +231,9 @@ func (lr *limitedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// InWindow reports whether new work may start now.
+func (l *Limiter) InWindow() bool { return l.cfg.Windows.Open(l.clock.Now()) }
+
 // WaitWindow returns at once inside the configured windows and otherwise
 // waits, on the Limiter's clock, for the next one to open.
 func (l *Limiter) WaitWindow(ctx context.Context) error {

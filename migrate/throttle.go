@@ -1,0 +1,122 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"mailferry/internal/imapconn"
+	"mailferry/throttle"
+)
+
+// ErrOutsideWindow is returned (wrapped) by Copy with
+// Options.ExitOutsideWindow when a time window closed: work in flight was
+// finished and recorded, and running the copy again (inside a window)
+// resumes.
+var ErrOutsideWindow = errors.New("outside the allowed time windows")
+
+// limiters fills in the run's limiters: the caller's, or unlimited ones
+// with room for the copy's connections.
+func (r *run) limiters() error {
+	var err error
+	r.srcLim, r.dstLim = r.opts.Source, r.opts.Target
+	if r.srcLim == nil {
+		if r.srcLim, err = throttle.New("source", throttle.Config{MaxConnections: r.opts.Connections}); err != nil {
+			return err
+		}
+	}
+	if r.dstLim == nil {
+		r.dstLim, err = throttle.New("target", throttle.Config{MaxConnections: r.opts.Connections})
+	}
+	return err
+}
+
+// dial opens a connection under the cluster's connection cap; release
+// gives the place back when the connection is closed.
+func dial(ctx context.Context, lim *throttle.Limiter, cfg imapconn.Config) (*imapconn.Conn, func(), error) {
+	release, err := lim.AcquireConn(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := imapconn.Dial(ctx, cfg)
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	return c, release, nil
+}
+
+// short runs one short command on lim's cluster under its adaptive
+// concurrency limit and records its latency.
+func short(ctx context.Context, lim *throttle.Limiter, f func() error) error {
+	op, err := lim.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	err = f()
+	op.Done(err)
+	return err
+}
+
+// stream is one long command (a FETCH of many messages, a batch of
+// APPENDs): it holds a slot of the adaptive limit while it runs, and its
+// latency is the wait for each response, not its whole duration.
+type stream struct {
+	lim *throttle.Limiter
+	op  *throttle.Op
+	t0  time.Time
+}
+
+func beginStream(ctx context.Context, lim *throttle.Limiter) (*stream, error) {
+	op, err := lim.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &stream{lim: lim, op: op}, nil
+}
+
+// asked marks the moment a response is asked for; answered records the
+// wait since then.
+func (s *stream) asked()    { s.t0 = time.Now() }
+func (s *stream) answered() { s.lim.Observe(time.Since(s.t0)) }
+
+func (s *stream) end(err error) { s.op.DoneUntimed(err) }
+
+// window waits while any side is outside its time windows, or, with
+// ExitOutsideWindow, stops the copy.
+func (r *run) window(ctx context.Context) error {
+	for _, lim := range []*throttle.Limiter{r.srcLim, r.dstLim} {
+		if lim.InWindow() {
+			continue
+		}
+		if r.opts.ExitOutsideWindow {
+			return ErrOutsideWindow
+		}
+		r.warn(fmt.Sprintf("%s: outside its time windows; waiting for the next one", lim.Name()))
+		if err := lim.WaitWindow(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// limitedReader reads a message body under both sides' bytes/s buckets.
+func (r *run) limitedReader(ctx context.Context, lit io.Reader) io.Reader {
+	return r.dstLim.Reader(ctx, r.srcLim.Reader(ctx, lit))
+}
+
+// Throttle is what one cluster's limiter observed, for reports.
+type Throttle = throttle.Stats
+
+// limFor is the limiter of the side an error came from, for counting its
+// backoff: errors name their side ("on the target"); the source is the
+// default, as it is the side to spare.
+func (r *run) limFor(err error) *throttle.Limiter {
+	if err != nil && strings.Contains(err.Error(), "on the target") {
+		return r.dstLim
+	}
+	return r.srcLim
+}
