@@ -383,9 +383,9 @@ type run struct {
 	report         *Report
 	srcLim, dstLim *throttle.Limiter
 	windowClosed   atomic.Bool // a batch found a time window closed (ExitOutsideWindow)
-	totalMsgs      int   // as listed before the copy (for progress)
-	totalBytes     int64 // likewise
-	bytesDone      int64 // bytes of messages copied, now or before
+	totalMsgs      int         // as listed before the copy (for progress)
+	totalBytes     int64       // likewise
+	bytesDone      int64       // bytes of messages copied, now or before
 }
 
 func (r *run) emit(e Event) {
