@@ -14,6 +14,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
+
+	"mailferry/throttle"
 )
 
 // Health is an operator's word for a cluster's state. Only healthy clusters
@@ -97,6 +100,12 @@ type Limits struct {
 	Connections    int
 	BytesPerSec    int64
 	MessagesPerSec float64
+	// MaxLatency is the command latency above which mailferry backs off
+	// this cluster whatever it learned as normal.
+	MaxLatency time.Duration
+	// Windows are the local hours ("01:00-06:00") in which new work may
+	// start on this cluster; none means always.
+	Windows throttle.Windows
 }
 
 // Cluster is one IMAP cluster.
@@ -214,6 +223,9 @@ func (c *Cluster) check() []fieldProblem {
 	}
 	if !(c.Limits.MessagesPerSec >= 0) || math.IsInf(c.Limits.MessagesPerSec, 0) {
 		add("limits.messages_per_sec", "must be a non-negative number")
+	}
+	if c.Limits.MaxLatency < 0 {
+		add("limits.max_latency", "must not be negative")
 	}
 	if c.Health == "" {
 		c.Health = Healthy

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const goodCluster = `
@@ -66,6 +67,8 @@ func TestRejects(t *testing.T) {
 		{"negative capacity", "clusters:" + strings.Replace(goodCluster, "2TiB", "-5", 1), "", []string{"inv.yaml:5: clusters[0].capacity.bytes: size \"-5\" is negative"}},
 		{"bad unit", "clusters:" + strings.Replace(goodCluster, "2TiB", "2 TeraB", 1), "", []string{"inv.yaml:5: clusters[0].capacity.bytes:", "unknown unit"}},
 		{"bad health", "clusters:" + goodCluster + "    health: sick\n", "", []string{"inv.yaml:6: clusters[a].health: unknown health \"sick\""}},
+		{"bad max latency", "clusters:" + goodCluster + "    limits: {max_latency: soon}\n", "", []string{"inv.yaml:6: clusters[0].limits.max_latency: want a duration", "soon"}},
+		{"bad window", "clusters:" + goodCluster + "    limits: {windows: [\"01:00-06:00\", \"25:00-02:00\"]}\n", "", []string{"inv.yaml:6: clusters[0].limits.windows[1]:", "25:00"}},
 		{"tls none on imaps", "clusters:" + goodCluster + "    tls: none\n", "", []string{"inv.yaml:3: clusters[a].url:", "imaps:// always uses TLS"}},
 		{"bad scheme", "clusters:" + strings.Replace(goodCluster, "imaps://", "pop3://", 1), "", []string{"inv.yaml:3: clusters[a].url: scheme \"pop3\""}},
 		{"repeated key", "clusters:" + goodCluster + "    name: b\n", "", []string{"inv.yaml:6: clusters[0].name: repeated key (first at line 2)"}},
@@ -200,5 +203,27 @@ func TestCSVRoundTrip(t *testing.T) {
 	}
 	if err := WriteCSV(&buf, []Mailbox{{Name: "#x", Cluster: "c", Bytes: 1}}); err == nil {
 		t.Fatal("WriteCSV wrote a name ReadCSV would take for a comment")
+	}
+}
+
+// Per-cluster throttle limits: latency ceiling and time windows.
+func TestLimitsLatencyAndWindows(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "inv.yaml")
+	src := "clusters:" + goodCluster + "    limits: {connections: 3, max_latency: 750ms, windows: [\"22:00-02:00\", \"12:00-13:00\"]}\n"
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := inv.Clusters[0].Limits
+	if l.Connections != 3 || l.MaxLatency != 750*time.Millisecond || len(l.Windows) != 2 {
+		t.Fatalf("limits = %+v", l)
+	}
+	at := func(h int) time.Time { return time.Date(2026, 1, 1, h, 30, 0, 0, time.Local) }
+	if !l.Windows.Open(at(23)) || !l.Windows.Open(at(1)) || !l.Windows.Open(at(12)) || l.Windows.Open(at(9)) {
+		t.Errorf("windows %v open at the wrong hours", l.Windows)
 	}
 }

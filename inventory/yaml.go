@@ -12,8 +12,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"mailferry/throttle"
 )
 
 // FormatVersion is the inventory file format this package reads. A file may
@@ -494,8 +497,27 @@ func (p *parser) cluster(n *yaml.Node, i int) Cluster {
 					c.Limits.BytesPerSec, _ = p.bytes(v, ff)
 				case "messages_per_sec":
 					c.Limits.MessagesPerSec, _ = p.float(v, ff)
+				case "max_latency":
+					if s, ok := p.str(v, ff); ok && s != "" {
+						d, err := time.ParseDuration(s)
+						if err != nil {
+							p.errorf(v, ff, "want a duration such as 500ms or 2s, got %q", s)
+						}
+						c.Limits.MaxLatency = d
+					}
+				case "windows":
+					p.sequence(v, ff, func(i int, item *yaml.Node) {
+						if s, ok := p.str(item, fmt.Sprintf("%s[%d]", ff, i)); ok {
+							w, err := throttle.ParseWindow(s)
+							if err != nil {
+								p.errorf(item, fmt.Sprintf("%s[%d]", ff, i), "%v", err)
+								return
+							}
+							c.Limits.Windows = append(c.Limits.Windows, w)
+						}
+					})
 				default:
-					p.unknown(k, f, key, "connections", "bytes_per_sec", "messages_per_sec")
+					p.unknown(k, f, key, "connections", "bytes_per_sec", "messages_per_sec", "max_latency", "windows")
 				}
 			})
 		case "tags":

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"net"
 	"os"
 	"regexp"
 	"strconv"
@@ -160,14 +159,15 @@ func Classify(err error) Verdict {
 	if v := ClassifyReply(text); v.Signal != SignalNone {
 		return v
 	}
-	var ne net.Error
+	// A net.Error says Timeout(); the interface keeps this package free
+	// of net (it must stay linkable by the pure planner).
+	var ne interface{ Timeout() bool }
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
 		errors.As(err, &ne) && ne.Timeout():
 		return Verdict{Signal: SignalTimeout}
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNABORTED),
-		errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
-		errors.Is(err, net.ErrClosed):
+		errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return Verdict{Signal: SignalReset}
 	}
 	lower := strings.ToLower(text)

@@ -22,6 +22,9 @@ const (
 	exitUsage    = 2
 	exitPartial  = 3
 	exitCanceled = 130
+	// exitLater: stopped outside the allowed time windows; run again later
+	// (EX_TEMPFAIL).
+	exitLater = 75
 )
 
 // usageError marks an error caused by bad flags or configuration (exit 2).
@@ -94,6 +97,8 @@ func exitCode(ctx context.Context, err error, stderr io.Writer) int {
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage
+	case errors.Is(err, migrate.ErrOutsideWindow):
+		return exitLater
 	case ctx.Err() != nil, errors.Is(err, migrate.ErrInterrupted):
 		return exitCanceled
 	default:

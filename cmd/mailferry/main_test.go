@@ -55,6 +55,8 @@ func TestMigrateUsageErrors(t *testing.T) {
 		{"bad exclude", []string{"migrate", "--from", "imap://a@127.0.0.1:1", "--to", "imap://a@127.0.0.1:2", "--from-password-file", pw, "--to-password-file", pw, "--exclude", "(["}, "--exclude"},
 		{"bad folder map", []string{"migrate", "--from", "imap://a@127.0.0.1:1", "--to", "imap://a@127.0.0.1:2", "--from-password-file", pw, "--to-password-file", pw, "--folder-map", "nodest"}, "SRC=DST"},
 		{"unknown flag", []string{"migrate", "--frm", "x"}, "unknown flag"},
+		{"bad window", []string{"migrate", "--from", "imap://a@127.0.0.1:1", "--to", "imap://a@127.0.0.1:2", "--from-password-file", pw, "--to-password-file", pw, "--window", "9-5"}, "--window"},
+		{"bad rate", []string{"migrate", "--from", "imap://a@127.0.0.1:1", "--to", "imap://a@127.0.0.1:2", "--from-password-file", pw, "--to-password-file", pw, "--max-bytes-per-second", "fast"}, "--max-bytes-per-second"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

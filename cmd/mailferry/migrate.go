@@ -11,10 +11,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"mailferry/internal/imapconn"
+	"mailferry/inventory"
 	"mailferry/migrate"
 	"mailferry/state"
+	"mailferry/throttle"
 )
 
 type migrateOptions struct {
@@ -31,6 +34,54 @@ type migrateOptions struct {
 	debugIMAP                bool
 	state                    string
 	keepDeleted              bool
+	throttle                 throttleFlags
+}
+
+// throttleFlags limit the load a copy puts on the source cluster.
+type throttleFlags struct {
+	maxConnections    int
+	maxBytesPerSecond string
+	maxMessagesPerSec float64
+	maxLatency        time.Duration
+	windows           []string
+	exitOutsideWindow bool
+	degraded          bool
+}
+
+func (t *throttleFlags) register(f *pflag.FlagSet) {
+	f.IntVar(&t.maxConnections, "max-connections", 0, "connections to each cluster at most (default: --connections)")
+	f.StringVar(&t.maxBytesPerSecond, "max-bytes-per-second", "", "read at most `SIZE` per second from the source, e.g. 20MiB (default: unlimited)")
+	f.Float64Var(&t.maxMessagesPerSec, "max-messages-per-second", 0, "copy at most `N` messages per second (default: unlimited)")
+	f.DurationVar(&t.maxLatency, "max-latency", 0, "back off the source when its command latency exceeds `D`, e.g. 500ms (default: only relative to what it learned)")
+	f.StringArrayVar(&t.windows, "window", nil, "start new work only within local `HH:MM-HH:MM` (repeatable; may cross midnight)")
+	f.BoolVar(&t.exitOutsideWindow, "exit-outside-window", false, "outside the windows, finish in-flight work and exit 75 (resumable) instead of waiting")
+	f.BoolVar(&t.degraded, "degraded", false, "the source is degraded: start with a quarter of the connections and grow only while it stays healthy")
+}
+
+// limiters builds the source and target limiters from the flags.
+func (t *throttleFlags) limiters(connections int) (src, dst *throttle.Limiter, err error) {
+	cfg := throttle.Config{MaxConnections: connections, MessagesPerSecond: t.maxMessagesPerSec, MaxLatency: t.maxLatency, Degraded: t.degraded}
+	if t.maxConnections > 0 {
+		cfg.MaxConnections = t.maxConnections
+	}
+	if t.maxBytesPerSecond != "" {
+		n, err := inventory.ParseBytes(t.maxBytesPerSecond)
+		if err != nil {
+			return nil, nil, usageErrorf("--max-bytes-per-second %q: %v", t.maxBytesPerSecond, err)
+		}
+		cfg.BytesPerSecond = float64(n)
+	}
+	if cfg.Windows, err = throttle.ParseWindows(t.windows...); err != nil {
+		return nil, nil, usageErrorf("--window: %v", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, nil, usageErrorf("%v", err)
+	}
+	if src, err = throttle.New("source", cfg); err != nil {
+		return nil, nil, usageErrorf("%v", err)
+	}
+	dst, err = throttle.New("target", throttle.Config{MaxConnections: cfg.MaxConnections})
+	return src, dst, err
 }
 
 func newMigrateCommand(g *globalOptions) *cobra.Command {
@@ -84,6 +135,7 @@ Exit codes: 0 everything copied and verified; 3 some messages failed (listed);
 	f.BoolVar(&o.debugIMAP, "debug-imap", false, "trace the IMAP protocol to stderr (credentials redacted)")
 	f.StringVar(&o.state, "state", "mailferry.db", "durable state: a SQLite `FILE` (or sqlite:PATH), a postgres:// URL, or none")
 	f.BoolVar(&o.keepDeleted, "keep-deleted", false, "keep target copies of messages and folders deleted on the source since the last run")
+	o.throttle.register(f)
 	return cmd
 }
 
@@ -106,7 +158,11 @@ func runMigrate(cmd *cobra.Command, g *globalOptions, o *migrateOptions) error {
 	if err != nil {
 		return err
 	}
-	opts := migrate.Options{Verify: mode, Connections: o.connections, KeepDeleted: o.keepDeleted, Stop: stopChan(cmd.Context())}
+	opts := migrate.Options{Verify: mode, Connections: o.connections, KeepDeleted: o.keepDeleted, Stop: stopChan(cmd.Context()),
+		ExitOutsideWindow: o.throttle.exitOutsideWindow}
+	if opts.Source, opts.Target, err = o.throttle.limiters(o.connections); err != nil {
+		return err
+	}
 	for _, e := range o.exclude {
 		re, err := regexp.Compile(e)
 		if err != nil {
@@ -160,6 +216,9 @@ func copyAndReport(cmd *cobra.Command, g *globalOptions, src, dst imapconn.Confi
 	}
 	if werr := renderReport(g.stdout, rep, g.json); werr != nil {
 		return werr
+	}
+	if errors.Is(err, migrate.ErrOutsideWindow) {
+		return fmt.Errorf("%w: work in flight was finished and recorded; run the same command again inside a window", err)
 	}
 	if errors.Is(err, migrate.ErrInterrupted) {
 		return fmt.Errorf("%w: messages in flight were finished and recorded; run the same command again to resume", err)

@@ -138,3 +138,31 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// Outside its --window, with --exit-outside-window, migrate copies nothing
+// and exits 75; a rerun without the window finishes the copy.
+func TestMigrateOutsideWindowExits75(t *testing.T) {
+	src, dst, mbox := seededPair(t)
+	db := filepath.Join(t.TempDir(), "ferry.db")
+	now := time.Now()
+	closed := fmt.Sprintf("%s-%s", now.Add(2*time.Hour).Format("15:04"), now.Add(3*time.Hour).Format("15:04"))
+	args := []string{"migrate", "--json", "--state", db, "--from", "imap://alice@" + src.Addr, "--to", "imap://alice@" + dst.Addr}
+	code, stdout, stderr := runCLI(t, statePasswords, append(args, "--window", closed, "--exit-outside-window")...)
+	if code != exitLater || !strings.Contains(stderr, "outside the allowed time windows") {
+		t.Fatalf("outside the window: exit %d, %q", code, stderr)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("report: %v\n%s", err, stdout)
+	}
+	if rep["copied"] != 0.0 || rep["source_bodies_fetched"] != 0.0 || rep["failed"] != 0.0 {
+		t.Errorf("outside the window the copy moved bodies: %v", rep)
+	}
+	code, stdout, stderr = runCLI(t, statePasswords, args...)
+	if code != exitOK {
+		t.Fatalf("rerun: exit %d, %q", code, stderr)
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil || rep["copied"] != float64(mbox.TotalMessages()) {
+		t.Errorf("rerun copied %v of %d (%v)", rep["copied"], mbox.TotalMessages(), err)
+	}
+}
