@@ -208,6 +208,11 @@ func runMigrate(cmd *cobra.Command, g *globalOptions, o *migrateOptions) error {
 // messages failed).
 func copyAndReport(cmd *cobra.Command, g *globalOptions, src, dst imapconn.Config, opts migrate.Options) error {
 	progress := newProgress(g.stderr, g.json)
+	for _, l := range []*throttle.Limiter{opts.Source, opts.Target} {
+		if l != nil {
+			progress.limiters = append(progress.limiters, l)
+		}
+	}
 	opts.Observer = progress
 	rep, err := migrate.Copy(cmd.Context(), src, dst, opts)
 	progress.done()
@@ -290,6 +295,13 @@ func renderReport(w io.Writer, rep *migrate.Report, asJSON bool) error {
 		fmt.Fprintf(&b, "remaining  %d (interrupted: run the same command again)\n", rep.Remaining)
 	}
 	fmt.Fprintf(&b, "time       %s, %.1f MB/s\n", (time.Duration(rep.Seconds * float64(time.Second))).Round(time.Millisecond), rep.MBps)
+	for _, st := range rep.Throttle {
+		if st.Decreases == 0 && st.Backoffs == 0 && st.RateWaits == 0 && st.WindowWaits == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "throttle   %s: limit %d/%d at the end (%d decreases, %d increases), p90 latency %s, %d backoffs, %d rate waits\n",
+			st.Name, st.Limit, st.Cap, st.Decreases, st.Increases, st.Latency.Round(time.Millisecond), st.Backoffs, st.RateWaits)
+	}
 	for _, m := range rep.Mapping {
 		switch {
 		case m.Excluded:

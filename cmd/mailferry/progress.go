@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/term"
 
 	"mailferry/migrate"
+	"mailferry/throttle"
 )
 
 // progress renders copy events: a progress bar on a terminal, a plain line
@@ -30,6 +32,7 @@ type progress struct {
 	lastLine     time.Time
 	started      time.Time
 	lineInterval time.Duration
+	limiters     []*throttle.Limiter // shown in plain lines and the bar
 }
 
 func isTerminal(w io.Writer) bool {
@@ -71,8 +74,11 @@ func (p *progress) Event(e migrate.Event) {
 		case !p.quiet && time.Since(p.lastLine) >= p.lineInterval:
 			p.lastLine = time.Now()
 			secs := time.Since(p.started).Seconds()
-			fmt.Fprintf(p.w, "mailferry: copied %d/%d messages, %s/%s, %.1f MB/s\n",
-				p.msgs, p.totalMsgs, humanBytes(p.bytes), humanBytes(p.totalBytes), float64(p.bytes)/1e6/secs)
+			fmt.Fprintf(p.w, "mailferry: copied %d/%d messages, %s/%s, %.1f MB/s%s\n",
+				p.msgs, p.totalMsgs, humanBytes(p.bytes), humanBytes(p.totalBytes), float64(p.bytes)/1e6/secs, p.throttleText())
+		}
+		if p.bar != nil && len(p.limiters) > 0 {
+			p.bar.Describe("copying" + p.throttleText())
 		}
 	}
 }
@@ -90,4 +96,25 @@ func (p *progress) done() {
 		_ = p.bar.Finish()
 		p.bar = nil
 	}
+}
+
+// throttleText says, for each throttled side that is holding back, its
+// concurrency limit, latency and backoffs: what an operator watching a
+// sick cluster wants to see.
+func (p *progress) throttleText() string {
+	var b strings.Builder
+	for _, l := range p.limiters {
+		st := l.Snapshot()
+		if st.Limit == st.Cap && st.Backoffs == 0 && st.RateWaits == 0 && st.WindowWaits == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "; %s: %d/%d in flight allowed, p90 %s", st.Name, st.Limit, st.Cap, st.Latency.Round(time.Millisecond))
+		if st.Backoffs > 0 {
+			fmt.Fprintf(&b, ", %d backoffs (last %v)", st.Backoffs, st.LastSignal)
+		}
+		if st.RateWaits > 0 {
+			b.WriteString(", rate-limited")
+		}
+	}
+	return b.String()
 }
