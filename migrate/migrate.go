@@ -81,6 +81,10 @@ type Options struct {
 	// finishing and recording the batches in flight, as Stop does) with
 	// ErrOutsideWindow instead of waiting for the next window.
 	ExitOutsideWindow bool
+	// Phase and PhaseDone name the state's phase while the copy runs and
+	// after it succeeded; "" means "copying" and "done". A runner that
+	// takes a move through several passes names its own.
+	Phase, PhaseDone string
 	// KeepDeleted keeps target copies of messages and folders deleted on
 	// the source since the last pass (State only).
 	KeepDeleted bool
@@ -145,11 +149,18 @@ const (
 	EventMessageCopied
 	// EventWarning: something was adjusted (Text says what); the copy goes on.
 	EventWarning
+	// EventMovePhase: Apply took a move into the phase Text.
+	EventMovePhase
+	// EventMoveDone: a move ended; Text is its result (done, failed, held,
+	// interrupted, skipped).
+	EventMoveDone
 )
 
 // Event is one progress report from a copy.
 type Event struct {
-	Kind     EventKind
+	Kind EventKind
+	// Mailbox is set by Apply (one copy's events carry no mailbox).
+	Mailbox  string
 	Folder   string
 	Messages int
 	Bytes    int64
@@ -266,7 +277,7 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	}
 	r.totalMsgs, r.totalBytes = totalMsgs, totalBytes
 	r.emit(Event{Kind: EventPlanned, Messages: totalMsgs, Bytes: totalBytes})
-	r.progress(ctx, "copying", "")
+	r.progress(ctx, r.phase(), "")
 
 	queue := make(chan *FolderMapping, len(jobs))
 	for _, j := range jobs {
@@ -291,7 +302,7 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 					continue
 				}
 				w.copyFolder(ctx, m)
-				r.progress(ctx, "copying", "")
+				r.progress(ctx, r.phase(), "")
 			}
 		}()
 	}
@@ -327,7 +338,11 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	case rep.Failed > 0:
 		r.progress(ctx, "failed", fmt.Sprintf("%d of %d messages failed; first: %s", rep.Failed, rep.Messages, rep.Failures[0].Reason))
 	default:
-		r.progress(ctx, "done", "")
+		done := "done"
+		if opts.PhaseDone != "" {
+			done = opts.PhaseDone
+		}
+		r.progress(ctx, done, "")
 	}
 	return rep, nil
 }
@@ -373,6 +388,13 @@ func prepareTarget(dc *imapconn.Conn, dstTree *tree, m *FolderMapping) error {
 		return dc.Unsubscribe(m.Target).Wait()
 	}
 	return nil
+}
+
+func (r *run) phase() string {
+	if r.opts.Phase != "" {
+		return r.opts.Phase
+	}
+	return "copying"
 }
 
 // run is the shared state of one Copy.

@@ -43,6 +43,10 @@ SHA-256 on the target, and never touches the source's flags.`,
 		newDemoCommand(g),
 		newDiscoverCommand(g),
 		newStatusCommand(g),
+		newApplyCommand(g),
+		newCompleteCommand(g),
+		newDrainCommand(g),
+		newRebalanceCommand(g),
 	)
 	return root
 }

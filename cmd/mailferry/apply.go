@@ -1,0 +1,436 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+
+	"mailferry/inventory"
+	"mailferry/inventory/discover"
+	"mailferry/migrate"
+	"mailferry/planner"
+	"mailferry/state"
+	"mailferry/throttle"
+)
+
+// applyFlags are shared by apply, drain, rebalance and complete.
+type applyFlags struct {
+	inventory      string
+	state          string
+	parallel       int
+	connections    int
+	verify         string
+	converge       int
+	cutoverExec    string
+	cutoverTimeout time.Duration
+	holdAtReady    bool
+	report         string
+	metricsAddr    string
+	keepDeleted    bool
+	windows        []string
+	exitOutside    bool
+}
+
+func (a *applyFlags) register(f *pflag.FlagSet) {
+	f.StringVarP(&a.inventory, "inventory", "i", "", "inventory YAML `FILE` (clusters, logins, limits)")
+	f.StringVar(&a.state, "state", "mailferry.db", "durable state: a SQLite `FILE` (or sqlite:PATH) or a postgres:// URL")
+	f.IntVar(&a.parallel, "parallel", 4, "mailboxes moved at once")
+	f.IntVar(&a.connections, "connections", 2, "folders copied at once per mailbox (connections per side)")
+	f.StringVar(&a.verify, "verify", "full", "check each copy on the target: full, size, or none")
+	f.IntVar(&a.converge, "converge-messages", 50, "a delta pass changing fewer than `N` messages ends convergence")
+	f.StringVar(&a.cutoverExec, "cutover-exec", "", "run `CMD` (sh -c) once per mailbox when it has converged; exit 0 means mail now goes to the target. Env: MAILFERRY_MAILBOX, MAILFERRY_FROM, MAILFERRY_TO")
+	f.DurationVar(&a.cutoverTimeout, "cutover-timeout", 5*time.Minute, "give up on a cutover hook after `D` (the move holds at ready)")
+	f.BoolVar(&a.holdAtReady, "hold-at-ready", false, "stop every move at ready; finish them with `mailferry complete`")
+	f.StringVar(&a.report, "report", "", "also write the final report as JSON to `FILE`")
+	f.StringVar(&a.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on `ADDR` (e.g. :9464) while running")
+	f.BoolVar(&a.keepDeleted, "keep-deleted", false, "keep target copies of messages and folders deleted on the source")
+	f.StringArrayVar(&a.windows, "window", nil, "start new work only within local `HH:MM-HH:MM` (repeatable), on every cluster")
+	f.BoolVar(&a.exitOutside, "exit-outside-window", false, "outside the windows, finish in-flight work and exit 75 instead of waiting")
+}
+
+func newApplyCommand(g *globalOptions) *cobra.Command {
+	a := &applyFlags{}
+	cmd := &cobra.Command{
+		Use:   "apply PLAN.json -i INVENTORY",
+		Short: "Execute a plan: move its mailboxes in parallel, converge, cut over, verify",
+		Long: `Execute the moves of a plan written by "mailferry plan -o". Each move: a first
+copy, delta passes until little changes between passes, the cutover hook,
+a final delta (mail that reached the source before routing changed), a
+final verification. Moves, phases and every copied message live in the
+state, so apply resumes after any crash and skips what is done.
+
+A move that fails (bad login, target over quota, a folder the target
+refuses) fails alone; the others go on. The first Ctrl-C stops starting
+work and finishes what is in flight; a second stops at once.
+
+Exit codes: 0 every move done and verified; 3 finished with failed or held
+moves; 1 could not run; 2 usage or configuration error; 75 stopped outside
+the windows; 130 interrupted.`,
+		Example: `  mailferry plan -i inv.yaml --drain bravo -o drain.json
+  mailferry apply drain.json -i inv.yaml --parallel 8 --cutover-exec ./switch-routing.sh`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			inv, err := loadInventory(a.inventory)
+			if err != nil {
+				return err
+			}
+			plan, err := readPlanFile(args[0])
+			if err != nil {
+				return err
+			}
+			return runApply(cmd, g, a, inv, plan, false, nil)
+		},
+	}
+	a.register(cmd.Flags())
+	return cmd
+}
+
+func newCompleteCommand(g *globalOptions) *cobra.Command {
+	a := &applyFlags{}
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "complete PLAN.json -i INVENTORY [MAILBOX...|--all]",
+		Short: "Finish moves held at ready: cutover hook, final delta, verification",
+		Long: `Finish moves that an "apply --hold-at-ready" (or a failed cutover hook) left
+at ready: run the cutover hook, the final delta and the final verification.
+Name the mailboxes, or --all for every move of the plan that is ready.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if all == (len(args) > 1) {
+				return usageErrorf("complete: name mailboxes or say --all (not both)")
+			}
+			inv, err := loadInventory(a.inventory)
+			if err != nil {
+				return err
+			}
+			plan, err := readPlanFile(args[0])
+			if err != nil {
+				return err
+			}
+			return runApply(cmd, g, a, inv, plan, true, args[1:])
+		},
+	}
+	a.register(cmd.Flags())
+	cmd.Flags().BoolVar(&all, "all", false, "every ready move of the plan")
+	return cmd
+}
+
+func newDrainCommand(g *globalOptions) *cobra.Command {
+	a := &applyFlags{}
+	var yes, dryRun bool
+	cmd := &cobra.Command{
+		Use:   "drain CLUSTER -i INVENTORY",
+		Short: "Move every mailbox off a cluster: plan, confirm, apply",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			inv, err := loadInventory(a.inventory)
+			if err != nil {
+				return err
+			}
+			plan, err := planner.Make(inv, planner.DefaultPolicy(planner.Drain, args[0]))
+			if err != nil {
+				return usageErrorf("plan: %w", err)
+			}
+			plan.Inventory = a.inventory
+			if err := renderPlan(g.stderr, plan); err != nil {
+				return err
+			}
+			if dryRun {
+				return nil
+			}
+			if len(plan.Moves) == 0 {
+				fmt.Fprintln(g.stderr, "mailferry: nothing to move")
+				return nil
+			}
+			if !yes {
+				ok, err := confirm(g, fmt.Sprintf("Move %d mailboxes off %s?", len(plan.Moves), args[0]))
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return errors.New("not confirmed; nothing moved")
+				}
+			}
+			return runApply(cmd, g, a, inv, plan, false, nil)
+		},
+	}
+	a.register(cmd.Flags())
+	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the plan only")
+	return cmd
+}
+
+func newRebalanceCommand(g *globalOptions) *cobra.Command {
+	a := &applyFlags{}
+	var maxBytes string
+	var maxMoves int
+	cmd := &cobra.Command{
+		Use:   "rebalance -i INVENTORY",
+		Short: "Plan and apply a rebalance, non-interactively (for cron and systemd timers)",
+		Long: `Plan a rebalance (every cluster into the band around the mean utilisation)
+and apply it without asking. A lock in the state keeps two runs from
+overlapping: a second run refuses while the first holds it. Exit 0 when
+every move is done, 3 when some failed or are held.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			inv, err := loadInventory(a.inventory)
+			if err != nil {
+				return err
+			}
+			pol := planner.DefaultPolicy(planner.Rebalance, "")
+			pol.MaxMoves = maxMoves
+			if maxBytes != "" {
+				if pol.MaxBytes, err = inventory.ParseBytes(maxBytes); err != nil {
+					return usageErrorf("--max-bytes %q: %v", maxBytes, err)
+				}
+			}
+			plan, err := planner.Make(inv, pol)
+			if err != nil {
+				return usageErrorf("plan: %w", err)
+			}
+			plan.Inventory = a.inventory
+			return runApply(cmd, g, a, inv, plan, false, nil)
+		},
+	}
+	a.register(cmd.Flags())
+	cmd.Flags().StringVar(&maxBytes, "max-bytes", "", "move at most `SIZE` this run (e.g. 500GiB)")
+	cmd.Flags().IntVar(&maxMoves, "max-moves", 0, "move at most `N` mailboxes this run")
+	return cmd
+}
+
+func readPlanFile(path string) (*planner.Plan, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, usageErrorf("plan: %v", err)
+	}
+	defer f.Close()
+	p, err := planner.ReadPlan(f)
+	if err != nil {
+		return nil, usageErrorf("plan %s: %v", path, err)
+	}
+	return p, nil
+}
+
+// confirm asks on the terminal; without one it refuses to guess.
+func confirm(g *globalOptions, question string) (bool, error) {
+	f, ok := g.stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return false, usageErrorf("%s (no terminal to ask on: say --yes)", question)
+	}
+	fmt.Fprintf(g.stderr, "%s [y/N] ", question)
+	line, err := bufio.NewReader(g.stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false, err
+	}
+	ans := strings.ToLower(strings.TrimSpace(line))
+	return ans == "y" || ans == "yes", nil
+}
+
+// runApply executes plan's moves (only the named mailboxes, if any).
+func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventory.Inventory, plan *planner.Plan, complete bool, only []string) error {
+	ctx := cmd.Context()
+	mode, err := migrate.ParseVerifyMode(a.verify)
+	if err != nil {
+		return usageErrorf("--verify: %v", err)
+	}
+	if a.parallel < 1 || a.connections < 1 {
+		return usageErrorf("--parallel and --connections must be at least 1")
+	}
+	windows, err := throttle.ParseWindows(a.windows...)
+	if err != nil {
+		return usageErrorf("--window: %v", err)
+	}
+	limiters := map[string]*throttle.Limiter{}
+	for i := range inv.Clusters {
+		c := &inv.Clusters[i]
+		cfg := throttle.Config{
+			MaxConnections: c.Limits.Connections, BytesPerSecond: float64(c.Limits.BytesPerSec),
+			MessagesPerSecond: c.Limits.MessagesPerSec, MaxLatency: c.Limits.MaxLatency,
+			Windows: append(append(throttle.Windows(nil), c.Limits.Windows...), windows...), Degraded: c.Health == inventory.Degraded,
+		}
+		if cfg.MaxConnections == 0 {
+			cfg.MaxConnections = a.parallel * a.connections
+		}
+		if limiters[c.Name], err = throttle.New(c.Name, cfg); err != nil {
+			return usageErrorf("cluster %s limits: %v", c.Name, err)
+		}
+	}
+	want := map[string]bool{}
+	for _, m := range only {
+		want[m] = true
+	}
+	var moves []migrate.Move
+	for _, pm := range plan.Moves {
+		if len(only) > 0 && !want[pm.Mailbox] {
+			continue
+		}
+		delete(want, pm.Mailbox)
+		m := migrate.Move{Mailbox: pm.Mailbox, From: pm.From, To: pm.To, Bytes: pm.Bytes}
+		from, to := inv.Cluster(pm.From), inv.Cluster(pm.To)
+		if from == nil || to == nil {
+			return usageErrorf("plan moves %s from %s to %s, but the inventory lacks one of them", pm.Mailbox, pm.From, pm.To)
+		}
+		m.Src, m.Err = discover.Config(from, pm.Mailbox)
+		if m.Err == nil {
+			m.Dst, m.Err = discover.Config(to, pm.Mailbox)
+		}
+		m.Src.Side, m.Dst.Side = "source", "target"
+		moves = append(moves, m)
+	}
+	for m := range want {
+		return usageErrorf("%s is not a move of this plan", m)
+	}
+
+	st, err := openState(ctx, a.state)
+	if err != nil {
+		return err
+	}
+	if st == nil {
+		return usageErrorf("apply needs a state (--state none is for single migrations)")
+	}
+	defer st.Close()
+	if cmd.Name() == "rebalance" {
+		abs, _ := filepath.Abs(a.inventory)
+		lock, err := acquire(ctx, st, state.Key{Source: "rebalance", Target: abs})
+		if err != nil {
+			return fmt.Errorf("another rebalance is running: %w", err)
+		}
+		defer lock.Release(context.WithoutCancel(ctx))
+		held, release := migrate.Hold(ctx, lock)
+		defer release()
+		ctx = held
+	}
+	if a.metricsAddr != "" {
+		stopMetrics, err := serveMetrics(a.metricsAddr, limiters)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
+
+	view := newApplyView(g, moves)
+	opts := migrate.ApplyOptions{
+		Copy:     migrate.Options{Verify: mode, Connections: a.connections, KeepDeleted: a.keepDeleted, ExitOutsideWindow: a.exitOutside},
+		Acquire:  func(ctx context.Context, k state.Key) (*state.Lease, error) { return acquire(ctx, st, k) },
+		Parallel: a.parallel, ConvergeMessages: a.converge,
+		HoldAtReady: a.holdAtReady, Complete: complete,
+		Limiter:  func(name string) *throttle.Limiter { return limiters[name] },
+		Observer: migrate.ObserverFunc(func(e migrate.Event) { view.event(e); recordMetric(e) }),
+		Stop:     stopChan(cmd.Context()),
+	}
+	if a.cutoverExec != "" {
+		opts.Cutover = cutoverHook(g, a.cutoverExec, a.cutoverTimeout, inv)
+	}
+	rep, err := migrate.Apply(ctx, moves, opts)
+	view.done()
+	if a.report != "" {
+		data, jerr := json.MarshalIndent(rep, "", "  ")
+		if jerr == nil {
+			jerr = writeFileAtomic(a.report, append(data, '\n'))
+		}
+		if jerr != nil {
+			fmt.Fprintf(g.stderr, "mailferry: write report: %v\n", jerr)
+		}
+	}
+	if werr := renderApplyReport(g, rep); werr != nil {
+		return werr
+	}
+	if errors.Is(err, migrate.ErrInterrupted) {
+		return fmt.Errorf("%w: run the same command again to resume", err)
+	}
+	if err != nil {
+		return err
+	}
+	t := rep.Totals
+	if t.Interrupted > 0 {
+		for _, m := range rep.Moves {
+			if m.Result == migrate.ResultInterrupted && strings.Contains(m.Reason, migrate.ErrOutsideWindow.Error()) {
+				return fmt.Errorf("%w: run the same command again inside a window", migrate.ErrOutsideWindow)
+			}
+		}
+	}
+	if !rep.OK() {
+		return partialError{fmt.Sprintf("%d of %d moves not done (%d failed, %d held, %d interrupted)",
+			t.Failed+t.Held+t.Interrupted, t.Moves, t.Failed, t.Held, t.Interrupted)}
+	}
+	return nil
+}
+
+// cutoverHook runs the operator's command once per converged mailbox. Its
+// environment names the move and holds no secret: mailferry's own password
+// variables and every variable the inventory names as a secret are removed.
+func cutoverHook(g *globalOptions, command string, timeout time.Duration, inv *inventory.Inventory) func(context.Context, migrate.Move) error {
+	secret := map[string]bool{"MAILFERRY_FROM_PASSWORD": true, "MAILFERRY_TO_PASSWORD": true}
+	for _, c := range inv.Clusters {
+		if c.Auth.PasswordEnv != "" {
+			secret[c.Auth.PasswordEnv] = true
+		}
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if !secret[k] && !strings.HasPrefix(k, "MAILFERRY_") {
+			env = append(env, kv)
+		}
+	}
+	var mu sync.Mutex // hook output lines stay whole
+	return func(ctx context.Context, m migrate.Move) error {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		c := exec.CommandContext(ctx, "/bin/sh", "-c", command)
+		c.Env = append(env[:len(env):len(env)], "MAILFERRY_MAILBOX="+m.Mailbox, "MAILFERRY_FROM="+m.From, "MAILFERRY_TO="+m.To)
+		var out bytes.Buffer
+		c.Stdout, c.Stderr = &out, &out
+		err := c.Run()
+		mu.Lock()
+		for _, line := range strings.Split(strings.TrimRight(out.String(), "\n"), "\n") {
+			if line != "" {
+				fmt.Fprintf(g.stderr, "mailferry: cutover %s: %s\n", m.Mailbox, line)
+			}
+		}
+		mu.Unlock()
+		if ctx.Err() == context.DeadlineExceeded {
+			return fmt.Errorf("timed out after %v", timeout)
+		}
+		return err
+	}
+}
+
+func renderApplyReport(g *globalOptions, rep *migrate.ApplyReport) error {
+	if g.json {
+		return json.NewEncoder(g.stdout).Encode(struct {
+			Event string `json:"event"`
+			*migrate.ApplyReport
+		}{"report", rep})
+	}
+	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MAILBOX\tFROM\tTO\tMESSAGES\tBYTES\tTIME\tVERIFIED\tRESULT")
+	for _, m := range rep.Moves {
+		result := m.Result
+		if m.Reason != "" && m.Result != migrate.ResultDone {
+			result += ": " + m.Reason
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", m.Mailbox, m.From, m.To, m.Messages, humanBytes(m.Bytes),
+			time.Duration(m.Seconds*float64(time.Second)).Round(100*time.Millisecond), m.Verified, result)
+	}
+	t := rep.Totals
+	fmt.Fprintf(tw, "total\t\t\t%d\t%s\t%s\t%d\t%d done, %d failed, %d held, %d interrupted, %d skipped\n",
+		t.Messages, humanBytes(t.Bytes), time.Duration(rep.Seconds*float64(time.Second)).Round(100*time.Millisecond), t.Verified,
+		t.Done, t.Failed, t.Held, t.Interrupted, t.Skipped)
+	return tw.Flush()
+}

@@ -1,0 +1,334 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"mailferry/internal/imapconn"
+	"mailferry/state"
+	"mailferry/throttle"
+)
+
+// Phases a move goes through, as the state records them. A move resumes
+// from its recorded phase: a rerun of Apply skips what is done.
+const (
+	PhaseCopying    = "copying"     // the first pass
+	PhaseConverging = "converging"  // delta passes until little changes between passes
+	PhaseReady      = "ready"       // converged; waiting for the cutover (held, or the hook failed)
+	PhaseCutover    = "cutover"     // the hook said mail now goes to the target
+	PhaseFinal      = "final-delta" // catching what reached the source before the cutover
+	PhaseDone       = "done"        // every message on the target, verified
+)
+
+// Results of a move in an ApplyReport.
+const (
+	ResultDone        = "done"
+	ResultFailed      = "failed"
+	ResultHeld        = "held"
+	ResultInterrupted = "interrupted"
+	ResultSkipped     = "skipped"
+)
+
+// Move is one mailbox to move, with the logins to use on both clusters.
+type Move struct {
+	Mailbox  string
+	From, To string // cluster names
+	Src, Dst imapconn.Config
+	Bytes    int64 // as planned, for progress
+	// Err, when set, says why the move cannot start (its login could not
+	// be built); it fails alone.
+	Err error
+}
+
+// ApplyOptions say how to run a plan's moves.
+type ApplyOptions struct {
+	// Copy is the template of each pass's options (Verify, Connections,
+	// BatchMessages, KeepDeleted, ExitOutsideWindow); State, Source,
+	// Target, Observer, Stop and the phases are set per move.
+	Copy Options
+	// Acquire takes the lease of one move's migration (refusing, with
+	// *state.HeldError in the chain, while another process holds it).
+	Acquire func(ctx context.Context, key state.Key) (*state.Lease, error)
+	// Parallel moves run at once; 0 means 4.
+	Parallel int
+	// ConvergeMessages: a delta pass that changes fewer messages than this
+	// ends the converging phase; 0 means 50.
+	ConvergeMessages int
+	// MaxPasses bounds the passes before the cutover, converged or not (the
+	// final delta catches the rest); 0 means 6.
+	MaxPasses int
+	// Cutover runs once per move when it has converged; nil means no hook.
+	// An error holds the move at ready (retried by the next Apply).
+	Cutover func(ctx context.Context, m Move) error
+	// HoldAtReady stops every move at ready (an approval gate); Complete
+	// takes only moves that are at ready or later on to the end.
+	HoldAtReady, Complete bool
+	// Limiter returns a cluster's limiter, shared by every move on it;
+	// nil means none.
+	Limiter func(cluster string) *throttle.Limiter
+	// Observer receives every move's events, with Mailbox set.
+	Observer Observer
+	// Stop, when closed, stops starting moves and passes; passes in flight
+	// finish their batches (see Options.Stop).
+	Stop <-chan struct{}
+}
+
+// MoveResult is what happened to one move.
+type MoveResult struct {
+	Mailbox  string  `json:"mailbox"`
+	From     string  `json:"from"`
+	To       string  `json:"to"`
+	Phase    string  `json:"phase"`
+	Result   string  `json:"result"`
+	Reason   string  `json:"reason,omitempty"`
+	Messages int     `json:"messages"`
+	Bytes    int64   `json:"bytes"`
+	Copied   int     `json:"copied"`
+	Verified int     `json:"verified"`
+	Failed   int     `json:"failed"`
+	Passes   int     `json:"passes"`
+	Seconds  float64 `json:"seconds"`
+	// Failures are the last pass's failed messages and folders.
+	Failures []Failure `json:"failures,omitempty"`
+}
+
+// ApplyReport is the outcome of Apply, one result per move in plan order.
+type ApplyReport struct {
+	Moves   []MoveResult `json:"moves"`
+	Seconds float64      `json:"seconds"`
+	Totals  struct {
+		Moves, Done, Failed, Held, Interrupted, Skipped int
+		Messages, Copied, Verified                      int
+		Bytes                                           int64
+	} `json:"totals"`
+}
+
+// OK reports whether every move is done (skipped ones were done before).
+func (r *ApplyReport) OK() bool {
+	return r.Totals.Failed == 0 && r.Totals.Held == 0 && r.Totals.Interrupted == 0
+}
+
+// Apply runs the moves, at most Parallel at once, each from its recorded
+// phase to done: first copy, delta passes until converged, cutover hook,
+// final delta, final verification. A move that fails fails alone. It
+// returns ErrInterrupted (with the report) when Stop closed or ctx ended.
+func Apply(ctx context.Context, moves []Move, opts ApplyOptions) (*ApplyReport, error) {
+	start := time.Now()
+	if opts.Parallel <= 0 {
+		opts.Parallel = 4
+	}
+	if opts.ConvergeMessages <= 0 {
+		opts.ConvergeMessages = 50
+	}
+	if opts.MaxPasses <= 0 {
+		opts.MaxPasses = 6
+	}
+	rep := &ApplyReport{Moves: make([]MoveResult, len(moves))}
+	sem := make(chan struct{}, opts.Parallel)
+	var wg sync.WaitGroup
+	for i, m := range moves {
+		rep.Moves[i] = MoveResult{Mailbox: m.Mailbox, From: m.From, To: m.To, Result: ResultInterrupted, Reason: "not started"}
+		if ctx.Err() != nil || stopped(opts.Stop) {
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			continue
+		case <-opts.Stop:
+			continue
+		}
+		if ctx.Err() != nil || stopped(opts.Stop) {
+			<-sem
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			t0 := time.Now()
+			res := opts.runMove(ctx, m)
+			res.Seconds = time.Since(t0).Seconds()
+			rep.Moves[i] = res
+			opts.emit(Event{Kind: EventMoveDone, Mailbox: m.Mailbox, Text: res.Result})
+		}()
+	}
+	wg.Wait()
+	t := &rep.Totals
+	for _, r := range rep.Moves {
+		t.Moves++
+		switch r.Result {
+		case ResultDone:
+			t.Done++
+		case ResultFailed:
+			t.Failed++
+		case ResultHeld:
+			t.Held++
+		case ResultInterrupted:
+			t.Interrupted++
+		case ResultSkipped:
+			t.Skipped++
+		}
+		t.Messages += r.Messages
+		t.Copied += r.Copied
+		t.Verified += r.Verified
+		t.Bytes += r.Bytes
+	}
+	rep.Seconds = time.Since(start).Seconds()
+	if ctx.Err() != nil || stopped(opts.Stop) {
+		return rep, ErrInterrupted
+	}
+	return rep, nil
+}
+
+func stopped(stop <-chan struct{}) bool {
+	select {
+	case <-stop:
+		return true
+	default:
+		return false
+	}
+}
+
+func (o *ApplyOptions) emit(e Event) {
+	if o.Observer != nil {
+		o.Observer.Event(e)
+	}
+}
+
+// runMove takes one move from its recorded phase as far as it may go.
+func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
+	res := MoveResult{Mailbox: m.Mailbox, From: m.From, To: m.To}
+	fail := func(result, reason string) MoveResult {
+		res.Result, res.Reason = result, reason
+		return res
+	}
+	if m.Err != nil {
+		return fail(ResultFailed, m.Err.Error())
+	}
+	lease, err := o.Acquire(ctx, state.Key{Source: m.Src.Endpoint.String(), Target: m.Dst.Endpoint.String()})
+	if err != nil {
+		var held *state.HeldError
+		if errors.As(err, &held) {
+			return fail(ResultSkipped, err.Error())
+		}
+		return fail(ResultFailed, err.Error())
+	}
+	defer lease.Release(context.WithoutCancel(ctx))
+	ctx, release := Hold(ctx, lease)
+	defer release()
+
+	phase := lease.Migration.Phase
+	res.Phase = phase
+	setPhase := func(p, lastErr string) {
+		res.Phase = p
+		pr := lease.Migration.Progress
+		pr.Phase, pr.LastError = p, lastErr
+		pr.MessagesDone, pr.MessagesTotal, pr.BytesDone, pr.BytesTotal = int64(res.Copied), int64(res.Messages), res.Bytes, res.Bytes
+		pr.Verified, pr.Failed = int64(res.Verified), int64(res.Failed)
+		_ = lease.SetProgress(context.WithoutCancel(ctx), pr)
+		o.emit(Event{Kind: EventMovePhase, Mailbox: m.Mailbox, Text: p})
+	}
+	switch {
+	case phase == PhaseDone:
+		res.Phase = PhaseDone
+		return fail(ResultSkipped, "already done")
+	case o.Complete && phase != PhaseReady && phase != PhaseCutover && phase != PhaseFinal:
+		return fail(ResultSkipped, fmt.Sprintf("not ready (phase %q): run apply first", phaseName(phase)))
+	}
+
+	pass := func(p, after string) (*Report, error) {
+		opts := o.Copy
+		opts.State, opts.Stop, opts.Phase, opts.PhaseDone = lease, o.Stop, p, after
+		if o.Limiter != nil {
+			opts.Source, opts.Target = o.Limiter(m.From), o.Limiter(m.To)
+		}
+		if o.Observer != nil {
+			opts.Observer = ObserverFunc(func(e Event) {
+				e.Mailbox = m.Mailbox
+				o.Observer.Event(e)
+			})
+		}
+		o.emit(Event{Kind: EventMovePhase, Mailbox: m.Mailbox, Text: p})
+		rep, err := Copy(ctx, m.Src, m.Dst, opts)
+		res.Passes++
+		if rep != nil {
+			res.Messages, res.Bytes, res.Verified, res.Failed = rep.Messages, rep.Bytes, rep.Verified, rep.Failed
+			res.Copied += rep.Copied
+			res.Failures = rep.Failures
+			res.Phase = p
+		}
+		return rep, err
+	}
+	// outcome turns a pass's error or failures into the move's result, or
+	// "" to go on.
+	outcome := func(rep *Report, err error) string {
+		switch {
+		case errors.Is(err, ErrInterrupted), errors.Is(err, ErrOutsideWindow), errors.Is(err, context.Canceled):
+			res.Result, res.Reason = ResultInterrupted, err.Error()
+		case err != nil:
+			res.Result, res.Reason = ResultFailed, err.Error()
+		case rep.Failed > 0:
+			res.Result, res.Reason = ResultFailed, fmt.Sprintf("%d of %d messages failed; first: %s", rep.Failed, rep.Messages, rep.Failures[0].Reason)
+		}
+		return res.Result
+	}
+
+	if phase != PhaseReady && phase != PhaseCutover && phase != PhaseFinal {
+		p := PhaseCopying
+		if phase != "" && phase != PhaseCopying {
+			p = PhaseConverging // a rerun of a started move
+		}
+		for n := 1; ; n++ {
+			rep, err := pass(p, PhaseConverging)
+			if outcome(rep, err) != "" {
+				return res
+			}
+			changed := rep.Copied + rep.FlagsUpdated + rep.Expunged
+			if changed < o.ConvergeMessages || n >= o.MaxPasses {
+				break
+			}
+			if stopped(o.Stop) {
+				return fail(ResultInterrupted, "interrupted between passes")
+			}
+			p = PhaseConverging
+		}
+		setPhase(PhaseReady, "")
+		phase = PhaseReady
+	}
+	if phase == PhaseReady {
+		if o.HoldAtReady && !o.Complete {
+			return fail(ResultHeld, "held at ready (--hold-at-ready): finish with `mailferry complete`")
+		}
+		if o.Cutover != nil {
+			if err := o.Cutover(ctx, m); err != nil {
+				setPhase(PhaseReady, "cutover hook: "+err.Error())
+				return fail(ResultHeld, "cutover hook failed, held at ready (retried by the next apply): "+err.Error())
+			}
+		}
+		setPhase(PhaseCutover, "")
+		phase = PhaseCutover
+	}
+	// The final delta: mail that reached the source before the routing
+	// changed; then every message must be on the target and verified.
+	rep, err := pass(PhaseFinal, PhaseFinal)
+	if outcome(rep, err) != "" {
+		return res
+	}
+	if o.Copy.Verify != VerifyNone && rep.Verified != rep.Messages {
+		return fail(ResultFailed, fmt.Sprintf("final verification: %d of %d messages verified", rep.Verified, rep.Messages))
+	}
+	setPhase(PhaseDone, "")
+	res.Result = ResultDone
+	return res
+}
+
+func phaseName(p string) string {
+	if p == "" {
+		return "new"
+	}
+	return p
+}
