@@ -211,10 +211,9 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 	}
 	lease, err := o.Acquire(ctx, state.Key{Source: m.Src.Endpoint.String(), Target: m.Dst.Endpoint.String()})
 	if err != nil {
-		var held *state.HeldError
-		if errors.As(err, &held) {
-			return fail(ResultSkipped, err.Error())
-		}
+		// Held by another process (*state.HeldError) is not done either:
+		// the move fails alone, naming the holder, and the next Apply
+		// retries it.
 		return fail(ResultFailed, err.Error())
 	}
 	defer lease.Release(context.WithoutCancel(ctx))

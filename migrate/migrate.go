@@ -347,25 +347,42 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	return rep, nil
 }
 
-// dialPair logs in to both sides at once, each under its connection cap.
+// dialPair opens a connection to each side, each under its cluster's
+// connection cap. The places are taken one cluster after the other in the
+// order of the clusters' names, the same order in every copy, so copies in
+// opposite directions (a rebalance) cannot deadlock each holding one
+// cluster's last place. The logins then run at once.
 func (r *run) dialPair(ctx context.Context) (*imapconn.Conn, *imapconn.Conn, [2]func(), error) {
-	var sc, dc *imapconn.Conn
 	var rel [2]func()
+	first, second := 0, 1
+	lims := [2]*throttle.Limiter{r.srcLim, r.dstLim}
+	if lims[1].Name() < lims[0].Name() {
+		first, second = 1, 0
+	}
+	var err error
+	if rel[first], err = lims[first].AcquireConn(ctx); err != nil {
+		return nil, nil, rel, err
+	}
+	if rel[second], err = lims[second].AcquireConn(ctx); err != nil {
+		rel[first]()
+		return nil, nil, rel, err
+	}
+	var sc, dc *imapconn.Conn
 	var serr, derr error
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); sc, rel[0], serr = dial(ctx, r.srcLim, r.srcCfg) }()
-	go func() { defer wg.Done(); dc, rel[1], derr = dial(ctx, r.dstLim, r.dstCfg) }()
+	go func() { defer wg.Done(); sc, serr = imapconn.Dial(ctx, r.srcCfg) }()
+	go func() { defer wg.Done(); dc, derr = imapconn.Dial(ctx, r.dstCfg) }()
 	wg.Wait()
 	if serr != nil || derr != nil {
 		if sc != nil {
 			sc.Close()
-			rel[0]()
 		}
 		if dc != nil {
 			dc.Close()
-			rel[1]()
 		}
+		rel[0]()
+		rel[1]()
 		return nil, nil, rel, errors.Join(serr, derr)
 	}
 	return sc, dc, rel, nil

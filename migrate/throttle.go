@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"mailferry/internal/imapconn"
 	"mailferry/throttle"
 )
 
@@ -34,19 +33,27 @@ func (r *run) limiters() error {
 	return err
 }
 
-// dial opens a connection under the cluster's connection cap; release
-// gives the place back when the connection is closed.
-func dial(ctx context.Context, lim *throttle.Limiter, cfg imapconn.Config) (*imapconn.Conn, func(), error) {
-	release, err := lim.AcquireConn(ctx)
-	if err != nil {
+// beginPair takes a slot of both sides' adaptive limits for a batch, in
+// the clusters' global order (as dialPair does for connections).
+func (r *run) beginPair(ctx context.Context) (src, dst *stream, err error) {
+	if r.dstLim.Name() < r.srcLim.Name() {
+		if dst, err = beginStream(ctx, r.dstLim); err != nil {
+			return nil, nil, err
+		}
+		if src, err = beginStream(ctx, r.srcLim); err != nil {
+			dst.end(err)
+			return nil, nil, err
+		}
+		return src, dst, nil
+	}
+	if src, err = beginStream(ctx, r.srcLim); err != nil {
 		return nil, nil, err
 	}
-	c, err := imapconn.Dial(ctx, cfg)
-	if err != nil {
-		release()
+	if dst, err = beginStream(ctx, r.dstLim); err != nil {
+		src.end(err)
 		return nil, nil, err
 	}
-	return c, release, nil
+	return src, dst, nil
 }
 
 // short runs one short command on lim's cluster under its adaptive

@@ -115,29 +115,29 @@ func isClosed(c *imapconn.Conn) bool {
 	}
 }
 
-// connect (re)opens whichever connection is missing or dead.
+// connect reopens the connections when either is missing or dead. Both
+// are taken together, in the clusters' global order (see
+// run.dialPair), so that copies in opposite directions never each hold
+// one cluster's last place while waiting for the other's.
 func (w *worker) connect(ctx context.Context) error {
-	var err error
-	if isClosed(w.src) {
-		if w.src != nil {
-			w.src.Close()
-			w.srcRelease()
-		}
-		if w.src, w.srcRelease, err = dial(ctx, w.run.srcLim, w.run.srcCfg); err != nil {
-			w.src = nil
-			return err
-		}
+	if !isClosed(w.src) && !isClosed(w.dst) {
+		return nil
 	}
-	if isClosed(w.dst) {
-		if w.dst != nil {
-			w.dst.Close()
-			w.dstRelease()
-		}
-		if w.dst, w.dstRelease, err = dial(ctx, w.run.dstLim, w.run.dstCfg); err != nil {
-			w.dst = nil
-			return err
-		}
+	if w.src != nil {
+		w.src.Close()
+		w.srcRelease()
+		w.src = nil
 	}
+	if w.dst != nil {
+		w.dst.Close()
+		w.dstRelease()
+		w.dst = nil
+	}
+	sc, dc, rel, err := w.run.dialPair(ctx)
+	if err != nil {
+		return err
+	}
+	w.src, w.dst, w.srcRelease, w.dstRelease = sc, dc, rel[0], rel[1]
 	return nil
 }
 
@@ -489,7 +489,7 @@ func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*messa
 	if len(uids) == 0 {
 		return nil
 	}
-	dstStream, err := beginStream(ctx, w.run.dstLim)
+	srcStream, dstStream, err := w.run.beginPair(ctx)
 	if err != nil {
 		return err
 	}
@@ -513,7 +513,8 @@ func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*messa
 			}
 		}
 	}()
-	err = w.streamBatch(ctx, fc, uids, inflight)
+	err = w.streamBatch(ctx, fc, srcStream, uids, inflight)
+	srcStream.end(err)
 	close(inflight)
 	wg.Wait()
 	if err == nil {
@@ -531,17 +532,12 @@ func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*messa
 	return err
 }
 
-func (w *worker) streamBatch(ctx context.Context, fc *folderCopy, uids imap.UIDSet, inflight chan<- pendingAppend) (err error) {
-	st, err := beginStream(ctx, w.run.srcLim)
-	if err != nil {
-		return err
-	}
-	defer func() { st.end(err) }()
+func (w *worker) streamBatch(ctx context.Context, fc *folderCopy, st *stream, uids imap.UIDSet, inflight chan<- pendingAppend) (err error) {
 	fetch := w.src.Fetch(uids, &imap.FetchOptions{
 		UID:         true,
 		BodySection: []*imap.FetchItemBodySection{{Peek: true}},
 	})
-	defer fetch.Close()
+	defer closeFetch(w.src, fetch, &err)
 	for {
 		// One message at a time under the messages/s buckets; the wait
 		// for each is the source's latency.
@@ -664,7 +660,7 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 			// APPENDs still in flight become unknown and are reconciled.
 			w.dst.Close()
 			_ = cmd.Close() // releases the client's command lock
-			return fmt.Errorf("fetch uid %d from %q on the source: %w", msg.uid, fc.m.Source, err)
+			return fmt.Errorf("fetch uid %d from %q on the source: %w: %w", msg.uid, fc.m.Source, errLiteralBroken, err)
 		}
 		// The target refused before or during the literal, or the
 		// connection broke. Closing the command ends it either way (the
@@ -733,6 +729,21 @@ func (e *errWriter) Write(p []byte) (int, error) {
 		e.err = err
 	}
 	return n, err
+}
+
+// errLiteralBroken marks an error while reading a FETCH literal: the
+// connection is not to be read any more.
+var errLiteralBroken = errors.New("message body cut off")
+
+// closeFetch ends a FETCH. After a literal broke, the connection is closed
+// instead: go-imap (v2.0.0-beta.8) would read the broken literal again to
+// discard it, racing its own reader goroutine on the dead connection.
+func closeFetch(c *imapconn.Conn, fetch *imapconn.FetchCommand, err *error) {
+	if errors.Is(*err, errLiteralBroken) {
+		c.Close()
+		return
+	}
+	fetch.Close()
 }
 
 // failWriter passes the "append-literal" failpoint when the write
@@ -943,7 +954,7 @@ func (w *worker) fetchDigests(ctx context.Context, c *imapconn.Conn, lim *thrott
 	}
 	defer func() { st.end(err) }()
 	fetch := c.Fetch(uids, opts)
-	defer fetch.Close()
+	defer closeFetch(c, fetch, &err)
 	var out []targetMsg
 	if w.buf == nil {
 		w.buf = make([]byte, 64<<10)
@@ -971,7 +982,7 @@ func (w *worker) fetchDigests(ctx context.Context, c *imapconn.Conn, lim *thrott
 				h := sha256.New()
 				n, err := io.CopyBuffer(h, it.Literal, w.buf)
 				if err != nil {
-					return nil, fmt.Errorf("read back: %w", err)
+					return nil, fmt.Errorf("read back: %w: %w", errLiteralBroken, err)
 				}
 				if n != it.Literal.Size() {
 					return nil, fmt.Errorf("read back: literal ended after %d of %d bytes", n, it.Literal.Size())

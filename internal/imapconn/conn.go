@@ -304,6 +304,7 @@ func unwrapOp(err error) error {
 // need not import it.
 type (
 	AppendCommand  = imapclient.AppendCommand
+	FetchCommand   = imapclient.FetchCommand
 	FetchItemUID   = imapclient.FetchItemDataUID
 	FetchItemBody  = imapclient.FetchItemDataBodySection
 	FetchItemSize  = imapclient.FetchItemDataRFC822Size
