@@ -99,6 +99,9 @@ type MoveResult struct {
 type ApplyReport struct {
 	Moves   []MoveResult `json:"moves"`
 	Seconds float64      `json:"seconds"`
+	// Throttle is what each cluster's limiter observed by the end (filled
+	// by the caller, which owns the limiters).
+	Throttle []Throttle `json:"throttle,omitempty"`
 	Totals  struct {
 		Moves, Done, Failed, Held, Interrupted, Skipped int
 		Messages, Copied, Verified                      int

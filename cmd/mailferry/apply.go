@@ -338,6 +338,9 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	}
 	rep, err := migrate.Apply(ctx, moves, opts)
 	view.done()
+	for _, c := range inv.Clusters {
+		rep.Throttle = append(rep.Throttle, limiters[c.Name].Snapshot())
+	}
 	if a.report != "" {
 		data, jerr := json.MarshalIndent(rep, "", "  ")
 		if jerr == nil {
@@ -432,5 +435,15 @@ func renderApplyReport(g *globalOptions, rep *migrate.ApplyReport) error {
 	fmt.Fprintf(tw, "total\t\t\t%d\t%s\t%s\t%d\t%d done, %d failed, %d held, %d interrupted, %d skipped\n",
 		t.Messages, humanBytes(t.Bytes), time.Duration(rep.Seconds*float64(time.Second)).Round(100*time.Millisecond), t.Verified,
 		t.Done, t.Failed, t.Held, t.Interrupted, t.Skipped)
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, st := range rep.Throttle {
+		if st.Commands == 0 {
+			continue
+		}
+		fmt.Fprintf(g.stdout, "throttle %s: limit %d/%d at the end (%d decreases, %d increases), p90 latency %s, %d backoffs, %d rate waits\n",
+			st.Name, st.Limit, st.Cap, st.Decreases, st.Increases, st.Latency.Round(time.Millisecond), st.Backoffs, st.RateWaits)
+	}
+	return nil
 }
