@@ -102,7 +102,7 @@ type ApplyReport struct {
 	// Throttle is what each cluster's limiter observed by the end (filled
 	// by the caller, which owns the limiters).
 	Throttle []Throttle `json:"throttle,omitempty"`
-	Totals  struct {
+	Totals   struct {
 		Moves, Done, Failed, Held, Interrupted, Skipped int
 		Messages, Copied, Verified                      int
 		Bytes                                           int64
