@@ -9,6 +9,10 @@ import (
 	"mailferry/state"
 )
 
+// progressEvery spaces the progress records of one copy (each is a
+// durable commit).
+const progressEvery = 2 * time.Second
+
 // ErrInterrupted is returned (wrapped) by Copy when Options.Stop closed:
 // messages in flight were finished and recorded, nothing new was started,
 // and running the same copy again resumes.
@@ -62,6 +66,11 @@ func (r *run) progress(ctx context.Context, phase, lastErr string) {
 		return
 	}
 	r.mu.Lock()
+	if phase == r.lastPhase && lastErr == "" && time.Since(r.lastProgress) < progressEvery {
+		r.mu.Unlock()
+		return // the same phase, recorded moments ago
+	}
+	r.lastPhase, r.lastProgress = phase, time.Now()
 	rep := r.report
 	p := state.Progress{
 		Phase: phase, MessagesDone: int64(rep.Copied + rep.Done), MessagesTotal: int64(r.totalMsgs),

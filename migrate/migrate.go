@@ -325,6 +325,9 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 		}
 		return rep.Failures[i].UID < rep.Failures[j].UID
 	})
+	r.mu.Lock()
+	r.lastPhase = "" // the final record is always written
+	r.mu.Unlock()
 	switch {
 	case ctx.Err() != nil:
 		r.progress(ctx, "interrupted", context.Cause(ctx).Error())
@@ -425,6 +428,8 @@ type run struct {
 	totalMsgs      int         // as listed before the copy (for progress)
 	totalBytes     int64       // likewise
 	bytesDone      int64       // bytes of messages copied, now or before
+	lastPhase      string      // the progress last recorded, and when
+	lastProgress   time.Time   // (guarded by mu)
 }
 
 func (r *run) emit(e Event) {

@@ -52,6 +52,7 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 	if err != nil {
 		return err
 	}
+	fc.stored = rec
 	known, err := lease.Messages(ctx, rec.ID)
 	if err != nil {
 		return err
@@ -117,6 +118,7 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 		if err := lease.ReplaceFolder(ctx, fc.rec, recs); err != nil {
 			return err
 		}
+		fc.stored = fc.rec
 		for i, msg := range which {
 			msg.recorded(recs[i])
 		}
@@ -126,6 +128,7 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 		if err := lease.PutFolder(ctx, fc.rec); err != nil {
 			return err
 		}
+		fc.stored = fc.rec
 	default:
 		if err := w.expungeGone(ctx, fc, gone, true); err != nil {
 			return err
@@ -234,6 +237,7 @@ func (w *worker) record(ctx context.Context, fc *folderCopy, msgs []*message) er
 		return err
 	}
 	fc.rec.DstUIDNextMark = mark
+	fc.stored.DstUIDNextMark = mark
 	for i, msg := range which {
 		msg.recorded(recs[i])
 	}
@@ -247,8 +251,15 @@ func (w *worker) finishFolder(ctx context.Context, fc *folderCopy) error {
 	if lease == nil || fc.rec.ID == 0 {
 		return nil
 	}
+	if fc.rec == fc.stored && fc.rec.SrcHighestModSeq == fc.modseq {
+		return nil // a pass that changed nothing writes nothing
+	}
 	fc.rec.SrcHighestModSeq = fc.modseq
-	return lease.PutFolder(ctx, fc.rec)
+	if err := lease.PutFolder(ctx, fc.rec); err != nil {
+		return err
+	}
+	fc.stored = fc.rec
+	return nil
 }
 
 // adopt finds copies appended by an earlier run that stopped before

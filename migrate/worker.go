@@ -81,6 +81,7 @@ type folderCopy struct {
 	flagWarn int
 
 	rec    state.Folder // the folder's state record (State only)
+	stored state.Folder // rec as last written
 	modseq uint64       // the source's HIGHESTMODSEQ when the pass began
 }
 

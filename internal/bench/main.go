@@ -51,6 +51,9 @@ type options struct {
 	profile           string
 	stateCost         bool
 	postgres          string
+	mode              string
+	mailboxes         int
+	parallel          int
 }
 
 func main() {
@@ -68,6 +71,9 @@ func main() {
 	flag.StringVar(&o.postgres, "postgres", "", "with -state-cost: a PostgreSQL `URL` for the mailferry-postgres variant")
 	flag.BoolVar(&o.json, "json", false, "print the results as one JSON object on stdout (progress stays on stderr)")
 	flag.StringVar(&o.profile, "profile", "", "after the measured rounds, copy once more with each tool under system-wide perf record and write the profiles and reports into `DIR` (not counted)")
+	flag.StringVar(&o.mode, "mode", "copy", "copy: one mailbox, mailferry migrate vs mbsync; apply: -mailboxes mailboxes drained by mailferry apply vs one mbsync per mailbox")
+	flag.IntVar(&o.mailboxes, "mailboxes", 32, "-mode apply: mailboxes")
+	flag.IntVar(&o.parallel, "parallel", 8, "-mode apply: mailboxes at a time (mailferry --parallel, concurrent mbsync processes)")
 	flag.Parse()
 	if flag.NArg() > 0 || o.folders < 1 || o.messages < 1 || o.rounds < 1 || o.connections < 1 || o.maxSize < 4096 {
 		flag.Usage()
@@ -81,6 +87,18 @@ func main() {
 	}
 
 	t := newEnv()
+	if o.mode == "apply" {
+		ar := runApplyBench(t, o)
+		if o.json {
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(ar)
+		} else {
+			printApply(os.Stdout, ar)
+		}
+		t.close()
+		return
+	}
 	res := run(t, o)
 	res.TotalSeconds = time.Since(started).Seconds()
 	if o.json {

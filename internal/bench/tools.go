@@ -112,6 +112,11 @@ func mbsyncVersion(bin string) (string, int, int, error) {
 // channel. Version-dependent keywords: isync 1.5 renamed SSLType to
 // TLSType; 1.4 renamed Master/Slave to Far/Near.
 func mbsyncConfig(major, minor int, src, dst *dovecot.Server, stateDir string) string {
+	return mbsyncConfigFor(major, minor, src, dst, stateDir, user)
+}
+
+// mbsyncConfigFor is the configuration copying mailbox u.
+func mbsyncConfigFor(major, minor int, src, dst *dovecot.Server, stateDir, u string) string {
 	atLeast := func(ma, mi int) bool { return major > ma || major == ma && minor >= mi }
 	tlsKey := "SSLType"
 	if atLeast(1, 5) {
@@ -136,8 +141,8 @@ func mbsyncConfig(major, minor int, src, dst *dovecot.Server, stateDir string) s
 		p("IMAPAccount %s", side.name)
 		p("Host %s", host)
 		p("Port %s", port)
-		p("User %s", user)
-		p("Pass %s", mbsyncQuote(side.s.Users[user]))
+		p("User %s", u)
+		p("Pass %s", mbsyncQuote(side.s.Users[u]))
 		p("%s None", tlsKey)
 		p("AuthMechs LOGIN")
 		p("")

@@ -1,0 +1,237 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"mailferry/internal/corpus"
+	"mailferry/internal/dovecot"
+	"mailferry/migrate"
+)
+
+// applyResults is what -mode apply measured: a drain of many mailboxes by
+// `mailferry apply` against mbsync run once per mailbox, the same number
+// at a time.
+type applyResults struct {
+	Machine   machine            `json:"machine"`
+	Mailboxes int                `json:"mailboxes"`
+	Messages  int                `json:"messages"`
+	MB        float64            `json:"mb"`
+	Parallel  int                `json:"parallel"`
+	Rounds    int                `json:"rounds"`
+	Wall      map[string]float64 `json:"median_wall_seconds"`
+	CPU       map[string]float64 `json:"median_cpu_seconds"`
+	// Ratio is mbsync's wall time over mailferry's: above 1, mailferry is faster.
+	Ratio float64 `json:"speedup_mailferry_over_mbsync"`
+	Exact bool    `json:"mailferry_exact"`
+}
+
+// runApplyBench drains -mailboxes mailboxes from one Dovecot to a fresh
+// one per round, with `mailferry apply --parallel P` and with P mbsync
+// processes at a time (one per mailbox), and compares wall times.
+func runApplyBench(t *env, o options) *applyResults {
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	dovecotBin, err := dovecot.Binary()
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	mbsyncBin, err := exec.LookPath("mbsync")
+	if err != nil {
+		t.Fatalf("mbsync (isync) is not installed: run ./scripts/install-deps.sh --bench")
+	}
+	mbsyncLine, major, minor, err := mbsyncVersion(mbsyncBin)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	res := &applyResults{Machine: machineInfo(root, dovecotBin, mbsyncLine), Mailboxes: o.mailboxes, Parallel: o.parallel,
+		Rounds: o.rounds, Wall: map[string]float64{}, CPU: map[string]float64{}, Exact: true}
+	bin := filepath.Join(root, "tmp", "mailferry")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/mailferry")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/mailferry: %v\n%s", err, out)
+	}
+
+	users := map[string]string{}
+	var names []string
+	for i := 0; i < o.mailboxes; i++ {
+		n := fmt.Sprintf("user%03d", i)
+		users[n] = fmt.Sprintf("pw-%d-%d", i, o.seed)
+		names = append(names, n)
+	}
+	opts := func(name string) dovecot.Options {
+		return dovecot.Options{Name: name, Separator: ".", Users: users, MasterUser: "ferry", MasterPassword: "master-" + name}
+	}
+	src := dovecot.Start(t, opts("src"))
+	snaps := map[string]*corpus.Snapshot{}
+	for i, n := range names {
+		m := corpus.Generate(corpus.Options{Seed: o.seed + uint64(i), Folders: o.folders, MessagesPerFolder: o.messages,
+			MaxSize: int64(o.maxSize), Odd: true})
+		corpus.Seed(t, src.Addr, n, users[n], m)
+		snaps[n] = corpus.TakeSnapshot(t, src.Addr, n, users[n])
+		for _, f := range snaps[n].Folders {
+			for _, msg := range f.Messages {
+				res.Messages++
+				res.MB += float64(msg.Size) / 1e6
+			}
+		}
+	}
+	t.Logf("seeded %d mailboxes: %d messages, %.1f MB", len(names), res.Messages, res.MB)
+
+	walls := map[string][]float64{}
+	cpus := map[string][]float64{}
+	for round := 1; round <= o.rounds; round++ {
+		order := []string{toolMailferry, toolMbsync}
+		if round%2 == 0 {
+			slices.Reverse(order)
+		}
+		for _, tool := range order {
+			s := t.scope()
+			dst := dovecot.Start(s, opts(fmt.Sprintf("dst-%s-%d", tool, round)))
+			var wall, cpu time.Duration
+			switch tool {
+			case toolMailferry:
+				wall, cpu = applyOnce(s, o, bin, src, dst)
+				for _, n := range names {
+					got := corpus.TakeSnapshot(s, dst.Addr, n, users[n])
+					if diff := corpus.Compare(snaps[n], got, nil); len(diff) > 0 {
+						res.Exact = false
+						t.Logf("round %d: %s differs after apply:\n%s", round, n, strings.Join(diff[:min(len(diff), 5)], "\n"))
+					}
+				}
+			case toolMbsync:
+				wall, cpu = mbsyncEach(s, o, mbsyncBin, major, minor, src, dst, names)
+			}
+			t.Logf("round %d: %s took %.2fs wall, %.2fs CPU", round, tool, wall.Seconds(), cpu.Seconds())
+			walls[tool] = append(walls[tool], wall.Seconds())
+			cpus[tool] = append(cpus[tool], cpu.Seconds())
+			s.close()
+		}
+	}
+	for tool, v := range walls {
+		res.Wall[tool] = median(v)
+		res.CPU[tool] = median(cpus[tool])
+	}
+	if res.Wall[toolMailferry] > 0 {
+		res.Ratio = res.Wall[toolMbsync] / res.Wall[toolMailferry]
+	}
+	return res
+}
+
+// applyOnce plans a drain of src onto dst and applies it.
+func applyOnce(t *env, o options, bin string, src, dst *dovecot.Server) (time.Duration, time.Duration) {
+	dir := t.TempDir()
+	var inv strings.Builder
+	inv.WriteString("clusters:\n")
+	for _, c := range []struct {
+		name string
+		s    *dovecot.Server
+	}{{"src", src}, {"dst", dst}} {
+		pw := filepath.Join(dir, c.name+".pw")
+		if err := os.WriteFile(pw, []byte(c.s.MasterPassword+"\n"), 0o600); err != nil {
+			t.Fatalf("%v", err)
+		}
+		fmt.Fprintf(&inv, "  - name: %s\n    url: imap://%s\n    tls: none\n    auth: {method: master, user: %s, password_file: %s}\n"+
+			"    capacity: {bytes: 1TiB, load: 100000}\n    limits: {connections: %d}\n", c.name, c.s.Addr, c.s.MasterUser, pw, 4*o.parallel*o.connections)
+	}
+	inv.WriteString("mailboxes:\n")
+	for u := range src.Users {
+		fmt.Fprintf(&inv, "  - {name: %s, cluster: src, bytes: 1MiB, load: 1}\n", u)
+	}
+	invPath := filepath.Join(dir, "inv.yaml")
+	if err := os.WriteFile(invPath, []byte(inv.String()), 0o600); err != nil {
+		t.Fatalf("%v", err)
+	}
+	plan := filepath.Join(dir, "plan.json")
+	if out, err := exec.Command(bin, "plan", "-i", invPath, "--drain", "src", "-o", plan).CombinedOutput(); err != nil {
+		t.Fatalf("mailferry plan: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "apply", plan, "-i", invPath, "--state", "sqlite:"+filepath.Join(dir, "state.db"),
+		"--parallel", fmt.Sprint(o.parallel), "--connections", fmt.Sprint(o.connections), "--verify", o.verify, "--json")
+	cmd.Env = childEnv()
+	m, err := runMeasured(cmd)
+	if err != nil || m.ExitCode != 0 {
+		t.Fatalf("mailferry apply: exit %d, %v\n%s", m.ExitCode, err, tail(m.Stderr, 20))
+	}
+	var rep struct {
+		migrate.ApplyReport
+	}
+	lines := strings.Split(strings.TrimSpace(string(m.Stdout)), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rep); err != nil || rep.Totals.Done != len(src.Users) {
+		t.Fatalf("mailferry apply: report %v %+v", err, rep.Totals)
+	}
+	return m.Wall, m.User + m.Sys
+}
+
+// mbsyncEach runs one mbsync per mailbox, o.parallel at a time.
+func mbsyncEach(t *env, o options, bin string, major, minor int, src, dst *dovecot.Server, names []string) (time.Duration, time.Duration) {
+	dir := t.TempDir()
+	jobs := make(chan string)
+	var mu sync.Mutex
+	var cpu time.Duration
+	var failed []string
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < o.parallel; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for u := range jobs {
+				state := filepath.Join(dir, u)
+				if err := os.MkdirAll(state, 0o700); err != nil {
+					t.Fatalf("%v", err)
+				}
+				conf := filepath.Join(state, "mbsyncrc")
+				if err := os.WriteFile(conf, []byte(mbsyncConfigFor(major, minor, src, dst, state, u)), 0o600); err != nil {
+					t.Fatalf("%v", err)
+				}
+				cmd := exec.Command(bin, "-c", conf, "-a", "-q")
+				cmd.Env, cmd.Dir = childEnv(), state
+				m, err := runMeasured(cmd)
+				mu.Lock()
+				cpu += m.User + m.Sys
+				if err != nil {
+					failed = append(failed, fmt.Sprintf("%s: %v", u, err))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, u := range names {
+		jobs <- u
+	}
+	close(jobs)
+	wg.Wait()
+	wall := time.Since(start)
+	if len(failed) > 0 {
+		t.Fatalf("mbsync failed: %v", failed)
+	}
+	return wall, cpu
+}
+
+func printApply(w io.Writer, r *applyResults) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	m := r.Machine
+	p("")
+	p("mailferry apply vs mbsync per mailbox: %d mailboxes, %d messages, %.1f MB, %d at a time, median of %d round(s)",
+		r.Mailboxes, r.Messages, r.MB, r.Parallel, r.Rounds)
+	p("machine    %d CPUs (%s), Linux %s, Go %s; Dovecot %s; %s", m.CPUs, m.CPUModel, m.Kernel, m.GoVersion, m.Dovecot, m.Mbsync)
+	p("")
+	p("%-16s %12s %12s", "", "wall s", "CPU s")
+	for _, tool := range []string{toolMailferry, toolMbsync} {
+		p("%-16s %12.2f %12.2f", tool, r.Wall[tool], r.CPU[tool])
+	}
+	p("")
+	p("mailferry apply (plan, copy, delta passes, final delta, verification) is %.2fx as fast as mbsync; exact: %v", r.Ratio, r.Exact)
+}
