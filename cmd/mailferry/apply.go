@@ -85,11 +85,7 @@ the windows; 130 interrupted.`,
   mailferry apply drain.json -i inv.yaml --parallel 8 --cutover-exec ./switch-routing.sh`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			inv, err := loadInventory(a.inventory)
-			if err != nil {
-				return err
-			}
-			plan, err := readPlanFile(args[0])
+			inv, plan, err := a.load(args[0])
 			if err != nil {
 				return err
 			}
@@ -114,11 +110,7 @@ Name the mailboxes, or --all for every move of the plan that is ready.`,
 			if all == (len(args) > 1) {
 				return usageErrorf("complete: name mailboxes or say --all (not both)")
 			}
-			inv, err := loadInventory(a.inventory)
-			if err != nil {
-				return err
-			}
-			plan, err := readPlanFile(args[0])
+			inv, plan, err := a.load(args[0])
 			if err != nil {
 				return err
 			}
@@ -211,6 +203,16 @@ every move is done, 3 when some failed or are held.`,
 	cmd.Flags().StringVar(&maxBytes, "max-bytes", "", "move at most `SIZE` this run (e.g. 500GiB)")
 	cmd.Flags().IntVar(&maxMoves, "max-moves", 0, "move at most `N` mailboxes this run")
 	return cmd
+}
+
+// load reads the inventory (-i) and the plan file.
+func (a *applyFlags) load(planPath string) (*inventory.Inventory, *planner.Plan, error) {
+	inv, err := loadInventory(a.inventory)
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := readPlanFile(planPath)
+	return inv, plan, err
 }
 
 func readPlanFile(path string) (*planner.Plan, error) {

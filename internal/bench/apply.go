@@ -38,30 +38,10 @@ type applyResults struct {
 // one per round, with `mailferry apply --parallel P` and with P mbsync
 // processes at a time (one per mailbox), and compares wall times.
 func runApplyBench(t *env, o options) *applyResults {
-	root, err := moduleRoot()
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	dovecotBin, err := dovecot.Binary()
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	mbsyncBin, err := exec.LookPath("mbsync")
-	if err != nil {
-		t.Fatalf("mbsync (isync) is not installed: run ./scripts/install-deps.sh --bench")
-	}
-	mbsyncLine, major, minor, err := mbsyncVersion(mbsyncBin)
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	res := &applyResults{Machine: machineInfo(root, dovecotBin, mbsyncLine), Mailboxes: o.mailboxes, Parallel: o.parallel,
+	tb := setupTools(t)
+	bin, mbsyncBin, major, minor := tb.mailferry, tb.mbsync, tb.major, tb.minor
+	res := &applyResults{Machine: tb.machine, Mailboxes: o.mailboxes, Parallel: o.parallel,
 		Rounds: o.rounds, Wall: map[string]float64{}, CPU: map[string]float64{}, Exact: true}
-	bin := filepath.Join(root, "tmp", "mailferry")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/mailferry")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/mailferry: %v\n%s", err, out)
-	}
 
 	users := map[string]string{}
 	var names []string

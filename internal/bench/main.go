@@ -188,31 +188,9 @@ type runResult struct {
 func run(t *env, o options) *results {
 	res := &results{Config: configInfo{Rounds: o.rounds, Connections: o.connections, Verify: o.verify}}
 
-	root, err := moduleRoot()
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	dovecotBin, err := dovecot.Binary()
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	mbsyncBin, err := exec.LookPath("mbsync")
-	if err != nil {
-		t.Fatalf("mbsync (isync) is not installed: run ./scripts/install-deps.sh --bench")
-	}
-	mbsyncLine, major, minor, err := mbsyncVersion(mbsyncBin)
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	res.Machine = machineInfo(root, dovecotBin, mbsyncLine)
-
-	t.Logf("building mailferry")
-	bin := filepath.Join(root, "tmp", "mailferry")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/mailferry")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/mailferry: %v\n%s", err, out)
-	}
+	tb := setupTools(t)
+	res.Machine = tb.machine
+	bin, mbsyncBin, major, minor := tb.mailferry, tb.mbsync, tb.major, tb.minor
 
 	mbox := corpus.Generate(corpus.Options{
 		Seed: o.seed, Folders: o.folders, MessagesPerFolder: o.messages, MaxSize: int64(o.maxSize), Odd: true,
@@ -650,4 +628,39 @@ func (s *sizeFlag) Set(v string) error {
 	}
 	*s = sizeFlag(n * mult)
 	return nil
+}
+
+// tools are the binaries a bench runs, found or built once.
+type tools struct {
+	machine      machine
+	mailferry    string // built from this checkout
+	mbsync       string
+	major, minor int // mbsync's version
+}
+
+func setupTools(t *env) tools {
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	dovecotBin, err := dovecot.Binary()
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	mbsyncBin, err := exec.LookPath("mbsync")
+	if err != nil {
+		t.Fatalf("mbsync (isync) is not installed: run ./scripts/install-deps.sh --bench")
+	}
+	mbsyncLine, major, minor, err := mbsyncVersion(mbsyncBin)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Logf("building mailferry")
+	bin := filepath.Join(root, "tmp", "mailferry")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/mailferry")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/mailferry: %v\n%s", err, out)
+	}
+	return tools{machine: machineInfo(root, dovecotBin, mbsyncLine), mailferry: bin, mbsync: mbsyncBin, major: major, minor: minor}
 }
