@@ -21,51 +21,81 @@ type applyRig struct {
 	dir       string
 	inv       string
 	clusters  map[string]*dovecot.Server
+	users     map[string]string // mailbox -> its own password (same on every cluster)
 	mailboxes []string
 	corpora   map[string]*corpus.Mailbox
 }
 
+// rigClusters are the rig's clusters in inventory order.
+var rigClusters = []string{"alpha", "bravo", "charlie"}
+
 func newApplyRig(t *testing.T, n int) *applyRig {
 	t.Helper()
 	dovecot.Require(t)
-	r := &applyRig{t: t, dir: t.TempDir(), clusters: map[string]*dovecot.Server{}, corpora: map[string]*corpus.Mailbox{}}
-	users := map[string]string{}
+	r := &applyRig{t: t, dir: t.TempDir(), clusters: map[string]*dovecot.Server{}, users: map[string]string{}, corpora: map[string]*corpus.Mailbox{}}
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("user%02d", i)
-		users[name] = "pw-" + name
+		r.users[name] = "pw-" + name
 		r.mailboxes = append(r.mailboxes, name)
 	}
-	for _, c := range []string{"alpha", "bravo", "charlie"} {
+	for _, c := range rigClusters {
 		sep := "."
 		if c != "alpha" {
 			sep = "/"
 		}
-		r.clusters[c] = dovecot.Start(t, dovecot.Options{Name: c, Separator: sep, Users: users,
+		r.clusters[c] = dovecot.Start(t, dovecot.Options{Name: c, Separator: sep, Users: r.users,
 			MasterUser: "ferry", MasterPassword: "master-" + c})
+		pw := filepath.Join(r.dir, c+".pw")
+		must(t, os.WriteFile(pw, []byte(r.clusters[c].MasterPassword+"\n"), 0o600))
 	}
+	for i, mb := range r.mailboxes {
+		m := corpus.Generate(corpus.Options{Seed: uint64(100 + i), Folders: 3, MessagesPerFolder: 4, MaxSize: 48 << 10})
+		corpus.Seed(t, r.clusters["alpha"].Addr, mb, r.users[mb], m)
+		r.corpora[mb] = m
+	}
+	r.inv = r.writeInventory("inv.yaml", rigInventory{})
+	return r
+}
+
+// rigInventory varies the rig's inventory.
+type rigInventory struct {
+	load  map[string]int    // a cluster's capacity load; default 100
+	auth  map[string]string // a cluster's auth as YAML flow; default its master login
+	extra []string          // more mailbox entries (YAML flow mappings)
+}
+
+// writeInventory writes an inventory of the rig's clusters and mailboxes
+// (all on alpha) to name in the rig's directory and returns its path.
+func (r *applyRig) writeInventory(name string, o rigInventory) string {
+	r.t.Helper()
 	var yaml strings.Builder
 	yaml.WriteString("clusters:\n")
-	for _, c := range []string{"alpha", "bravo", "charlie"} {
+	for _, c := range rigClusters {
 		s := r.clusters[c]
-		pw := filepath.Join(r.dir, c+".pw")
-		must(t, os.WriteFile(pw, []byte(s.MasterPassword+"\n"), 0o600))
 		health, load := "healthy", 100
 		if c == "alpha" {
 			health = "degraded"
 		}
-		fmt.Fprintf(&yaml, "  - name: %s\n    url: imap://%s\n    tls: none\n    auth: {method: master, user: %s, password_file: %s}\n"+
-			"    capacity: {bytes: 10GiB, load: %d}\n    health: %s\n    limits: {connections: 8}\n", c, s.Addr, s.MasterUser, pw, load, health)
+		if l, ok := o.load[c]; ok {
+			load = l
+		}
+		auth := fmt.Sprintf("{method: master, user: %s, password_file: %s}", s.MasterUser, filepath.Join(r.dir, c+".pw"))
+		if a, ok := o.auth[c]; ok {
+			auth = a
+		}
+		fmt.Fprintf(&yaml, "  - name: %s\n    url: imap://%s\n    tls: none\n    auth: %s\n"+
+			"    capacity: {bytes: 10GiB, load: %d}\n    health: %s\n    limits: {connections: 8}\n", c, s.Addr, auth, load, health)
 	}
 	yaml.WriteString("mailboxes:\n")
-	for i, mb := range r.mailboxes {
-		m := corpus.Generate(corpus.Options{Seed: uint64(100 + i), Folders: 3, MessagesPerFolder: 4, MaxSize: 48 << 10})
-		corpus.Seed(t, r.clusters["alpha"].Addr, mb, users[mb], m)
-		r.corpora[mb] = m
-		fmt.Fprintf(&yaml, "  - {name: %s, cluster: alpha, bytes: %d, load: 1}\n", mb, m.TotalBytes())
+	for _, mb := range r.mailboxes {
+		fmt.Fprintf(&yaml, "  - {name: %s, cluster: alpha, bytes: %d, load: 1}\n", mb, r.corpora[mb].TotalBytes())
 	}
-	r.inv = filepath.Join(r.dir, "inv.yaml")
-	must(t, os.WriteFile(r.inv, []byte(yaml.String()), 0o600))
-	return r
+	for _, e := range o.extra {
+		fmt.Fprintf(&yaml, "  - %s\n", e)
+	}
+	path := filepath.Join(r.dir, name)
+	must(r.t, os.WriteFile(path, []byte(yaml.String()), 0o600))
+	return path
 }
 
 // exact asserts every mailbox is on the cluster the report says, equal to
