@@ -66,6 +66,9 @@ type ApplyOptions struct {
 	// HoldAtReady stops every move at ready (an approval gate); Complete
 	// takes only moves that are at ready or later on to the end.
 	HoldAtReady, Complete bool
+	// Named: Complete was given these moves by name, so one that is not
+	// ready is held (a failure of the run), not skipped.
+	Named bool
 	// Limiter returns a cluster's limiter, shared by every move on it;
 	// nil means none.
 	Limiter func(cluster string) *throttle.Limiter
@@ -239,7 +242,11 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 		res.Phase = PhaseDone
 		return fail(ResultSkipped, "already done")
 	case o.Complete && phase != PhaseReady && phase != PhaseCutover && phase != PhaseFinal:
-		return fail(ResultSkipped, fmt.Sprintf("not ready (phase %q): run apply first", phaseName(phase)))
+		reason := fmt.Sprintf("not ready (phase %q): run apply first", phaseName(phase))
+		if o.Named {
+			return fail(ResultHeld, reason) // asked for by name: not done, say so
+		}
+		return fail(ResultSkipped, reason)
 	}
 
 	pass := func(p, after string) (*Report, error) {

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -308,7 +307,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	defer st.Close()
 	if cmd.Name() == "rebalance" {
 		abs, _ := filepath.Abs(a.inventory)
-		lock, err := acquire(ctx, st, state.Key{Source: "rebalance", Target: abs})
+		lock, err := acquireFor(ctx, st, state.Key{Source: "rebalance", Target: abs}, "two rebalances never overlap")
 		if err != nil {
 			return fmt.Errorf("another rebalance is running: %w", err)
 		}
@@ -330,13 +329,13 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 		Copy:     migrate.Options{Verify: mode, Connections: a.connections, KeepDeleted: a.keepDeleted, ExitOutsideWindow: a.exitOutside},
 		Acquire:  func(ctx context.Context, k state.Key) (*state.Lease, error) { return acquire(ctx, st, k) },
 		Parallel: a.parallel, ConvergeMessages: a.converge,
-		HoldAtReady: a.holdAtReady, Complete: complete,
+		HoldAtReady: a.holdAtReady, Complete: complete, Named: complete && len(only) > 0,
 		Limiter:  func(name string) *throttle.Limiter { return limiters[name] },
 		Observer: migrate.ObserverFunc(func(e migrate.Event) { view.event(e); recordMetric(e) }),
 		Stop:     stopChan(cmd.Context()),
 	}
 	if a.cutoverExec != "" {
-		opts.Cutover = cutoverHook(g, a.cutoverExec, a.cutoverTimeout, inv)
+		opts.Cutover = cutoverHook(view.say, a.cutoverExec, a.cutoverTimeout, inv)
 	}
 	rep, err := migrate.Apply(ctx, moves, opts)
 	view.done()
@@ -379,7 +378,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 // cutoverHook runs the operator's command once per converged mailbox. Its
 // environment names the move and holds no secret: mailferry's own password
 // variables and every variable the inventory names as a secret are removed.
-func cutoverHook(g *globalOptions, command string, timeout time.Duration, inv *inventory.Inventory) func(context.Context, migrate.Move) error {
+func cutoverHook(say func(format string, args ...any), command string, timeout time.Duration, inv *inventory.Inventory) func(context.Context, migrate.Move) error {
 	secret := map[string]bool{"MAILFERRY_FROM_PASSWORD": true, "MAILFERRY_TO_PASSWORD": true}
 	for _, c := range inv.Clusters {
 		if c.Auth.PasswordEnv != "" {
@@ -393,7 +392,6 @@ func cutoverHook(g *globalOptions, command string, timeout time.Duration, inv *i
 			env = append(env, kv)
 		}
 	}
-	var mu sync.Mutex // hook output lines stay whole
 	return func(ctx context.Context, m migrate.Move) error {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
@@ -402,13 +400,11 @@ func cutoverHook(g *globalOptions, command string, timeout time.Duration, inv *i
 		var out bytes.Buffer
 		c.Stdout, c.Stderr = &out, &out
 		err := c.Run()
-		mu.Lock()
 		for _, line := range strings.Split(strings.TrimRight(out.String(), "\n"), "\n") {
 			if line != "" {
-				fmt.Fprintf(g.stderr, "mailferry: cutover %s: %s\n", m.Mailbox, line)
+				say("cutover %s: %s", m.Mailbox, line)
 			}
 		}
-		mu.Unlock()
 		if ctx.Err() == context.DeadlineExceeded {
 			return fmt.Errorf("timed out after %v", timeout)
 		}

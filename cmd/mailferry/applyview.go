@@ -70,6 +70,14 @@ func (v *applyView) line(format string, args ...any) {
 	fmt.Fprintf(v.w, "mailferry: "+format+"\n", args...)
 }
 
+// say prints one line among the progress output (never into the JSON
+// stream: there it goes to stderr).
+func (v *applyView) say(format string, args ...any) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.line(format, args...)
+}
+
 func (v *applyView) event(e migrate.Event) {
 	v.mu.Lock()
 	defer v.mu.Unlock()

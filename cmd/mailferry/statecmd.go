@@ -58,13 +58,18 @@ func deadLocalHolder(holder string) bool {
 // holder on this host that died (SIGKILL, reboot) instead of waiting for
 // its lease to expire.
 func acquire(ctx context.Context, st *state.Store, key state.Key) (*state.Lease, error) {
+	return acquireFor(ctx, st, key, "refusing to run a second copy of the same mailbox")
+}
+
+// acquireFor is acquire with the refusal's explanation.
+func acquireFor(ctx context.Context, st *state.Store, key state.Key, refusal string) (*state.Lease, error) {
 	l, err := st.Acquire(ctx, key, holderName(), leaseTTL)
 	var held *state.HeldError
 	if errors.As(err, &held) && held.Holder != "" && deadLocalHolder(held.Holder) {
 		l, err = st.AcquireFrom(ctx, key, holderName(), leaseTTL, held.Holder)
 	}
 	if errors.As(err, &held) {
-		return nil, fmt.Errorf("%w; refusing to run a second copy of the same mailbox", err)
+		return nil, fmt.Errorf("%w; %s", err, refusal)
 	}
 	return l, err
 }
