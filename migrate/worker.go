@@ -534,21 +534,33 @@ func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*messa
 }
 
 func (w *worker) streamBatch(ctx context.Context, fc *folderCopy, st *stream, uids imap.UIDSet, inflight chan<- pendingAppend) (err error) {
+	// One message at a time under the messages/s buckets. The source's
+	// latency is the wait for each message, counted from when it may
+	// come: for the first, from the command itself, so that a rate limit
+	// (whose waits let later messages queue up unseen) cannot hide a slow
+	// server.
+	wait := func() error {
+		if err := w.run.srcLim.WaitMessages(ctx, 1); err != nil {
+			return err
+		}
+		return w.run.dstLim.WaitMessages(ctx, 1)
+	}
+	if err := wait(); err != nil {
+		return err
+	}
+	st.asked()
 	fetch := w.src.Fetch(uids, &imap.FetchOptions{
 		UID:         true,
 		BodySection: []*imap.FetchItemBodySection{{Peek: true}},
 	})
 	defer closeFetch(w.src, fetch, &err)
-	for {
-		// One message at a time under the messages/s buckets; the wait
-		// for each is the source's latency.
-		if err := w.run.srcLim.WaitMessages(ctx, 1); err != nil {
-			return err
+	for first := true; ; first = false {
+		if !first {
+			if err := wait(); err != nil {
+				return err
+			}
+			st.asked()
 		}
-		if err := w.run.dstLim.WaitMessages(ctx, 1); err != nil {
-			return err
-		}
-		st.asked()
 		data := fetch.Next()
 		if data == nil {
 			break
