@@ -56,6 +56,10 @@ type Options struct {
 	Exclude []*regexp.Regexp
 	// FolderMap renames folders: logical source path -> logical target path.
 	FolderMap map[string]string
+	// MailboxRetries bounds the retries (after lost connections or busy
+	// replies) of all the mailbox's folders together; each folder also
+	// gives up after a few. 0 means 30.
+	MailboxRetries int
 	// BatchMessages bounds the messages fetched per source FETCH; 0 means 256.
 	BatchMessages int
 	// Observer receives progress events; nil means none.
@@ -192,13 +196,16 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	if opts.BatchMessages <= 0 {
 		opts.BatchMessages = 256
 	}
+	if opts.MailboxRetries <= 0 {
+		opts.MailboxRetries = 30
+	}
 	if src.Side == "" {
 		src.Side = "source"
 	}
 	if dst.Side == "" {
 		dst.Side = "target"
 	}
-	r := &run{opts: opts, srcCfg: src, dstCfg: dst, report: &Report{
+	r := &run{opts: opts, srcCfg: src, dstCfg: dst, budget: throttle.NewBudget(maxAttempts-1, opts.MailboxRetries), report: &Report{
 		Mailbox: src.Endpoint.Mailbox, Source: src.Endpoint.String(), Target: dst.Endpoint.String(), Verify: opts.Verify,
 	}}
 
@@ -424,12 +431,13 @@ type run struct {
 	mu             sync.Mutex
 	report         *Report
 	srcLim, dstLim *throttle.Limiter
-	windowClosed   atomic.Bool // a batch found a time window closed (ExitOutsideWindow)
-	totalMsgs      int         // as listed before the copy (for progress)
-	totalBytes     int64       // likewise
-	bytesDone      int64       // bytes of messages copied, now or before
-	lastPhase      string      // the progress last recorded, and when
-	lastProgress   time.Time   // (guarded by mu)
+	budget         *throttle.Budget // the mailbox's retries
+	windowClosed   atomic.Bool      // a batch found a time window closed (ExitOutsideWindow)
+	totalMsgs      int              // as listed before the copy (for progress)
+	totalBytes     int64            // likewise
+	bytesDone      int64            // bytes of messages copied, now or before
+	lastPhase      string           // the progress last recorded, and when
+	lastProgress   time.Time        // (guarded by mu)
 }
 
 func (r *run) emit(e Event) {

@@ -450,3 +450,35 @@ func TestThrottleWaitsForWindow(t *testing.T) {
 		t.Errorf("target differs from source:\n%s", strings.Join(diff, "\n"))
 	}
 }
+
+// A source that keeps answering [UNAVAILABLE] gets only the mailbox's
+// retries, all folders together, and then the copy gives up, with a
+// reason, instead of hammering it.
+func TestThrottleMailboxRetryBudget(t *testing.T) {
+	dovecot.Require(t)
+	src := dovecot.Start(t, dovecot.Options{Name: "src"})
+	dst := dovecot.Start(t, dovecot.Options{Name: "dst", Separator: "/"})
+	m := corpus.Generate(corpus.Options{Seed: 66, Folders: 6, MessagesPerFolder: 3, MaxSize: 16 << 10})
+	corpus.Seed(t, src.Addr, "alice", src.Users["alice"], m)
+	proxy := faultproxy.Start(t, src.Addr)
+	proxy.ReplyUnavailable([]byte("FETCH"), -1)
+	lim := newLimiter(t, "source", throttle.Config{MaxConnections: 2, Backoff: throttle.Backoff{Base: time.Millisecond, Max: 5 * time.Millisecond, MaxHint: 5 * time.Millisecond}})
+	rep, err := migrate.Copy(context.Background(), endpoint(t, "source", proxy.Addr, "alice", src.Users["alice"]),
+		userCfg(t, "target", dst, "alice"), migrate.Options{Source: lim, Connections: 2, MailboxRetries: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := lim.Snapshot().Backoffs; got != 4 {
+		t.Errorf("%d retries for the mailbox, want its budget of 4", got)
+	}
+	if rep.Failed == 0 || rep.Copied != 0 {
+		t.Fatalf("copied %d, failed %d: the source never answered", rep.Copied, rep.Failed)
+	}
+	spent := false
+	for _, f := range rep.Failures {
+		spent = spent || strings.Contains(f.Reason, "retries are spent")
+	}
+	if !spent {
+		t.Errorf("no failure says the retries are spent: %v", rep.Failures)
+	}
+}

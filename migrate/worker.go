@@ -155,8 +155,12 @@ func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 			// that is progress, not trouble; reconnect at once.
 			attempt--
 		} else if attempt > 0 {
+			if !r.budget.Take() {
+				lastErr = fmt.Errorf("%w (no retry left: the mailbox's %d retries are spent)", lastErr, r.opts.MailboxRetries)
+				break
+			}
 			// Honours a wait the server asked for ("try again in 30 s").
-			if w.run.limFor(lastErr).Pause(ctx, attempt-1, lastErr) != nil {
+			if r.limFor(lastErr).Pause(ctx, attempt-1, lastErr) != nil {
 				break
 			}
 		}

@@ -252,7 +252,10 @@ func (b *Budget) Left() int {
 	return b.left
 }
 
-func (b *Budget) take() bool {
+// Take spends one retry of the mailbox's allowance, reporting false (and
+// spending nothing) when none is left. Retry calls it; callers with their
+// own retry loop call it before each retry.
+func (b *Budget) Take() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.left == 0 {
@@ -293,7 +296,7 @@ func (l *Limiter) Retry(ctx context.Context, b *Budget, fn func(ctx context.Cont
 		if !v.Retryable() {
 			return fmt.Errorf("%w (%v): %w", ErrNotRetryable, v.Signal, err)
 		}
-		if attempt >= b.perCommand || !b.take() {
+		if attempt >= b.perCommand || !b.Take() {
 			return fmt.Errorf("%w after %d attempts: %w", ErrBudgetExhausted, attempt+1, err)
 		}
 		if err2 := l.Pause(ctx, attempt, err); err2 != nil {

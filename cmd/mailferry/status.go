@@ -12,20 +12,22 @@ import (
 
 // statusEntry is one migration as `status --json` prints it.
 type statusEntry struct {
-	Source        string     `json:"source"`
-	Target        string     `json:"target"`
-	Phase         string     `json:"phase"`
-	MessagesDone  int64      `json:"messages_done"`
-	MessagesTotal int64      `json:"messages_total"`
-	BytesDone     int64      `json:"bytes_done"`
-	BytesTotal    int64      `json:"bytes_total"`
-	Verified      int64      `json:"verified"`
-	Failed        int64      `json:"failed"`
-	LastError     string     `json:"last_error,omitempty"`
-	LastActivity  time.Time  `json:"last_activity"`
-	Created       time.Time  `json:"created"`
-	Holder        string     `json:"holder,omitempty"`
-	LeaseExpires  *time.Time `json:"lease_expires,omitempty"`
+	Source        string `json:"source"`
+	Target        string `json:"target"`
+	Phase         string `json:"phase"`
+	MessagesDone  int64  `json:"messages_done"`
+	MessagesTotal int64  `json:"messages_total"`
+	BytesDone     int64  `json:"bytes_done"`
+	BytesTotal    int64  `json:"bytes_total"`
+	Verified      int64  `json:"verified"`
+	Failed        int64  `json:"failed"`
+	// BytesPerSecond is the average rate from creation to last activity.
+	BytesPerSecond float64    `json:"bytes_per_second"`
+	LastError      string     `json:"last_error,omitempty"`
+	LastActivity   time.Time  `json:"last_activity"`
+	Created        time.Time  `json:"created"`
+	Holder         string     `json:"holder,omitempty"`
+	LeaseExpires   *time.Time `json:"lease_expires,omitempty"`
 }
 
 func newStatusCommand(g *globalOptions) *cobra.Command {
@@ -68,6 +70,9 @@ counts, the last error, the last activity, and the process working on it now.`,
 				if e.Phase == "" {
 					e.Phase = "new"
 				}
+				if secs := s.Updated.Sub(s.Created).Seconds(); secs > 0 {
+					e.BytesPerSecond = float64(s.BytesDone) / secs
+				}
 				if s.Holder != "" {
 					exp := s.LeaseExpires
 					e.LeaseExpires = &exp
@@ -105,15 +110,15 @@ func renderStatus(g *globalOptions, list []statusEntry) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MAILBOX\tPHASE\tMESSAGES\tBYTES\tVERIFIED\tFAILED\tLAST ACTIVITY\tNOTE")
+	fmt.Fprintln(tw, "MAILBOX\tPHASE\tMESSAGES\tBYTES\tRATE\tVERIFIED\tFAILED\tLAST ACTIVITY\tNOTE")
 	for _, e := range list {
 		note := e.LastError
 		if e.Holder != "" {
 			note = "running: " + e.Holder
 		}
-		fmt.Fprintf(tw, "%s -> %s\t%s\t%d/%d\t%s/%s\t%d\t%d\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s -> %s\t%s\t%d/%d\t%s/%s\t%s/s\t%d\t%d\t%s\t%s\n",
 			e.Source, e.Target, e.Phase, e.MessagesDone, e.MessagesTotal, humanBytes(e.BytesDone), humanBytes(e.BytesTotal),
-			e.Verified, e.Failed, e.LastActivity.Local().Format("2006-01-02 15:04:05"), note)
+			humanBytes(int64(e.BytesPerSecond)), e.Verified, e.Failed, e.LastActivity.Local().Format("2006-01-02 15:04:05"), note)
 	}
 	return tw.Flush()
 }
