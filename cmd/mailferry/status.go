@@ -67,7 +67,10 @@ counts, the last error, the last activity, and the process working on it now.`,
 					Verified: s.Verified, Failed: s.Failed, LastError: s.LastError, LastActivity: s.Updated, Created: s.Created,
 					Holder: s.Holder,
 				}
-				if e.Phase == "" {
+				switch {
+				case s.Key.Source == "rebalance":
+					e.Phase = "rebalance lock" // not a mailbox: the lock two rebalances share
+				case e.Phase == "":
 					e.Phase = "new"
 				}
 				if secs := s.Updated.Sub(s.Created).Seconds(); secs > 0 {
