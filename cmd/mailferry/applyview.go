@@ -32,19 +32,23 @@ type applyView struct {
 	msgs     int
 	moves    int
 	finished int
-	phase    map[string]string
+	phase    map[string]string // active moves
+	route    map[string]string // mailbox -> "from -> to"
+	copied   map[string]int64  // bytes copied per mailbox this run
 	started  time.Time
 	lastLine time.Time
 }
 
 func newApplyView(g *globalOptions, moves []migrate.Move) *applyView {
-	v := &applyView{g: g, w: g.stderr, phase: map[string]string{}, started: time.Now(), lastLine: time.Now(),
+	v := &applyView{g: g, w: g.stderr, phase: map[string]string{}, route: map[string]string{}, copied: map[string]int64{},
+		started: time.Now(), lastLine: time.Now(),
 		every: 5 * time.Second, moves: len(moves)}
 	if g.json {
 		v.every = 2 * time.Second
 	}
 	for _, m := range moves {
 		v.total += m.Bytes
+		v.route[m.Mailbox] = m.From + " -> " + m.To
 	}
 	switch {
 	case g.json:
@@ -84,6 +88,7 @@ func (v *applyView) event(e migrate.Event) {
 	if e.Kind == migrate.EventMessageCopied {
 		v.msgs += e.Messages
 		v.bytes += e.Bytes
+		v.copied[e.Mailbox] += e.Bytes
 	}
 	if e.Kind == migrate.EventMoveDone {
 		v.finished++
@@ -126,6 +131,18 @@ func (v *applyView) event(e migrate.Event) {
 		}
 	case migrate.EventWarning:
 		v.line("warning: %s: %s", e.Mailbox, e.Text)
+	}
+	if v.bar != nil && len(v.phase) > 0 && time.Since(v.lastLine) >= v.every {
+		// A line per active move above the bar, every few seconds.
+		v.lastLine = time.Now()
+		names := make([]string, 0, len(v.phase))
+		for mb := range v.phase {
+			names = append(names, mb)
+		}
+		sort.Strings(names)
+		for _, mb := range names {
+			v.line("  %s (%s): %s, %s copied", mb, v.route[mb], v.phase[mb], humanBytes(v.copied[mb]))
+		}
 	}
 	if v.bar == nil && time.Since(v.lastLine) >= v.every {
 		v.lastLine = time.Now()
