@@ -96,6 +96,7 @@ func (s *Store) acquire(ctx context.Context, key Key, holder string, ttl time.Du
 func (s *Store) tryAcquire(ctx context.Context, key Key, holder string, ttl time.Duration, stale string) (*Lease, *HeldError, error) {
 	now := s.nowUTC()
 	expires := now.Add(ttl)
+	defer s.writing()()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, nil, err
@@ -151,8 +152,10 @@ func (l *Lease) TTL() time.Duration { return l.ttl }
 // well within ttl (a heartbeat every ttl/3, say).
 func (l *Lease) Renew(ctx context.Context) error {
 	expires := l.s.nowUTC().Add(l.ttl)
+	unlock := l.s.writing()
 	res, err := l.s.db.ExecContext(ctx, l.s.q(`UPDATE mailferry_migration SET lease_expires_at_us = ?
 WHERE id = ? AND epoch = ? AND holder = ?`), expires.UnixMicro(), l.Migration.ID, l.Epoch, l.Holder)
+	unlock()
 	if err == nil {
 		err = l.checkOne(res)
 	}
@@ -169,8 +172,10 @@ WHERE id = ? AND epoch = ? AND holder = ?`), expires.UnixMicro(), l.Migration.ID
 // migration at once. It fails with ErrLeaseLost if the lease was already
 // lost or released; the migration's state is kept.
 func (l *Lease) Release(ctx context.Context) error {
+	unlock := l.s.writing()
 	res, err := l.s.db.ExecContext(ctx, l.s.q(`UPDATE mailferry_migration SET holder = '', lease_expires_at_us = 0
 WHERE id = ? AND epoch = ? AND holder = ?`), l.Migration.ID, l.Epoch, l.Holder)
+	unlock()
 	if err == nil {
 		err = l.checkOne(res)
 	}
@@ -206,6 +211,7 @@ func (l *Lease) write(ctx context.Context, op string, fn func(tx *sql.Tx) error)
 }
 
 func (l *Lease) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	defer l.s.writing()()
 	tx, err := l.s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err

@@ -24,6 +24,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -37,6 +38,20 @@ type Store struct {
 	db  *sql.DB
 	drv driver
 	now func() time.Time
+	// wmu serialises this process's writes on SQLite: SQLite has one
+	// writer at a time, and writers that collide wait in its busy handler,
+	// which sleeps up to 100 ms a try; a mutex hands over at once.
+	wmu sync.Mutex
+}
+
+// writing takes the write turn (on SQLite; PostgreSQL takes row locks) and
+// returns its release.
+func (s *Store) writing() func() {
+	if s.drv.name() != "sqlite" {
+		return func() {}
+	}
+	s.wmu.Lock()
+	return s.wmu.Unlock
 }
 
 // Option configures Open.
