@@ -225,6 +225,8 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 	defer lease.Release(context.WithoutCancel(ctx))
 	ctx, release := Hold(ctx, lease)
 	defer release()
+	sessions := &Sessions{} // one login per connection for all the passes
+	defer sessions.Close()
 
 	phase := lease.Migration.Phase
 	res.Phase = phase
@@ -251,7 +253,7 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 
 	pass := func(p, after string) (*Report, error) {
 		opts := o.Copy
-		opts.State, opts.Stop, opts.Phase, opts.PhaseDone = lease, o.Stop, p, after
+		opts.State, opts.Stop, opts.Phase, opts.PhaseDone, opts.Sessions = lease, o.Stop, p, after, sessions
 		if o.Limiter != nil {
 			opts.Source, opts.Target = o.Limiter(m.From), o.Limiter(m.To)
 		}
@@ -313,6 +315,8 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 			return fail(ResultHeld, "held at ready (--hold-at-ready): finish with `mailferry complete`")
 		}
 		if o.Cutover != nil {
+			// No connection sits idle, holding its places, while the hook runs.
+			sessions.Close()
 			if err := o.Cutover(ctx, m); err != nil {
 				setPhase(PhaseReady, "cutover hook: "+err.Error())
 				return fail(ResultHeld, "cutover hook failed, held at ready (retried by the next apply): "+err.Error())

@@ -89,6 +89,10 @@ type Options struct {
 	// after it succeeded; "" means "copying" and "done". A runner that
 	// takes a move through several passes names its own.
 	Phase, PhaseDone string
+	// Sessions, when set, keeps the copy's connections open for the next
+	// copy of the same mailbox (a runner's next pass) and reuses the ones
+	// the previous copy kept.
+	Sessions *Sessions
 	// KeepDeleted keeps target copies of messages and folders deleted on
 	// the source since the last pass (State only).
 	KeepDeleted bool
@@ -212,7 +216,7 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	if err := r.limiters(); err != nil {
 		return nil, err
 	}
-	sc, dc, releases, err := r.dialPair(ctx)
+	sc, dc, releases, err := r.takePair(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -293,6 +297,13 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	close(queue)
 	n := min(opts.Connections, len(jobs))
 	var wg sync.WaitGroup
+	// The first worker has the copy's connections; the others help only if
+	// they get theirs before the folders run out: they never take a
+	// folder and then wait for a connection place that other copies hold
+	// (kept Sessions hold theirs between passes).
+	drained, allTaken := context.WithCancel(ctx)
+	defer allTaken()
+	r.workersLeft.Store(int32(n))
 	for i := 0; i < n; i++ {
 		w := &worker{run: r}
 		if i == 0 {
@@ -303,6 +314,14 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 		go func() {
 			defer wg.Done()
 			defer w.close()
+			if i > 0 {
+				sc, dc, rel, err := r.takePairWaiting(ctx, drained)
+				if err != nil {
+					return
+				}
+				w.src, w.dst, w.srcRelease, w.dstRelease = sc, dc, rel[0], rel[1]
+			}
+			defer allTaken() // this worker found the queue empty
 			for m := range queue {
 				if ctx.Err() != nil || r.stopping() || r.windowClosed.Load() {
 					r.count(func(rep *Report) { rep.Remaining += int(m.src.Messages); rep.Messages += int(m.src.Messages) })
@@ -315,10 +334,7 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	}
 	wg.Wait()
 	if n == 0 {
-		sc.Logout()
-		dc.Logout()
-		releases[0]()
-		releases[1]()
+		r.release(sc, dc, releases)
 	}
 
 	rep := r.report
@@ -363,6 +379,12 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 // opposite directions (a rebalance) cannot deadlock each holding one
 // cluster's last place. The logins then run at once.
 func (r *run) dialPair(ctx context.Context) (*imapconn.Conn, *imapconn.Conn, [2]func(), error) {
+	return r.dialPairWaiting(ctx, ctx)
+}
+
+// dialPairWaiting is dialPair that waits for the connection places only as
+// long as wait lasts; the connections live as long as ctx.
+func (r *run) dialPairWaiting(ctx, wait context.Context) (*imapconn.Conn, *imapconn.Conn, [2]func(), error) {
 	var rel [2]func()
 	first, second := 0, 1
 	lims := [2]*throttle.Limiter{r.srcLim, r.dstLim}
@@ -370,10 +392,10 @@ func (r *run) dialPair(ctx context.Context) (*imapconn.Conn, *imapconn.Conn, [2]
 		first, second = 1, 0
 	}
 	var err error
-	if rel[first], err = lims[first].AcquireConn(ctx); err != nil {
+	if rel[first], err = lims[first].AcquireConn(wait); err != nil {
 		return nil, nil, rel, err
 	}
-	if rel[second], err = lims[second].AcquireConn(ctx); err != nil {
+	if rel[second], err = lims[second].AcquireConn(wait); err != nil {
 		rel[first]()
 		return nil, nil, rel, err
 	}
@@ -433,6 +455,7 @@ type run struct {
 	srcLim, dstLim *throttle.Limiter
 	budget         *throttle.Budget // the mailbox's retries
 	windowClosed   atomic.Bool      // a batch found a time window closed (ExitOutsideWindow)
+	workersLeft    atomic.Int32     // workers of this copy still running
 	totalMsgs      int              // as listed before the copy (for progress)
 	totalBytes     int64            // likewise
 	bytesDone      int64            // bytes of messages copied, now or before

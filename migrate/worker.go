@@ -94,11 +94,19 @@ type worker struct {
 }
 
 func (w *worker) close() {
-	if w.src != nil {
+	// Only the copy's last worker keeps its pair for the next pass: a kept
+	// pair must never sit idle, holding places under the caps, while this
+	// copy still waits for another worker.
+	last := w.run.workersLeft.Add(-1) == 0
+	switch {
+	case w.src != nil && w.dst != nil && last:
+		w.run.release(w.src, w.dst, [2]func(){w.srcRelease, w.dstRelease})
+	case w.src != nil && w.dst != nil:
+		session{src: w.src, dst: w.dst, rel: [2]func(){w.srcRelease, w.dstRelease}}.close()
+	case w.src != nil:
 		w.src.Logout()
 		w.srcRelease()
-	}
-	if w.dst != nil {
+	case w.dst != nil:
 		w.dst.Logout()
 		w.dstRelease()
 	}
@@ -134,7 +142,7 @@ func (w *worker) connect(ctx context.Context) error {
 		w.dstRelease()
 		w.dst = nil
 	}
-	sc, dc, rel, err := w.run.dialPair(ctx)
+	sc, dc, rel, err := w.run.takePair(ctx)
 	if err != nil {
 		return err
 	}
