@@ -96,6 +96,8 @@ type MoveResult struct {
 	Seconds  float64 `json:"seconds"`
 	// Failures are the last pass's failed messages and folders.
 	Failures []Failure `json:"failures,omitempty"`
+
+	outsideWindow bool // interrupted by a closed time window
 }
 
 // ApplyReport is the outcome of Apply, one result per move in plan order.
@@ -120,7 +122,8 @@ func (r *ApplyReport) OK() bool {
 // Apply runs the moves, at most Parallel at once, each from its recorded
 // phase to done: first copy, delta passes until converged, cutover hook,
 // final delta, final verification. A move that fails fails alone. It
-// returns ErrInterrupted (with the report) when Stop closed or ctx ended.
+// returns ErrInterrupted (with the report) when Stop closed or ctx ended,
+// and ErrOutsideWindow when a closed time window stopped a move.
 func Apply(ctx context.Context, moves []Move, opts ApplyOptions) (*ApplyReport, error) {
 	start := time.Now()
 	if opts.Parallel <= 0 {
@@ -186,6 +189,11 @@ func Apply(ctx context.Context, moves []Move, opts ApplyOptions) (*ApplyReport, 
 	rep.Seconds = time.Since(start).Seconds()
 	if ctx.Err() != nil || stopped(opts.Stop) {
 		return rep, ErrInterrupted
+	}
+	for _, r := range rep.Moves {
+		if r.outsideWindow {
+			return rep, ErrOutsideWindow
+		}
 	}
 	return rep, nil
 }
@@ -280,6 +288,7 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 		switch {
 		case errors.Is(err, ErrInterrupted), errors.Is(err, ErrOutsideWindow), errors.Is(err, context.Canceled):
 			res.Result, res.Reason = ResultInterrupted, err.Error()
+			res.outsideWindow = errors.Is(err, ErrOutsideWindow)
 		case err != nil:
 			res.Result, res.Reason = ResultFailed, err.Error()
 		case rep.Failed > 0:

@@ -374,10 +374,7 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 }
 
 // dialPair opens a connection to each side, each under its cluster's
-// connection cap. The places are taken one cluster after the other in the
-// order of the clusters' names, the same order in every copy, so copies in
-// opposite directions (a rebalance) cannot deadlock each holding one
-// cluster's last place. The logins then run at once.
+// connection cap, the places taken in lockOrder; the logins run at once.
 func (r *run) dialPair(ctx context.Context) (*imapconn.Conn, *imapconn.Conn, [2]func(), error) {
 	return r.dialPairWaiting(ctx, ctx)
 }
@@ -386,11 +383,9 @@ func (r *run) dialPair(ctx context.Context) (*imapconn.Conn, *imapconn.Conn, [2]
 // long as wait lasts; the connections live as long as ctx.
 func (r *run) dialPairWaiting(ctx, wait context.Context) (*imapconn.Conn, *imapconn.Conn, [2]func(), error) {
 	var rel [2]func()
-	first, second := 0, 1
 	lims := [2]*throttle.Limiter{r.srcLim, r.dstLim}
-	if lims[1].Name() < lims[0].Name() {
-		first, second = 1, 0
-	}
+	order := r.lockOrder()
+	first, second := order[0], order[1]
 	var err error
 	if rel[first], err = lims[first].AcquireConn(wait); err != nil {
 		return nil, nil, rel, err

@@ -297,15 +297,15 @@ func (w *worker) adopt(ctx context.Context, fc *folderCopy, mark imap.UID) error
 			msg.status = statusUnknown
 		}
 	}
-	before := len(fc.with(statusVerified)) + len(fc.with(statusAppended))
-	saved := fc.maxDst
-	fc.maxDst = mark - 1
-	err = w.reconcile(ctx, fc, toHash)
-	fc.maxDst = max(fc.maxDst, saved)
-	if err != nil {
+	if err := w.reconcile(ctx, fc, toHash, mark-1, ours); err != nil {
 		return err
 	}
-	n := len(fc.with(statusVerified)) + len(fc.with(statusAppended)) - before
+	n := 0
+	for _, msg := range toHash {
+		if msg.status == statusVerified || msg.status == statusAppended {
+			n++
+		}
+	}
 	if n > 0 {
 		w.run.count(func(r *Report) { r.Adopted += n })
 	}
@@ -440,12 +440,9 @@ func (w *worker) expungeGone(ctx context.Context, fc *folderCopy, gone []state.M
 	if len(gone) == 0 || w.run.opts.KeepDeleted {
 		return nil
 	}
-	var uids imap.UIDSet
+	uids := dstUIDs(gone)
 	var src []uint32
 	for _, k := range gone {
-		if k.DstUID != 0 {
-			uids.AddNum(imap.UID(k.DstUID))
-		}
 		src = append(src, k.SrcUID)
 	}
 	if len(uids) > 0 {
@@ -620,12 +617,7 @@ func (r *run) deleteFolder(ctx context.Context, dc *imapconn.Conn, f state.Folde
 	}
 	sel, err := dc.Select(f.Target, nil).Wait()
 	if err == nil && sel.UIDValidity == f.DstUIDValidity && len(msgs) > 0 {
-		var uids imap.UIDSet
-		for _, m := range msgs {
-			if m.DstUID != 0 {
-				uids.AddNum(imap.UID(m.DstUID))
-			}
-		}
+		uids := dstUIDs(msgs)
 		w := &worker{run: r, dst: dc}
 		if len(uids) > 0 {
 			if err := w.deleteTarget(ctx, uids); err != nil {
@@ -651,4 +643,15 @@ func (r *run) deleteFolder(ctx context.Context, dc *imapconn.Conn, f state.Folde
 	r.warn(fmt.Sprintf("folder %q was deleted on the source; its copies were expunged and %q %s", f.Source, f.Target, what))
 	f.Deleted = true
 	return lease.PutFolder(ctx, f)
+}
+
+// dstUIDs are the target UIDs of records (those the target reported).
+func dstUIDs(recs []state.Message) imap.UIDSet {
+	var uids imap.UIDSet
+	for _, k := range recs {
+		if k.DstUID != 0 {
+			uids.AddNum(imap.UID(k.DstUID))
+		}
+	}
+	return uids
 }

@@ -33,27 +33,31 @@ func (r *run) limiters() error {
 	return err
 }
 
-// beginPair takes a slot of both sides' adaptive limits for a batch, in
-// the clusters' global order (as dialPair does for connections).
-func (r *run) beginPair(ctx context.Context) (src, dst *stream, err error) {
+// lockOrder is the order in which a copy takes its two clusters' places
+// and slots (index 0 = source, 1 = target): by cluster name, the same in
+// every copy, so that copies in opposite directions (a rebalance) never
+// each hold one cluster's last place while waiting for the other's.
+func (r *run) lockOrder() [2]int {
 	if r.dstLim.Name() < r.srcLim.Name() {
-		if dst, err = beginStream(ctx, r.dstLim); err != nil {
-			return nil, nil, err
-		}
-		if src, err = beginStream(ctx, r.srcLim); err != nil {
-			dst.end(err)
-			return nil, nil, err
-		}
-		return src, dst, nil
+		return [2]int{1, 0}
 	}
-	if src, err = beginStream(ctx, r.srcLim); err != nil {
+	return [2]int{0, 1}
+}
+
+// beginPair takes a slot of both sides' adaptive limits for a batch, in
+// lockOrder.
+func (r *run) beginPair(ctx context.Context) (src, dst *stream, err error) {
+	lims := [2]*throttle.Limiter{r.srcLim, r.dstLim}
+	var st [2]*stream
+	order := r.lockOrder()
+	if st[order[0]], err = beginStream(ctx, lims[order[0]]); err != nil {
 		return nil, nil, err
 	}
-	if dst, err = beginStream(ctx, r.dstLim); err != nil {
-		src.end(err)
+	if st[order[1]], err = beginStream(ctx, lims[order[1]]); err != nil {
+		st[order[0]].end(err)
 		return nil, nil, err
 	}
-	return src, dst, nil
+	return st[0], st[1], nil
 }
 
 // short runs one short command on lim's cluster under its adaptive

@@ -291,7 +291,7 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 			return err
 		}
 	}
-	if err := w.reconcile(ctx, fc, fc.msgs); err != nil {
+	if err := w.reconcile(ctx, fc, fc.msgs, fc.maxDst, nil); err != nil {
 		return err
 	}
 	// Copies appended before a lost connection still need their check.
@@ -345,7 +345,7 @@ func (w *worker) copyPending(ctx context.Context, fc *folderCopy) error {
 		if err := w.appendBatch(ctx, fc, batch); err != nil {
 			return err
 		}
-		if err := w.reconcile(ctx, fc, batch); err != nil {
+		if err := w.reconcile(ctx, fc, batch, fc.maxDst, nil); err != nil {
 			return err
 		}
 		if err := w.verify(ctx, fc, batch); err != nil {
@@ -889,10 +889,11 @@ func (w *worker) appended(fc *folderCopy, msg *message, data *imap.AppendData, e
 }
 
 // reconcile finds messages whose APPEND outcome is unknown among the
-// target's messages above every UID known to be ours, matching by size and
+// target's messages above UID above (and not in skip), matching by size and
 // SHA-256, so that nothing is appended twice. Unmatched ones are pending
-// again.
-func (w *worker) reconcile(ctx context.Context, fc *folderCopy, msgs []*message) error {
+// again. Within a run, above is fc.maxDst: every UID known to be ours is
+// at or below it, so skip is nil.
+func (w *worker) reconcile(ctx context.Context, fc *folderCopy, msgs []*message, above imap.UID, skip map[imap.UID]bool) error {
 	// Every unknown message was hashed before its APPEND completed.
 	byKey := map[string][]*message{}
 	for _, msg := range msgs {
@@ -904,9 +905,8 @@ func (w *worker) reconcile(ctx context.Context, fc *folderCopy, msgs []*message)
 	if len(byKey) == 0 {
 		return nil
 	}
-	known := fc.maxDst
 	var set imap.UIDSet
-	set.AddRange(known+1, 0)
+	set.AddRange(above+1, 0)
 	meta, err := w.fetchTarget(ctx, set, false)
 	if err != nil {
 		return err
@@ -915,11 +915,10 @@ func (w *worker) reconcile(ctx context.Context, fc *folderCopy, msgs []*message)
 	for _, l := range byKey {
 		sizes[l[0].size] = true
 	}
-	ours := fc.targetUIDs()
 	var want imap.UIDSet
 	for _, t := range meta {
 		// "n:*" always includes the highest UID, even below n.
-		if t.uid > known && !ours[t.uid] && sizes[t.size] {
+		if t.uid > above && !skip[t.uid] && sizes[t.size] {
 			want.AddNum(t.uid)
 		}
 	}

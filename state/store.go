@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,6 +43,8 @@ type Store struct {
 	// writer at a time, and writers that collide wait in its busy handler,
 	// which sleeps up to 100 ms a try; a mutex hands over at once.
 	wmu sync.Mutex
+	// existing: Open must not create the database (Existing).
+	existing bool
 }
 
 // writing takes the write turn (on SQLite; PostgreSQL takes row locks) and
@@ -56,6 +59,14 @@ func (s *Store) writing() func() {
 
 // Option configures Open.
 type Option func(*Store)
+
+// Existing makes Open fail with ErrNoState instead of creating a SQLite
+// file that is not there (for readers such as `mailferry status`).
+func Existing() Option { return func(s *Store) { s.existing = true } }
+
+// ErrNoState is returned (wrapped) by Open with Existing when the
+// database does not exist.
+var ErrNoState = errors.New("no migration has run with this state")
 
 // WithClock makes the store read the time from now instead of time.Now.
 // Lease expiry and the created/updated times use it. Tests inject a fake
@@ -84,6 +95,13 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	s := &Store{drv: drv, now: time.Now}
 	for _, o := range opts {
 		o(s)
+	}
+	if s.existing {
+		if sq, ok := drv.(*sqliteDriver); ok {
+			if _, err := os.Stat(sq.path); err != nil {
+				return nil, fmt.Errorf("no state at %s: %w", sq.path, ErrNoState)
+			}
+		}
 	}
 	db, err := drv.open(ctx)
 	if err != nil {

@@ -672,3 +672,25 @@ func TestAcquireFrom(t *testing.T) {
 		}
 	})
 }
+
+// Existing opens a state that is there and refuses to create one.
+func TestOpenExisting(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	if _, err := state.Open(ctx, "sqlite:"+path, state.Existing()); !errors.Is(err, state.ErrNoState) {
+		t.Fatalf("Open Existing of a missing file: err = %v, want ErrNoState", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Open Existing created %s", path)
+	}
+	s, err := state.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = state.Open(ctx, path, state.Existing())
+	if err != nil {
+		t.Fatalf("Open Existing of an existing state: %v", err)
+	}
+	s.Close()
+}

@@ -316,12 +316,14 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 		defer release()
 		ctx = held
 	}
+	var served *metrics
 	if a.metricsAddr != "" {
-		stopMetrics, err := serveMetrics(a.metricsAddr, limiters)
+		m, stopMetrics, err := serveMetrics(a.metricsAddr, limiters)
 		if err != nil {
 			return err
 		}
 		defer stopMetrics()
+		served = m
 	}
 
 	view := newApplyView(g, moves)
@@ -331,7 +333,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 		Parallel: a.parallel, ConvergeMessages: a.converge,
 		HoldAtReady: a.holdAtReady, Complete: complete, Named: complete && len(only) > 0,
 		Limiter:  func(name string) *throttle.Limiter { return limiters[name] },
-		Observer: migrate.ObserverFunc(func(e migrate.Event) { view.event(e); recordMetric(e) }),
+		Observer: migrate.ObserverFunc(func(e migrate.Event) { view.event(e); served.record(e) }),
 		Stop:     stopChan(cmd.Context()),
 	}
 	if a.cutoverExec != "" {
@@ -354,20 +356,15 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	if werr := renderApplyReport(g, rep); werr != nil {
 		return werr
 	}
-	if errors.Is(err, migrate.ErrInterrupted) {
+	switch {
+	case errors.Is(err, migrate.ErrInterrupted):
 		return fmt.Errorf("%w: run the same command again to resume", err)
-	}
-	if err != nil {
+	case errors.Is(err, migrate.ErrOutsideWindow):
+		return fmt.Errorf("%w: run the same command again inside a window", err)
+	case err != nil:
 		return err
 	}
 	t := rep.Totals
-	if t.Interrupted > 0 {
-		for _, m := range rep.Moves {
-			if m.Result == migrate.ResultInterrupted && strings.Contains(m.Reason, migrate.ErrOutsideWindow.Error()) {
-				return fmt.Errorf("%w: run the same command again inside a window", migrate.ErrOutsideWindow)
-			}
-		}
-	}
 	if !rep.OK() {
 		return partialError{fmt.Sprintf("%d of %d moves not done (%d failed, %d held, %d interrupted)",
 			t.Failed+t.Held+t.Interrupted, t.Moves, t.Failed, t.Held, t.Interrupted)}
@@ -379,7 +376,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 // environment names the move and holds no secret: mailferry's own password
 // variables and every variable the inventory names as a secret are removed.
 func cutoverHook(say func(format string, args ...any), command string, timeout time.Duration, inv *inventory.Inventory) func(context.Context, migrate.Move) error {
-	secret := map[string]bool{"MAILFERRY_FROM_PASSWORD": true, "MAILFERRY_TO_PASSWORD": true}
+	secret := map[string]bool{}
 	for _, c := range inv.Clusters {
 		if c.Auth.PasswordEnv != "" {
 			secret[c.Auth.PasswordEnv] = true

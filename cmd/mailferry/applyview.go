@@ -176,12 +176,14 @@ func (v *applyView) done() {
 }
 
 // ndjsonEvent is one event as a JSON line.
+var ndjsonKinds = map[migrate.EventKind]string{
+	migrate.EventPlanned: "planned", migrate.EventFolderStarted: "folder_started", migrate.EventFolderDone: "folder_done",
+	migrate.EventMessageCopied: "message_copied", migrate.EventWarning: "warning",
+	migrate.EventMovePhase: "move_phase", migrate.EventMoveDone: "move_done",
+}
+
 func ndjsonEvent(e migrate.Event) any {
-	kind := map[migrate.EventKind]string{
-		migrate.EventPlanned: "planned", migrate.EventFolderStarted: "folder_started", migrate.EventFolderDone: "folder_done",
-		migrate.EventMessageCopied: "message_copied", migrate.EventWarning: "warning",
-		migrate.EventMovePhase: "move_phase", migrate.EventMoveDone: "move_done",
-	}[e.Kind]
+	kind := ndjsonKinds[e.Kind]
 	return struct {
 		Event    string    `json:"event"`
 		Time     time.Time `json:"time"`

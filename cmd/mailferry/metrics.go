@@ -28,16 +28,9 @@ type metrics struct {
 	phase map[string]string // mailbox -> phase
 }
 
-var (
-	activeMetricsMu sync.Mutex
-	activeMetrics   *metrics
-)
-
-// recordMetric feeds an event to the metrics being served, if any.
-func recordMetric(e migrate.Event) {
-	activeMetricsMu.Lock()
-	m := activeMetrics
-	activeMetricsMu.Unlock()
+// record feeds one event to the metrics; a nil *metrics (no
+// --metrics-addr) ignores it.
+func (m *metrics) record(e migrate.Event) {
 	if m == nil {
 		return
 	}
@@ -65,8 +58,9 @@ func recordMetric(e migrate.Event) {
 }
 
 // serveMetrics serves /metrics on addr until the returned stop is called.
-// Per-cluster series read the limiters at scrape time.
-func serveMetrics(addr string, limiters map[string]*throttle.Limiter) (func(), error) {
+// Per-cluster series read the limiters at scrape time; the rest come from
+// the events given to the returned metrics' record.
+func serveMetrics(addr string, limiters map[string]*throttle.Limiter) (*metrics, func(), error) {
 	reg := prometheus.NewRegistry()
 	m := &metrics{
 		bytes:    prometheus.NewCounter(prometheus.CounterOpts{Name: "mailferry_bytes_copied_total", Help: "Message bytes appended to targets."}),
@@ -96,7 +90,7 @@ func serveMetrics(addr string, limiters map[string]*throttle.Limiter) (func(), e
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, usageErrorf("--metrics-addr %s: %v", addr, err)
+		return nil, nil, usageErrorf("--metrics-addr %s: %v", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -106,13 +100,7 @@ func serveMetrics(addr string, limiters map[string]*throttle.Limiter) (func(), e
 			fmt.Fprintf(os.Stderr, "mailferry: metrics: %v\n", err)
 		}
 	}()
-	activeMetricsMu.Lock()
-	activeMetrics = m
-	activeMetricsMu.Unlock()
-	return func() {
-		activeMetricsMu.Lock()
-		activeMetrics = nil
-		activeMetricsMu.Unlock()
+	return m, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)

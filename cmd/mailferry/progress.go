@@ -68,18 +68,23 @@ func (p *progress) Event(e migrate.Event) {
 	case migrate.EventMessageCopied:
 		p.msgs += e.Messages
 		p.bytes += e.Bytes
-		switch {
-		case p.bar != nil:
+		if p.bar != nil {
 			_ = p.bar.Add64(e.Bytes)
-		case !p.quiet && time.Since(p.lastLine) >= p.lineInterval:
-			p.lastLine = time.Now()
-			secs := time.Since(p.started).Seconds()
-			fmt.Fprintf(p.w, "mailferry: copied %d/%d messages, %s/%s, %.1f MB/s%s\n",
-				p.msgs, p.totalMsgs, humanBytes(p.bytes), humanBytes(p.totalBytes), float64(p.bytes)/1e6/secs, p.throttleText())
 		}
-		if p.bar != nil && len(p.limiters) > 0 {
+		if p.quiet || time.Since(p.lastLine) < p.lineInterval {
+			return
+		}
+		// Every few seconds: a plain line, or the throttle's state in the
+		// bar's description (reading the limiters per message would cost
+		// two locks a message for nothing the eye can follow).
+		p.lastLine = time.Now()
+		if p.bar != nil {
 			p.bar.Describe("copying" + p.throttleText())
+			return
 		}
+		secs := time.Since(p.started).Seconds()
+		fmt.Fprintf(p.w, "mailferry: copied %d/%d messages, %s/%s, %.1f MB/s%s\n",
+			p.msgs, p.totalMsgs, humanBytes(p.bytes), humanBytes(p.totalBytes), float64(p.bytes)/1e6/secs, p.throttleText())
 	}
 }
 

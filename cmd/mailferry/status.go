@@ -2,12 +2,12 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"mailferry/state"
 )
 
 // statusEntry is one migration as `status --json` prints it.
@@ -42,17 +42,12 @@ counts, the last error, the last activity, and the process working on it now.`,
   mailferry status --state postgres://mailferry@db/mailferry --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if path, ok := sqlitePath(stateURL); ok {
-				if _, err := os.Stat(path); err != nil {
-					return fmt.Errorf("no state at %s (no migration has run with this --state): %w", path, err)
-				}
-			}
-			st, err := openState(cmd.Context(), stateURL)
-			if err != nil {
-				return err
-			}
-			if st == nil {
+			if stateURL == "none" {
 				return usageErrorf("--state none has nothing to show")
+			}
+			st, err := state.Open(cmd.Context(), stateURL, state.Existing())
+			if err != nil {
+				return fmt.Errorf("state: %w", err)
 			}
 			defer st.Close()
 			list, err := st.List(cmd.Context())
@@ -90,21 +85,6 @@ counts, the last error, the last activity, and the process working on it now.`,
 	}
 	cmd.Flags().StringVar(&stateURL, "state", "mailferry.db", "durable state: a SQLite `FILE` (or sqlite:PATH) or a postgres:// URL")
 	return cmd
-}
-
-// sqlitePath is the file a SQLite state URL names.
-func sqlitePath(url string) (string, bool) {
-	switch {
-	case strings.Contains(url, "://") && !strings.HasPrefix(url, "sqlite:"), url == "none", url == "":
-		return "", false
-	case strings.HasPrefix(url, "sqlite:"):
-		p := strings.TrimPrefix(url, "sqlite:")
-		if strings.HasPrefix(p, "//") {
-			p = strings.TrimPrefix(p, "//")
-		}
-		return p, true
-	}
-	return url, true
 }
 
 func renderStatus(g *globalOptions, list []statusEntry) error {
