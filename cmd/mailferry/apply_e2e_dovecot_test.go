@@ -1034,3 +1034,19 @@ func (s *syncBuf) String() string {
 }
 
 func (p *binaryRun) stdoutText() string { return p.stdout.String() }
+
+// Outside its windows with --exit-outside-window, apply moves nothing and
+// exits 75; inside them the rerun finishes every move.
+func TestApplyE2EOutsideWindowExits75(t *testing.T) {
+	r := newApplyRig(t, 2)
+	db := filepath.Join(r.dir, "state.db")
+	now := time.Now()
+	closed := now.Add(2*time.Hour).Format("15:04") + "-" + now.Add(3*time.Hour).Format("15:04")
+	code, stdout, stderr := runCLI(t, nil, "drain", "alpha", "-i", r.inv, "--yes", "--state", db, "--window", closed, "--exit-outside-window")
+	if code != exitLater || !strings.Contains(stderr, "inside a window") {
+		t.Fatalf("outside the window: exit %d, want %d\nstderr:\n%s\nstdout:\n%s", code, exitLater, stderr, stdout)
+	}
+	if code, stdout, stderr := runCLI(t, nil, "drain", "alpha", "-i", r.inv, "--yes", "--state", db); code != exitOK || !strings.Contains(stdout, "2 done") {
+		t.Fatalf("inside: exit %d\n%s\n%s", code, stderr, stdout)
+	}
+}
