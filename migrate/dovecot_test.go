@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"mailferry/internal/corpus"
-	"mailferry/internal/dovecot"
-	"mailferry/internal/faultproxy"
 	"mailferry/internal/imapconn"
+	"mailferry/internal/testrig/corpus"
+	"mailferry/internal/testrig/dovecot"
+	"mailferry/internal/testrig/faultproxy"
 	"mailferry/migrate"
 )
 

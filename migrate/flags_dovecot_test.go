@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"mailferry/internal/corpus"
-	"mailferry/internal/dovecot"
+	"mailferry/internal/testrig/corpus"
+	"mailferry/internal/testrig/dovecot"
 	"mailferry/migrate"
 )
 

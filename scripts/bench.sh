@@ -3,8 +3,8 @@
 # copies one generated mailbox between local Dovecot servers with mailferry
 # and with mbsync, in the same run, and prints messages/s, MB/s, wall time
 # and peak RSS of both and their ratio. Flags go to the bench program
-# (go run ./internal/bench -h lists them), e.g. -rounds 5 -json.
+# (go run ./cmd/mailferry-bench -h lists them), e.g. -rounds 5 -json.
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh --bench
-exec go run ./internal/bench "$@"
+exec go run ./cmd/mailferry-bench "$@"

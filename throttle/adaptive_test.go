@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"mailferry/internal/fakeclock"
+	"mailferry/internal/testrig/fakeclock"
 )
 
 var epoch = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)

@@ -8,7 +8,7 @@ import (
 // Clock is the time source of everything in this package that depends on
 // time: latency measurement, the adaptive limit's intervals, rate waits,
 // backoff sleeps and time windows. Tests inject a fake one so that nothing
-// really sleeps (internal/fakeclock).
+// really sleeps (internal/testrig/fakeclock).
 type Clock interface {
 	Now() time.Time
 	// Sleep pauses for d, or until ctx ends, in which case it returns

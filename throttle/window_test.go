@@ -8,7 +8,7 @@ import (
 	"time"
 	_ "time/tzdata" // America/New_York for the daylight-saving case
 
-	"mailferry/internal/fakeclock"
+	"mailferry/internal/testrig/fakeclock"
 )
 
 func TestParseWindow(t *testing.T) {

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"mailferry/internal/corpus"
-	"mailferry/internal/dovecot"
+	"mailferry/internal/testrig/corpus"
+	"mailferry/internal/testrig/dovecot"
 	"mailferry/migrate"
 )
 

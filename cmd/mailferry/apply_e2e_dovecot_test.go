@@ -23,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"mailferry/internal/corpus"
+	"mailferry/internal/testrig/corpus"
 	"mailferry/inventory/discover"
 	"mailferry/migrate"
 	"mailferry/state"

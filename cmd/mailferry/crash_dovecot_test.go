@@ -22,8 +22,8 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
-	"mailferry/internal/corpus"
-	"mailferry/internal/dovecot"
+	"mailferry/internal/testrig/corpus"
+	"mailferry/internal/testrig/dovecot"
 	"mailferry/state/statetest"
 )
 

@@ -16,8 +16,8 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/spf13/cobra"
 
-	"mailferry/internal/corpus"
-	"mailferry/internal/memserver"
+	"mailferry/internal/testrig/corpus"
+	"mailferry/internal/testrig/memserver"
 	"mailferry/inventory"
 	"mailferry/migrate"
 	"mailferry/planner"

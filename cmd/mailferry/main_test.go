@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"mailferry/internal/corpus"
-	"mailferry/internal/memserver"
+	"mailferry/internal/testrig/corpus"
+	"mailferry/internal/testrig/memserver"
 )
 
 // runCLI runs the command tree as main does and returns exit code, stdout

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"mailferry/internal/corpus"
-	"mailferry/internal/dovecot"
-	"mailferry/internal/faultproxy"
+	"mailferry/internal/testrig/corpus"
+	"mailferry/internal/testrig/dovecot"
+	"mailferry/internal/testrig/faultproxy"
 )
 
 // The CLI on real Dovecot: a message that stays corrupt on its way to the

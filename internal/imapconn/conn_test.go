@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"mailferry/internal/memserver"
+	"mailferry/internal/testrig/memserver"
 )
 
 func memConfig(t *testing.T) (*memserver.Server, Config) {

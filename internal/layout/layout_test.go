@@ -22,12 +22,12 @@ type rule struct {
 var rules = []rule{
 	{
 		why:   "only internal/imapconn owns IMAP client connections (test rigs excepted: their oracle must not share the code under test)",
-		allow: []string{"internal/imapconn", "internal/corpus"},
+		allow: []string{"internal/imapconn", "internal/testrig/corpus"},
 		deny:  []string{"github.com/emersion/go-imap/v2/imapclient"},
 	},
 	{
 		why:   "only test rigs run IMAP servers",
-		allow: []string{"internal/memserver"},
+		allow: []string{"internal/testrig/memserver"},
 		deny:  []string{"github.com/emersion/go-imap/v2/imapserver"},
 	},
 	{
@@ -38,7 +38,17 @@ var rules = []rule{
 	{
 		why:  "throttle knows no IMAP, state or copy engine: server replies reach it as error text",
 		dirs: []string{"throttle"},
-		deny: []string{"github.com/emersion/go-imap", "mailferry/internal/imapconn", "mailferry/internal/memserver", "mailferry/migrate", "mailferry/state", "mailferry/inventory"},
+		deny: []string{"github.com/emersion/go-imap", "mailferry/internal/imapconn", "mailferry/internal/testrig/memserver", "mailferry/migrate", "mailferry/state", "mailferry/inventory"},
+	},
+	{
+		why:  "production packages never import test rigs (the demo is the one command built on the in-memory server)",
+		dirs: []string{"migrate", "state", "throttle", "planner", "inventory", "inventory/discover", "internal/imapconn", "internal/failpoint"},
+		deny: []string{"mailferry/internal/testrig"},
+	},
+	{
+		why:  "test rigs sit below the code they test: no rig imports the copy engine, the state or the CLI",
+		dirs: []string{"internal/testrig/dovecot", "internal/testrig/corpus", "internal/testrig/faultproxy", "internal/testrig/memserver", "internal/testrig/fakeclock"},
+		deny: []string{"mailferry/migrate", "mailferry/state", "mailferry/cmd", "mailferry/planner", "mailferry/inventory"},
 	},
 	{
 		why:  "library packages never import the CLI",

@@ -9,7 +9,7 @@ import (
 	"syscall"
 )
 
-// env implements the TB interfaces of internal/dovecot and internal/corpus
+// env implements the TB interfaces of internal/testrig/dovecot and internal/testrig/corpus
 // for a program: Fatalf logs, runs every cleanup and exits 1; Cleanup
 // functions run in reverse order when the env is closed, on exit, on
 // failure and on SIGINT/SIGTERM; TempDir makes a directory below one root.

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"mailferry/internal/corpus"
+	"mailferry/internal/testrig/corpus"
 )
 
 // diffSummary explains how a target differs from its source: the count of

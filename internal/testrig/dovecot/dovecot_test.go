@@ -13,7 +13,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-sasl"
 
-	"mailferry/internal/dovecot"
+	"mailferry/internal/testrig/dovecot"
 )
 
 func dial(t *testing.T, addr string) *imapclient.Client {

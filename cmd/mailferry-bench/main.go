@@ -26,8 +26,8 @@ import (
 	"strings"
 	"time"
 
-	"mailferry/internal/corpus"
-	"mailferry/internal/dovecot"
+	"mailferry/internal/testrig/corpus"
+	"mailferry/internal/testrig/dovecot"
 	"mailferry/migrate"
 )
 

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"mailferry/internal/corpus"
+	"mailferry/internal/testrig/corpus"
 )
 
 func digest(t *testing.T, m corpus.Message) string {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"mailferry/internal/dovecot"
+	"mailferry/internal/testrig/dovecot"
 	"mailferry/throttle"
 )
 

@@ -12,8 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"mailferry/internal/corpus"
-	"mailferry/internal/dovecot"
+	"mailferry/internal/testrig/corpus"
+	"mailferry/internal/testrig/dovecot"
 	"mailferry/migrate"
 )
 
