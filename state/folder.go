@@ -25,14 +25,19 @@ type Folder struct {
 	// Deleted says the source folder is gone; the row is kept for
 	// reporting.
 	Deleted bool
+	// Suspects are the source UIDs, as an IMAP UID set ("1:40,77"), whose
+	// APPEND may have reached the target without its answer being
+	// recorded: a copy of one of them may appear at or above the mark at
+	// any later moment. "*" means every source message; "" none.
+	Suspects string
 }
 
-const folderColumns = `id, source, target, src_uidvalidity, dst_uidvalidity, dst_uidnext_mark, src_highest_modseq, deleted`
+const folderColumns = `id, source, target, src_uidvalidity, dst_uidvalidity, dst_uidnext_mark, src_highest_modseq, deleted, suspects`
 
 func scanFolder(sc scanner) (Folder, error) {
 	var f Folder
 	var srcV, dstV, mark, modseq int64
-	err := sc.Scan(&f.ID, &f.Source, &f.Target, &srcV, &dstV, &mark, &modseq, &f.Deleted)
+	err := sc.Scan(&f.ID, &f.Source, &f.Target, &srcV, &dstV, &mark, &modseq, &f.Deleted, &f.Suspects)
 	f.SrcUIDValidity, f.DstUIDValidity, f.DstUIDNextMark = uint32(srcV), uint32(dstV), uint32(mark)
 	f.SrcHighestModSeq = uint64(modseq)
 	return f, err
@@ -86,14 +91,14 @@ func (l *Lease) PutFolder(ctx context.Context, f Folder) error {
 	return l.write(ctx, fmt.Sprintf("put folder %q", f.Source), func(tx *sql.Tx) error {
 		var id int64
 		err := tx.QueryRowContext(ctx, l.s.q(`INSERT INTO mailferry_folder
-(migration_id, source, target, src_uidvalidity, dst_uidvalidity, dst_uidnext_mark, src_highest_modseq, deleted)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+(migration_id, source, target, src_uidvalidity, dst_uidvalidity, dst_uidnext_mark, src_highest_modseq, deleted, suspects)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (migration_id, source) DO UPDATE SET target = excluded.target,
 src_uidvalidity = excluded.src_uidvalidity, dst_uidvalidity = excluded.dst_uidvalidity,
 dst_uidnext_mark = excluded.dst_uidnext_mark, src_highest_modseq = excluded.src_highest_modseq,
-deleted = excluded.deleted
+deleted = excluded.deleted, suspects = excluded.suspects
 RETURNING id`), l.Migration.ID, f.Source, f.Target, int64(f.SrcUIDValidity), int64(f.DstUIDValidity),
-			int64(f.DstUIDNextMark), int64(f.SrcHighestModSeq), f.Deleted).Scan(&id)
+			int64(f.DstUIDNextMark), int64(f.SrcHighestModSeq), f.Deleted, f.Suspects).Scan(&id)
 		if err != nil {
 			return err
 		}
@@ -152,14 +157,35 @@ WHERE id = ? AND migration_id = ?`), folderID, l.Migration.ID)
 // clears it).
 func (l *Lease) SetMark(ctx context.Context, folderID int64, mark uint32) error {
 	return l.write(ctx, fmt.Sprintf("set mark of folder %d", folderID), func(tx *sql.Tx) error {
-		return l.setMark(ctx, tx, folderID, mark)
+		return l.setMark(ctx, tx, folderID, mark, nil)
 	})
 }
 
-// setMark also checks that the folder belongs to the migration.
-func (l *Lease) setMark(ctx context.Context, tx *sql.Tx, folderID int64, mark uint32) error {
-	res, err := tx.ExecContext(ctx, l.s.q(`UPDATE mailferry_folder SET dst_uidnext_mark = ? WHERE id = ? AND migration_id = ?`),
-		int64(mark), folderID, l.Migration.ID)
+// SetSuspects records the folder's suspects (see Folder.Suspects); it is
+// committed before the APPENDs it announces are sent.
+func (l *Lease) SetSuspects(ctx context.Context, folderID int64, suspects string) error {
+	return l.write(ctx, fmt.Sprintf("set suspects of folder %d", folderID), func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, l.s.q(`UPDATE mailferry_folder SET suspects = ? WHERE id = ? AND migration_id = ?`),
+			suspects, folderID, l.Migration.ID)
+		if err != nil {
+			return err
+		}
+		return oneFolder(res, fmt.Sprint(folderID))
+	})
+}
+
+// setMark also checks that the folder belongs to the migration. A
+// non-nil suspects is stored in the same statement.
+func (l *Lease) setMark(ctx context.Context, tx *sql.Tx, folderID int64, mark uint32, suspects *string) error {
+	var res sql.Result
+	var err error
+	if suspects != nil {
+		res, err = tx.ExecContext(ctx, l.s.q(`UPDATE mailferry_folder SET dst_uidnext_mark = ?, suspects = ? WHERE id = ? AND migration_id = ?`),
+			int64(mark), *suspects, folderID, l.Migration.ID)
+	} else {
+		res, err = tx.ExecContext(ctx, l.s.q(`UPDATE mailferry_folder SET dst_uidnext_mark = ? WHERE id = ? AND migration_id = ?`),
+			int64(mark), folderID, l.Migration.ID)
+	}
 	if err != nil {
 		return err
 	}

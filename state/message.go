@@ -86,12 +86,22 @@ FROM mailferry_message WHERE folder_id = ? ORDER BY src_uid`), folderID)
 // multi-row INSERT on SQLite, arrays on PostgreSQL), so a batch of 256 is
 // a handful of statements in one transaction.
 func (l *Lease) PutMessages(ctx context.Context, folderID int64, msgs []Message, mark uint32) error {
+	return l.putMessages(ctx, folderID, msgs, mark, nil)
+}
+
+// PutBatch is PutMessages that also replaces the folder's suspects (see
+// Folder.Suspects) in the same transaction.
+func (l *Lease) PutBatch(ctx context.Context, folderID int64, msgs []Message, mark uint32, suspects string) error {
+	return l.putMessages(ctx, folderID, msgs, mark, &suspects)
+}
+
+func (l *Lease) putMessages(ctx context.Context, folderID int64, msgs []Message, mark uint32, suspects *string) error {
 	rows, err := messageRows(msgs)
 	if err != nil {
 		return fmt.Errorf("put messages in folder %d in migration %s: %w", folderID, l.Migration.Key, err)
 	}
 	return l.write(ctx, fmt.Sprintf("put %d messages in folder %d", len(msgs), folderID), func(tx *sql.Tx) error {
-		if err := l.setMark(ctx, tx, folderID, mark); err != nil {
+		if err := l.setMark(ctx, tx, folderID, mark, suspects); err != nil {
 			return err
 		}
 		for len(rows) > 0 {
@@ -120,9 +130,9 @@ func (l *Lease) ReplaceFolder(ctx context.Context, f Folder, msgs []Message) err
 	}
 	return l.write(ctx, fmt.Sprintf("replace folder %q", f.Source), func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, l.s.q(`UPDATE mailferry_folder SET target = ?, src_uidvalidity = ?, dst_uidvalidity = ?,
-dst_uidnext_mark = ?, src_highest_modseq = ?, deleted = ? WHERE id = ? AND migration_id = ? AND source = ?`),
+dst_uidnext_mark = ?, src_highest_modseq = ?, deleted = ?, suspects = ? WHERE id = ? AND migration_id = ? AND source = ?`),
 			f.Target, int64(f.SrcUIDValidity), int64(f.DstUIDValidity), int64(f.DstUIDNextMark), int64(f.SrcHighestModSeq),
-			f.Deleted, f.ID, l.Migration.ID, f.Source)
+			f.Deleted, f.Suspects, f.ID, l.Migration.ID, f.Source)
 		if err != nil {
 			return err
 		}

@@ -458,6 +458,43 @@ func TestFoldersAndMessages(t *testing.T) {
 		if fs, _ := l.Folders(ctx); fs[0].DstUIDNextMark != 8 {
 			t.Errorf("mark after failed batches = %d, want 8", fs[0].DstUIDNextMark)
 		}
+		// Suspects: a folder the state creates starts with every source
+		// message suspect; SetSuspects and PutBatch replace them, PutMessages
+		// keeps them.
+		fresh, err := l.Folder(ctx, "Fresh")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fresh.Suspects != "*" {
+			t.Errorf("new folder's suspects = %q, want *", fresh.Suspects)
+		}
+		if err := l.SetSuspects(ctx, inbox.ID, "1:40,77"); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.PutMessages(ctx, inbox.ID, []state.Message{add}, 9); err != nil {
+			t.Fatal(err)
+		}
+		if fs, _ := l.Folders(ctx); fs[1].Suspects != "1:40,77" || fs[1].DstUIDNextMark != 9 {
+			t.Errorf("after PutMessages: suspects %q mark %d, want 1:40,77 and 9", fs[1].Suspects, fs[1].DstUIDNextMark)
+		}
+		if err := l.PutBatch(ctx, inbox.ID, []state.Message{add}, 10, "77"); err != nil {
+			t.Fatal(err)
+		}
+		if fs, _ := l.Folders(ctx); fs[1].Suspects != "77" || fs[1].DstUIDNextMark != 10 {
+			t.Errorf("after PutBatch: suspects %q mark %d, want 77 and 10", fs[1].Suspects, fs[1].DstUIDNextMark)
+		}
+		if err := l.PutBatch(ctx, inbox.ID, []state.Message{{SrcUID: 0}}, 11, ""); err == nil {
+			t.Error("PutBatch with UID 0 succeeded")
+		}
+		if fs, _ := l.Folders(ctx); fs[1].Suspects != "77" || fs[1].DstUIDNextMark != 10 {
+			t.Errorf("a failed PutBatch changed suspects %q or mark %d", fs[1].Suspects, fs[1].DstUIDNextMark)
+		}
+		if err := l.SetSuspects(ctx, inbox.ID+1000, ""); !errors.Is(err, state.ErrNoFolder) {
+			t.Errorf("SetSuspects of an unknown folder: %v, want ErrNoFolder", err)
+		}
+		if err := l.PutMessages(ctx, inbox.ID, nil, 8); err != nil {
+			t.Fatal(err)
+		}
 
 		// Committed together: a new process sees records and mark.
 		s2 := open(t, url, clk)
