@@ -113,6 +113,14 @@ type Report struct {
 	// Adopted messages were found on the target, appended by an earlier
 	// run that stopped before recording them, and not appended again.
 	Adopted int `json:"adopted"`
+	// DuplicatesRemoved target messages were copies of messages that
+	// already had one (an APPEND the target committed after its
+	// connection was lost), found by content and removed.
+	DuplicatesRemoved int `json:"duplicates_removed"`
+	// TargetOnly messages found on the target at or above the mark are
+	// the target's own (their bytes match nothing mailferry sent there):
+	// left alone.
+	TargetOnly int `json:"target_only"`
 	// FlagsUpdated target copies got the flags changed on the source.
 	FlagsUpdated int `json:"flags_updated"`
 	// Expunged target copies of messages deleted on the source.

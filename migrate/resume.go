@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -16,26 +17,31 @@ import (
 
 // This file holds what the durable state adds to a folder copy: loading the
 // message map, the delta against the source (new messages, flag changes,
-// expunges), adopting copies appended but not recorded before a crash,
-// rescans after a UIDVALIDITY change, and recording each verified batch.
+// expunges), the check that accounts for every target UID at or above the
+// mark (settle), rescans after a UIDVALIDITY change, and recording each
+// verified batch. The decisions themselves are in ledger.go.
 //
-// The invariant that makes a crash harmless: every target copy this tool
-// made is either in the message map or at a target UID at or above the
-// folder's recorded mark (the target's UIDNEXT before the batch that made
-// it). The mark is committed before a folder's first APPEND and only ever
-// moves up together with the records of the batch below it.
+// What makes a crash, or a server that commits an APPEND after its client
+// is gone, harmless: every target copy this tool made is either in the
+// message map (below the folder's mark) or at a target UID at or above the
+// mark; the mark only moves over UIDs a check has accounted for (see
+// ledger.go); and every source message an APPEND was sent for without its
+// answer being recorded is a suspect, recorded before the APPEND is sent.
+// A check reads the bytes of unknown target messages only when there are
+// suspects, and matches them to suspects alone: mail that reaches the
+// target by other ways (after the cutover, say) is never touched.
 
 // prepare lists the source folder and decides the fate of every message:
 // already copied (from the map), pending, or gone from the source.
 func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.SelectData) error {
 	fc.modseq = ssel.HighestModSeq
-	if sel.UIDNext > 0 {
-		fc.maxDst = sel.UIDNext - 1
-	} else {
-		var err error
-		if fc.maxDst, err = w.maxTargetUID(ctx); err != nil {
+	fc.mark = imap.UID(sel.UIDNext)
+	if fc.mark == 0 {
+		top, err := w.maxTargetUID(ctx)
+		if err != nil {
 			return err
 		}
+		fc.mark = top + 1
 	}
 	lease := w.run.opts.State
 	if lease == nil {
@@ -81,20 +87,33 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 			return err
 		}
 	}
+	suspects, all := parseSuspects(rec.Suspects)
 	var gone []state.Message
 	if srcChanged {
+		// The recorded suspects' UIDs mean nothing now.
+		fc.suspectAll = rec.Suspects != ""
 		if gone, err = w.rematchSource(ctx, fc, known); err != nil {
 			return err
 		}
 	} else {
+		fc.suspectAll = all && !fresh
 		gone = fc.applyKnown(known, w.run.opts.Verify)
-	}
-	if !fresh && !dstChanged && rec.DstUIDNextMark > 0 {
-		if err := w.adopt(ctx, fc, imap.UID(rec.DstUIDNextMark)); err != nil {
-			return err
+		for _, msg := range fc.msgs {
+			if suspects.Contains(msg.uid) {
+				// Sent by an earlier run whose answer was never recorded.
+				msg.suspect, msg.lost = true, true
+			}
 		}
 	}
-
+	if !fresh && !dstChanged {
+		fc.mark = max(imap.UID(rec.DstUIDNextMark), 1)
+	}
+	if dstChanged {
+		fc.suspectAll = false // the folder was rebuilt: no APPEND of ours is pending there
+		for _, msg := range fc.msgs {
+			msg.suspect, msg.lost = false, false
+		}
+	}
 	rec.Target = fc.m.Target
 	rec.SrcUIDValidity, rec.DstUIDValidity = ssel.UIDValidity, sel.UIDValidity
 	fc.rec = rec
@@ -105,12 +124,13 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 		if err := w.expungeGone(ctx, fc, gone, false); err != nil {
 			return err
 		}
-		fc.rec.DstUIDNextMark = uint32(fc.maxDst + 1)
+		fc.rec.DstUIDNextMark = uint32(fc.mark)
 		fc.rec.SrcHighestModSeq = 0
+		fc.rec.Suspects = suspectSet(fc.msgs, nil, fc.suspectAll)
 		var recs []state.Message
 		var which []*message
 		for _, msg := range fc.msgs {
-			if msg.status == statusVerified || msg.status == statusAppended {
+			if !msg.needsCopy() {
 				recs = append(recs, msg.record())
 				which = append(which, msg)
 			}
@@ -123,8 +143,10 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 			msg.recorded(recs[i])
 		}
 	case fresh:
-		// The mark must be committed before the first APPEND.
-		fc.rec.DstUIDNextMark = uint32(fc.maxDst + 1)
+		// The mark must be committed before the first APPEND; nothing has
+		// been sent, so nothing is suspect.
+		fc.rec.DstUIDNextMark = uint32(fc.mark)
+		fc.rec.Suspects = ""
 		if err := lease.PutFolder(ctx, fc.rec); err != nil {
 			return err
 		}
@@ -135,7 +157,7 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 		}
 	}
 	fc.listed = true
-	if err := w.record(ctx, fc, fc.msgs); err != nil {
+	if err := w.record(ctx, fc, fc.msgs, nil); err != nil {
 		return err
 	}
 	return w.syncFlags(ctx, fc)
@@ -212,12 +234,17 @@ func normFlags(flags []imap.Flag) []string {
 	return slices.Compact(out)
 }
 
-// record commits the map entries of msgs that are copied (verified, or
-// appended when nothing is verified) and not yet recorded, together with
-// the mark for the next batch.
-func (w *worker) record(ctx context.Context, fc *folderCopy, msgs []*message) error {
+// record commits, in one transaction, the map entries of msgs that are
+// copied (verified, or appended when nothing is verified) and not yet
+// recorded, the mark (every target UID below it accounted for), and the
+// suspects: those whose APPEND may still land, and next, the batch about
+// to be sent (so that it needs no write of its own).
+func (w *worker) record(ctx context.Context, fc *folderCopy, msgs, next []*message) error {
 	lease := w.run.opts.State
 	if lease == nil {
+		for _, msg := range next {
+			msg.suspect = true
+		}
 		return nil
 	}
 	var recs []state.Message
@@ -229,17 +256,51 @@ func (w *worker) record(ctx context.Context, fc *folderCopy, msgs []*message) er
 			which = append(which, msg)
 		}
 	}
-	if len(recs) == 0 {
+	mark := uint32(fc.mark)
+	suspects := suspectSet(fc.msgs, next, fc.suspectAll)
+	if len(recs) == 0 && mark == fc.rec.DstUIDNextMark && suspects == fc.rec.Suspects {
 		return nil
 	}
-	mark := uint32(fc.maxDst + 1)
-	if err := lease.PutMessages(ctx, fc.rec.ID, recs, mark); err != nil {
+	if err := lease.PutBatch(ctx, fc.rec.ID, recs, mark, suspects); err != nil {
 		return err
 	}
-	fc.rec.DstUIDNextMark = mark
-	fc.stored.DstUIDNextMark = mark
+	fc.rec.DstUIDNextMark, fc.rec.Suspects = mark, suspects
+	fc.stored.DstUIDNextMark, fc.stored.Suspects = mark, suspects
 	for i, msg := range which {
 		msg.recorded(recs[i])
+	}
+	for _, msg := range fc.msgs {
+		if msg.suspect && !msg.lost {
+			msg.suspect = false // every APPEND of it was answered
+		}
+	}
+	for _, msg := range next {
+		msg.suspect = true
+	}
+	return nil
+}
+
+// announce makes the batch's messages suspects before their APPENDs are
+// sent: committed first, so that a crash at any later instant leaves a
+// state that knows which target messages may be ours.
+func (w *worker) announce(ctx context.Context, fc *folderCopy, batch []*message) error {
+	if fc.suspectAll || !slices.ContainsFunc(batch, func(m *message) bool { return !m.suspect }) {
+		return nil
+	}
+	if lease := w.run.opts.State; lease != nil {
+		suspects := suspectSet(fc.msgs, batch, false)
+		if err := lease.SetSuspects(ctx, fc.rec.ID, suspects); err != nil {
+			return err
+		}
+		fc.rec.Suspects, fc.stored.Suspects = suspects, suspects
+		for _, msg := range fc.msgs {
+			if msg.suspect && !msg.lost {
+				msg.suspect = false // every APPEND of it was answered
+			}
+		}
+	}
+	for _, msg := range batch {
+		msg.suspect = true
 	}
 	return nil
 }
@@ -262,65 +323,188 @@ func (w *worker) finishFolder(ctx context.Context, fc *folderCopy) error {
 	return nil
 }
 
-// adopt finds copies appended by an earlier run that stopped before
-// recording them: target messages at or above mark that the map does not
-// know, matched by size and SHA-256 to source messages still pending.
-// Only pending source messages of a matching size are read.
-func (w *worker) adopt(ctx context.Context, fc *folderCopy, mark imap.UID) error {
+// settle accounts for every target message in [fc.mark, hi] (hi 0: up to
+// the newest one) and moves the mark above them. Copies of this pass
+// waiting for their check are verified (VerifyFull: size and SHA-256 of
+// the bytes read back; VerifySize: size); every other message there is a
+// stranger, resolved by resolveStrangers. Messages whose APPEND outcome
+// was unknown and that no stranger turned out to be are pending again.
+func (w *worker) settle(ctx context.Context, fc *folderCopy, hi imap.UID) error {
+	mode := w.run.opts.Verify
+	mine := map[imap.UID]*message{}
+	for _, msg := range fc.msgs {
+		if !msg.needsCopy() && msg.dstUID >= fc.mark {
+			mine[msg.dstUID] = msg
+		}
+	}
 	var set imap.UIDSet
-	set.AddRange(mark, 0)
-	cands, err := w.fetchTarget(ctx, set, false)
+	set.AddRange(fc.mark, hi)
+	withBody := mode == VerifyFull && hi != 0
+	got, err := w.fetchTarget(ctx, set, withBody)
 	if err != nil {
 		return err
 	}
-	ours := fc.targetUIDs()
-	sizes := map[int64]bool{}
-	for _, t := range cands {
-		if t.uid >= mark && !ours[t.uid] {
-			sizes[t.size] = true
+	var listed []imap.UID
+	var strangers []targetMsg
+	seen := map[imap.UID]targetMsg{}
+	for _, t := range got {
+		if t.uid < fc.mark {
+			continue // "n:*" always includes the newest message, even below n
+		}
+		listed = append(listed, t.uid)
+		if mine[t.uid] != nil {
+			seen[t.uid] = t
+			continue
+		}
+		strangers = append(strangers, t)
+	}
+	if err := w.verifyCopies(ctx, fc, mine, seen, withBody); err != nil {
+		return err
+	}
+	if len(strangers) > 0 {
+		if err := w.resolveStrangers(ctx, fc, strangers); err != nil {
+			return err
 		}
 	}
-	if len(sizes) == 0 {
+	for _, msg := range fc.msgs {
+		if msg.status == statusUnknown {
+			msg.status = statusPending // not on the target: it is sent again
+		}
+	}
+	fc.mark = nextMark(fc.mark, hi, listed)
+	return nil
+}
+
+// verifyCopies checks the copies of mine that wait for their check
+// against what the target holds at their UIDs (seen; read again with
+// bodies when VerifyFull and seen has none). A mismatching copy is
+// deleted (only that UID) and the message marked for one retry.
+func (w *worker) verifyCopies(ctx context.Context, fc *folderCopy, mine map[imap.UID]*message, seen map[imap.UID]targetMsg, haveBodies bool) error {
+	mode := w.run.opts.Verify
+	if mode == VerifyNone {
 		return nil
 	}
-	var toHash []*message
+	var uids imap.UIDSet
+	for uid, msg := range mine {
+		if msg.status == statusAppended {
+			uids.AddNum(uid)
+		}
+	}
+	if len(uids) == 0 {
+		return nil
+	}
+	if mode == VerifyFull && !haveBodies {
+		got, err := w.fetchTarget(ctx, uids, true)
+		if err != nil {
+			return err
+		}
+		seen = make(map[imap.UID]targetMsg, len(got))
+		for _, t := range got {
+			seen[t.uid] = t
+		}
+	}
+	var bad imap.UIDSet
+	for uid, msg := range mine {
+		if msg.status != statusAppended {
+			continue
+		}
+		t, ok := seen[uid]
+		switch {
+		case !ok:
+			msg.reason = fmt.Sprintf("verification failed: target uid %d not found after APPEND", msg.dstUID)
+		case t.size != msg.size:
+			msg.reason = fmt.Sprintf("verification failed: target has %d bytes, source %d", t.size, msg.size)
+			bad.AddNum(msg.dstUID)
+		case mode == VerifyFull && t.sha != msg.sha:
+			msg.reason = fmt.Sprintf("verification failed: SHA-256 on the target %s, source %s",
+				hex.EncodeToString(t.sha[:8]), hex.EncodeToString(msg.sha[:8]))
+			bad.AddNum(msg.dstUID)
+		default:
+			w.accept(fc, msg, t)
+			continue
+		}
+		msg.status = statusFailed
+	}
+	if len(bad) > 0 {
+		return w.deleteTarget(ctx, bad)
+	}
+	return nil
+}
+
+// resolveStrangers reads what it needs to decide each stranger's fate
+// (settleStrangers) and carries it out: adopted copies become the
+// messages' copies, verified by the bytes just read; duplicates are
+// removed (only those UIDs); foreign messages are left alone and counted.
+// Without suspects every stranger is foreign and nothing is read.
+func (w *worker) resolveStrangers(ctx context.Context, fc *folderCopy, strangers []targetMsg) error {
+	var suspects []*message
 	for _, msg := range fc.msgs {
-		if msg.status == statusPending && sizes[msg.size] {
+		if fc.suspectAll || msg.suspect || msg.status == statusUnknown {
+			suspects = append(suspects, msg)
+		}
+	}
+	if len(suspects) == 0 {
+		w.run.count(func(r *Report) { r.TargetOnly += len(strangers) })
+		return nil
+	}
+	var unread imap.UIDSet
+	for _, t := range strangers {
+		if !t.hashed {
+			unread.AddNum(t.uid)
+		}
+	}
+	if len(unread) > 0 {
+		got, err := w.fetchTarget(ctx, unread, true)
+		if err != nil {
+			return err
+		}
+		byUID := make(map[imap.UID]targetMsg, len(got))
+		for _, t := range got {
+			byUID[t.uid] = t
+		}
+		for i, t := range strangers {
+			if r, ok := byUID[t.uid]; ok {
+				strangers[i] = r
+			}
+		}
+	}
+	var toHash []*message
+	for _, msg := range suspects {
+		if !msg.hashed {
 			toHash = append(toHash, msg)
 		}
 	}
 	if err := w.hashSource(ctx, fc, toHash); err != nil {
 		return err
 	}
-	for _, msg := range toHash {
-		if msg.hashed {
-			msg.status = statusUnknown
+	s := settleStrangers(strangers, suspects)
+	adopted := 0
+	for _, p := range s.adopt {
+		msg, t := suspects[p[0]], strangers[p[1]]
+		if !msg.done {
+			adopted++
+		}
+		fc.ours(msg, t.uid)
+		msg.copyFlags = normFlags(t.flags)
+		if w.run.opts.Verify != VerifyNone {
+			w.accept(fc, msg, t) // its exact bytes were just read back: that is the check
 		}
 	}
-	if err := w.reconcile(ctx, fc, toHash, mark-1, ours); err != nil {
-		return err
-	}
-	n := 0
-	for _, msg := range toHash {
-		if msg.status == statusVerified || msg.status == statusAppended {
-			n++
+	if len(s.duplicates) > 0 {
+		var uids imap.UIDSet
+		uids.AddNum(s.duplicates...)
+		if err := w.deleteTarget(ctx, uids); err != nil {
+			return err
 		}
+		w.run.warn(fmt.Sprintf("folder %q: removed %d duplicate copies on the target (an APPEND committed after its connection was lost)",
+			fc.m.Target, len(s.duplicates)))
 	}
-	if n > 0 {
-		w.run.count(func(r *Report) { r.Adopted += n })
-	}
+	w.run.count(func(r *Report) {
+		r.Adopted += adopted
+		r.DuplicatesRemoved += len(s.duplicates)
+		r.TargetOnly += len(s.foreign)
+	})
 	return nil
-}
-
-// targetUIDs are the target UIDs known to hold this folder's copies.
-func (fc *folderCopy) targetUIDs() map[imap.UID]bool {
-	out := map[imap.UID]bool{}
-	for _, msg := range fc.msgs {
-		if (msg.status == statusVerified || msg.status == statusAppended) && msg.dstUID != 0 {
-			out[msg.dstUID] = true
-		}
-	}
-	return out
 }
 
 // hashSource reads the bodies of msgs from the source (BODY.PEEK) and keeps
@@ -348,89 +532,77 @@ func (w *worker) hashSource(ctx context.Context, fc *folderCopy, msgs []*message
 }
 
 // rescanTarget follows a target UIDVALIDITY change: the map's target UIDs
-// mean nothing now, so the folder's messages are matched to the records
-// by size and SHA-256 (each target message serves one record). Records
-// without a match are dropped, so their messages are copied again.
+// mean nothing now, so every message of the target folder is read and the
+// records are matched to them by content (each target message serves one
+// record; twins by multiplicity). Records without a match are dropped, so
+// their messages are copied again. Every target UID is accounted for
+// after it: the mark moves above the newest.
 func (w *worker) rescanTarget(ctx context.Context, fc *folderCopy, known []state.Message) ([]state.Message, error) {
-	sizes := map[int64]bool{}
-	for _, k := range known {
-		sizes[k.Size] = true
-	}
 	var all imap.UIDSet
 	all.AddRange(1, 0)
-	meta, err := w.fetchTarget(ctx, all, false)
+	got, err := w.fetchTarget(ctx, all, true)
 	if err != nil {
 		return nil, err
 	}
-	var set imap.UIDSet
-	for _, t := range meta {
-		if sizes[t.size] {
-			set.AddNum(t.uid)
-		}
+	pairs, _, _ := contentMatch(known,
+		func(k state.Message) ([32]byte, bool) { return k.SHA256, true },
+		got,
+		func(t targetMsg) ([32]byte, bool) { return t.sha, t.hashed })
+	out := make([]state.Message, 0, len(pairs))
+	var listed []imap.UID
+	for _, t := range got {
+		listed = append(listed, t.uid)
 	}
-	byKey := map[string][]imap.UID{}
-	if len(set) > 0 {
-		got, err := w.fetchTarget(ctx, set, true)
-		if err != nil {
-			return nil, err
-		}
-		for _, t := range got {
-			k := key(t.size, t.sha)
-			byKey[k] = append(byKey[k], t.uid)
-		}
-	}
-	var out []state.Message
-	for _, k := range known {
-		l := byKey[key(k.Size, k.SHA256)]
-		if len(l) == 0 {
-			continue
-		}
-		k.DstUID, k.Verified = uint32(l[0]), true
-		byKey[key(k.Size, k.SHA256)] = l[1:]
+	for _, p := range pairs {
+		k := known[p[0]]
+		k.DstUID, k.Verified = uint32(got[p[1]].uid), true
 		out = append(out, k)
 	}
+	fc.mark = nextMark(1, 0, listed)
 	return out, nil
 }
 
 // rematchSource follows a source UIDVALIDITY change: the map's source UIDs
 // mean nothing now, but its target copies and digests still do. Source
-// messages whose size matches a record are hashed and take over a record
-// with the same digest; records left over are copies of messages the
-// source no longer has.
+// messages are hashed and take over a record with the same digest (twins
+// by multiplicity); the size is only a hint of which to read first.
+// Records left over are copies of messages the source no longer has.
 func (w *worker) rematchSource(ctx context.Context, fc *folderCopy, known []state.Message) ([]state.Message, error) {
 	sizes := map[int64]bool{}
-	byKey := map[string][]state.Message{}
 	for _, k := range known {
 		sizes[k.Size] = true
-		byKey[key(k.Size, k.SHA256)] = append(byKey[key(k.Size, k.SHA256)], k)
 	}
-	var toHash []*message
+	var likely, others []*message
 	for _, msg := range fc.msgs {
 		if sizes[msg.size] {
-			toHash = append(toHash, msg)
+			likely = append(likely, msg)
+		} else {
+			others = append(others, msg)
 		}
 	}
-	if err := w.hashSource(ctx, fc, toHash); err != nil {
-		return nil, err
-	}
-	for _, msg := range toHash {
-		if !msg.hashed {
+	left := known
+	for _, group := range [][]*message{likely, others} {
+		if len(left) == 0 || len(group) == 0 {
 			continue
 		}
-		k := key(msg.size, msg.sha)
-		l := byKey[k]
-		if len(l) == 0 {
-			continue
+		if err := w.hashSource(ctx, fc, group); err != nil {
+			return nil, err
 		}
-		byKey[k] = l[1:]
-		msg.fromRecord(l[0], w.run.opts.Verify)
-		msg.done = true
+		pairs, _, rest := contentMatch(group,
+			func(m *message) ([32]byte, bool) { return m.sha, m.hashed && !m.done },
+			left,
+			func(k state.Message) ([32]byte, bool) { return k.SHA256, true })
+		for _, p := range pairs {
+			group[p[0]].fromRecord(left[p[1]], w.run.opts.Verify)
+			group[p[0]].done = true
+		}
+		var still []state.Message
+		for _, j := range rest {
+			still = append(still, left[j])
+		}
+		left = still
 	}
-	var gone []state.Message
-	for _, l := range byKey {
-		gone = append(gone, l...)
-	}
-	return gone, nil
+	return left, nil
 }
 
 // expungeGone deletes the target copies of messages the source no longer

@@ -184,6 +184,12 @@ func TestStateAdoptsUnrecordedCopies(t *testing.T) {
 	}
 	must(t, r.lease.DeleteMessages(ctx, rec.ID, uids))
 	must(t, r.lease.SetMark(ctx, rec.ID, mark))
+	// They were announced before their APPENDs were sent.
+	var suspects imap.UIDSet
+	for _, u := range uids {
+		suspects.AddNum(imap.UID(u))
+	}
+	must(t, r.lease.SetSuspects(ctx, rec.ID, suspects.String()))
 	// The source changes a flag of one of them before the resume.
 	on(t, r.src, func(c *imapclient.Client) {
 		_, err := c.Select(strings.Join(f.Path, "."), nil).Wait()

@@ -3,7 +3,6 @@ package migrate
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -66,6 +65,12 @@ type message struct {
 	// them instead of the source's, so the next flag sync corrects them.
 	copyFlags []string
 	done      bool // copied by an earlier run (found in the map or rematched)
+
+	// suspect: the state's suspects hold this message (an APPEND of it was
+	// or is about to be sent); lost: one of its APPENDs may land without
+	// its answer ever being seen (sent before a crash, or on a connection
+	// that dropped), so it stays a suspect for good.
+	suspect, lost bool
 }
 
 // folderCopy is the progress of one folder; it survives reconnects.
@@ -74,8 +79,14 @@ type folderCopy struct {
 	msgs     []*message // by source UID, ascending
 	byUID    map[imap.UID]*message
 	listed   bool
-	maxDst   imap.UID // the target's UIDNEXT-1 at the start, then the highest UID this copy appended: every target UID above it is unknown
-	perm     permSet
+	// mark: every target UID below it is accounted for (see ledger.go);
+	// at and above it, copies of this pass wait for their check, and any
+	// other message is a stranger to resolve.
+	mark imap.UID
+	// suspectAll: every source message counts as a suspect (a state
+	// written before suspects were recorded).
+	suspectAll bool
+	perm       permSet
 	mu       sync.Mutex // guards warned (the APPEND collector warns too)
 	warned   map[string]bool
 	flagWarn int
@@ -291,14 +302,21 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 			return err
 		}
 	}
-	if err := w.reconcile(ctx, fc, fc.msgs, fc.maxDst, nil); err != nil {
+	// Every pass, and every reconnect, first accounts for what reached
+	// the target at or above the mark since the last look: copies that
+	// wait for their check, and late commits of APPENDs whose answer was
+	// lost. When the target's UIDNEXT says nothing is there, nothing is.
+	if sel.UIDNext == 0 || imap.UID(sel.UIDNext) > fc.mark || len(fc.with(statusUnknown)) > 0 {
+		if err := w.settle(ctx, fc, 0); err != nil {
+			return err
+		}
+	}
+	if err := w.record(ctx, fc, fc.msgs, nil); err != nil {
 		return err
 	}
-	// Copies appended before a lost connection still need their check.
-	if err := w.verify(ctx, fc, fc.with(statusAppended)); err != nil {
-		return err
-	}
-	if err := w.record(ctx, fc, fc.msgs); err != nil {
+	// Adopted copies carry the flags they were appended with; the source
+	// may have changed them since.
+	if err := w.syncFlags(ctx, fc); err != nil {
 		return err
 	}
 
@@ -342,20 +360,38 @@ func (w *worker) copyPending(ctx context.Context, fc *folderCopy) error {
 		n := min(len(pending), w.run.opts.BatchMessages)
 		batch := pending[:n]
 		pending = pending[n:]
+		next := pending[:min(len(pending), w.run.opts.BatchMessages)]
+		if err := w.announce(ctx, fc, batch); err != nil {
+			return err
+		}
 		if err := w.appendBatch(ctx, fc, batch); err != nil {
 			return err
 		}
-		if err := w.reconcile(ctx, fc, batch, fc.maxDst, nil); err != nil {
-			return err
+		if hi, ok := settleBound(fc, batch); ok {
+			if err := w.settle(ctx, fc, hi); err != nil {
+				return err
+			}
 		}
-		if err := w.verify(ctx, fc, batch); err != nil {
-			return err
-		}
-		if err := w.record(ctx, fc, batch); err != nil {
+		if err := w.record(ctx, fc, batch, next); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// settleBound is how far the check after a batch must look: up to the
+// batch's highest APPENDUID when every outcome is known, else up to the
+// newest message (hi 0). ok is false when there is nothing to check.
+func settleBound(fc *folderCopy, batch []*message) (hi imap.UID, ok bool) {
+	if len(fc.with(statusUnknown)) > 0 {
+		return 0, true
+	}
+	for _, msg := range batch {
+		if msg.status == statusAppended && msg.dstUID >= fc.mark {
+			hi = max(hi, msg.dstUID)
+		}
+	}
+	return hi, hi != 0
 }
 
 // retryable: only a bad target copy is retried; a refused APPEND is not.
@@ -366,7 +402,6 @@ func (msg *message) retryable() bool { return strings.HasPrefix(msg.reason, "ver
 // worker otherwise).
 func (fc *folderCopy) ours(msg *message, uid imap.UID) {
 	msg.status, msg.dstUID = statusAppended, uid
-	fc.maxDst = max(fc.maxDst, uid)
 }
 
 func (fc *folderCopy) with(s msgStatus) []*message {
@@ -711,7 +746,8 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 	copy(msg.sha[:], h.Sum(nil))
 	msg.size, msg.hashed = size, true
 	if err := cmd.Close(); err != nil {
-		msg.status = statusPending
+		// The whole literal went out: the server may store it anyway.
+		msg.status, msg.lost = statusPending, true
 		w.dst.Close()
 		return fmt.Errorf("append uid %d to %q on the target: %w", msg.uid, fc.m.Target, err)
 	}
@@ -719,6 +755,7 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 	case inflight <- pendingAppend{msg: msg, cmd: cmd, sent: time.Now()}:
 		return nil
 	case <-ctx.Done():
+		msg.lost = true // sent, its answer never read
 		return ctx.Err()
 	}
 }
@@ -884,79 +921,18 @@ func (w *worker) appended(fc *folderCopy, msg *message, data *imap.AppendData, e
 	case imapconn.Classify(err) == imapconn.FatalMessage || imapconn.Classify(err) == imapconn.FatalMailbox:
 		msg.status, msg.reason = statusFailed, fmt.Sprintf("append refused by the target: %v", err)
 	default:
-		msg.status = statusUnknown // connection lost: maybe stored, maybe not
+		// Connection lost: maybe stored, maybe not, maybe later.
+		msg.status, msg.lost = statusUnknown, true
 	}
 }
-
-// reconcile finds messages whose APPEND outcome is unknown among the
-// target's messages above UID above (and not in skip), matching by size and
-// SHA-256, so that nothing is appended twice. Unmatched ones are pending
-// again. Within a run, above is fc.maxDst: every UID known to be ours is
-// at or below it, so skip is nil.
-func (w *worker) reconcile(ctx context.Context, fc *folderCopy, msgs []*message, above imap.UID, skip map[imap.UID]bool) error {
-	// Every unknown message was hashed before its APPEND completed.
-	byKey := map[string][]*message{}
-	for _, msg := range msgs {
-		if msg.status == statusUnknown {
-			k := key(msg.size, msg.sha)
-			byKey[k] = append(byKey[k], msg)
-		}
-	}
-	if len(byKey) == 0 {
-		return nil
-	}
-	var set imap.UIDSet
-	set.AddRange(above+1, 0)
-	meta, err := w.fetchTarget(ctx, set, false)
-	if err != nil {
-		return err
-	}
-	sizes := map[int64]bool{}
-	for _, l := range byKey {
-		sizes[l[0].size] = true
-	}
-	var want imap.UIDSet
-	for _, t := range meta {
-		// "n:*" always includes the highest UID, even below n.
-		if t.uid > above && !skip[t.uid] && sizes[t.size] {
-			want.AddNum(t.uid)
-		}
-	}
-	var got []targetMsg
-	if len(want) > 0 {
-		if got, err = w.fetchTarget(ctx, want, true); err != nil {
-			return err
-		}
-	}
-	for _, t := range got {
-		k := key(t.size, t.sha)
-		if l := byKey[k]; len(l) > 0 {
-			msg := l[0]
-			byKey[k] = l[1:]
-			fc.ours(msg, t.uid)
-			msg.copyFlags = normFlags(t.flags)
-			if w.run.opts.Verify != VerifyNone {
-				// Its exact bytes were just read back: that is the check.
-				w.accept(fc, msg, t)
-			}
-		}
-	}
-	for _, l := range byKey {
-		for _, msg := range l {
-			msg.status = statusPending
-		}
-	}
-	return nil
-}
-
-func key(size int64, sha [32]byte) string { return fmt.Sprintf("%d:%x", size, sha) }
 
 // targetMsg is what the target holds at one UID.
 type targetMsg struct {
-	uid   imap.UID
-	size  int64
-	sha   [32]byte
-	flags []imap.Flag
+	uid    imap.UID
+	size   int64
+	sha    [32]byte
+	hashed bool // sha is the digest of the bytes read
+	flags  []imap.Flag
 }
 
 // fetchTarget reads size, flags and (if body) the SHA-256 of the exact
@@ -1012,7 +988,7 @@ func (w *worker) fetchDigests(ctx context.Context, c *imapconn.Conn, lim *thrott
 					return nil, fmt.Errorf("read back: literal ended after %d of %d bytes", n, it.Literal.Size())
 				}
 				copy(t.sha[:], h.Sum(nil))
-				t.size = n
+				t.size, t.hashed = n, true
 			}
 		}
 		if t.uid != 0 {
@@ -1023,58 +999,6 @@ func (w *worker) fetchDigests(ctx context.Context, c *imapconn.Conn, lim *thrott
 		return nil, fmt.Errorf("read back: %w", err)
 	}
 	return out, nil
-}
-
-// verify checks the batch's appended messages on the target. A mismatching
-// copy is deleted (only that UID) and the message marked for one retry.
-func (w *worker) verify(ctx context.Context, fc *folderCopy, batch []*message) error {
-	mode := w.run.opts.Verify
-	var uids imap.UIDSet
-	for _, msg := range batch {
-		if msg.status == statusAppended {
-			uids.AddNum(msg.dstUID)
-		}
-	}
-	if len(uids) == 0 {
-		return nil
-	}
-	if mode == VerifyNone {
-		return nil
-	}
-	got, err := w.fetchTarget(ctx, uids, mode == VerifyFull)
-	if err != nil {
-		return err
-	}
-	byUID := make(map[imap.UID]targetMsg, len(got))
-	for _, t := range got {
-		byUID[t.uid] = t
-	}
-	var bad imap.UIDSet
-	for _, msg := range batch {
-		if msg.status != statusAppended {
-			continue
-		}
-		t, ok := byUID[msg.dstUID]
-		switch {
-		case !ok:
-			msg.reason = fmt.Sprintf("verification failed: target uid %d not found after APPEND", msg.dstUID)
-		case t.size != msg.size:
-			msg.reason = fmt.Sprintf("verification failed: target has %d bytes, source %d", t.size, msg.size)
-			bad.AddNum(msg.dstUID)
-		case mode == VerifyFull && t.sha != msg.sha:
-			msg.reason = fmt.Sprintf("verification failed: SHA-256 on the target %s, source %s",
-				hex.EncodeToString(t.sha[:8]), hex.EncodeToString(msg.sha[:8]))
-			bad.AddNum(msg.dstUID)
-		default:
-			w.accept(fc, msg, t)
-			continue
-		}
-		msg.status = statusFailed
-	}
-	if len(bad) > 0 {
-		return w.deleteTarget(ctx, bad)
-	}
-	return nil
 }
 
 // accept marks msg verified by its target copy t, warning about flags the

@@ -1,0 +1,183 @@
+package migrate
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+)
+
+// This file holds the decisions of a folder pass as pure code over data:
+// no I/O, table-tested in ledger_test.go. The engine (worker.go,
+// resume.go) reads the servers, calls these, and carries out what they
+// return.
+//
+// The rule they keep: the folder's mark (a target UID) only moves over
+// target UIDs that are accounted for. Every UID below the mark is a
+// recorded copy of ours, a copy of ours found by content (adopted, or
+// removed when its source message already has one), or proven foreign
+// (its bytes match no suspect: the target's own mail, left alone). A
+// server may commit an APPEND whose client is gone at any later moment,
+// but it gives the message a UID above every UID it has given before, so
+// such a late copy always lands at or above the mark and the next check
+// of [mark, ...) finds it, whenever it lands.
+
+// contentMatch pairs a and b items with equal SHA-256 digests one to one,
+// in the order given (so identical messages, twins, pair by multiplicity:
+// the first a with the first b). Items whose digest is not known (ok
+// false) never match. It is the one content matcher of the engine: for
+// copies whose APPEND outcome is unknown, for copies of an earlier run,
+// after a UIDVALIDITY change on either side.
+func contentMatch[A, B any](as []A, digestA func(A) ([32]byte, bool), bs []B, digestB func(B) ([32]byte, bool)) (pairs [][2]int, restA, restB []int) {
+	byDigest := map[[32]byte][]int{}
+	for j, b := range bs {
+		if d, ok := digestB(b); ok {
+			byDigest[d] = append(byDigest[d], j)
+		} else {
+			restB = append(restB, j)
+		}
+	}
+	for i, a := range as {
+		d, ok := digestA(a)
+		if !ok || len(byDigest[d]) == 0 {
+			restA = append(restA, i)
+			continue
+		}
+		pairs = append(pairs, [2]int{i, byDigest[d][0]})
+		byDigest[d] = byDigest[d][1:]
+	}
+	for j := range bs {
+		if d, ok := digestB(bs[j]); ok && len(byDigest[d]) > 0 && byDigest[d][0] == j {
+			restB = append(restB, j)
+			byDigest[d] = byDigest[d][1:]
+		}
+	}
+	sort.Ints(restB)
+	return pairs, restA, restB
+}
+
+// settlement says what becomes of the strangers of a check: target
+// messages at or above the mark that no copy of this pass accounts for.
+type settlement struct {
+	adopt      [][2]int   // (suspect, stranger): the stranger is that message's copy
+	duplicates []imap.UID // copies of suspects that already have one: to be removed
+	foreign    []imap.UID // the target's own messages: left alone
+}
+
+// needsCopy reports whether msg has no copy on the target yet.
+func (msg *message) needsCopy() bool {
+	return msg.status != statusAppended && msg.status != statusVerified
+}
+
+// settleStrangers decides the fate of each stranger. suspects are the
+// source messages whose APPEND may have reached the target unanswered;
+// every one must be hashed, and so must every stranger (the caller reads
+// them when there is any suspect). A stranger whose bytes equal a
+// suspect's is our copy: it is adopted by a suspect that has no copy yet
+// (those come first, lowest UID first), else it is a duplicate of a
+// message that has one. Strangers that match no suspect are foreign.
+// Size is never used to rule a match out: a server may report a wrong
+// RFC822.SIZE, never wrong bytes.
+func settleStrangers(strangers []targetMsg, suspects []*message) settlement {
+	order := append([]*message(nil), suspects...)
+	sort.SliceStable(order, func(i, j int) bool {
+		a, b := order[i].needsCopy(), order[j].needsCopy()
+		if a != b {
+			return a
+		}
+		return order[i].uid < order[j].uid
+	})
+	pairs, _, rest := contentMatch(order,
+		func(m *message) ([32]byte, bool) { return m.sha, m.hashed },
+		strangers,
+		func(t targetMsg) ([32]byte, bool) { return t.sha, t.hashed })
+	var s settlement
+	for _, p := range pairs {
+		msg, t := order[p[0]], strangers[p[1]]
+		if msg.needsCopy() {
+			s.adopt = append(s.adopt, [2]int{indexOf(suspects, msg), p[1]})
+		} else {
+			s.duplicates = append(s.duplicates, t.uid)
+		}
+	}
+	for _, j := range rest {
+		s.foreign = append(s.foreign, strangers[j].uid)
+	}
+	return s
+}
+
+func indexOf(msgs []*message, m *message) int {
+	for i, x := range msgs {
+		if x == m {
+			return i
+		}
+	}
+	return -1
+}
+
+// nextMark is the mark after a check that listed every target message
+// in [mark, hi] (hi 0: up to the newest one, whose UIDs are listed): one
+// above the highest UID checked, never lower than before.
+func nextMark(mark, hi imap.UID, listed []imap.UID) imap.UID {
+	top := mark
+	if hi != 0 {
+		top = max(top, hi+1)
+	}
+	for _, uid := range listed {
+		if uid >= mark {
+			top = max(top, uid+1)
+		}
+	}
+	return top
+}
+
+// suspectSet is the folder's suspects to record: messages an APPEND of
+// which may still land unanswered (lost), and next, the batch about to be
+// sent. all stands for every source message ("*").
+func suspectSet(msgs []*message, next []*message, all bool) string {
+	if all {
+		return "*"
+	}
+	var set imap.UIDSet
+	for _, msg := range msgs {
+		if msg.suspect && msg.lost {
+			set.AddNum(msg.uid)
+		}
+	}
+	for _, msg := range next {
+		set.AddNum(msg.uid)
+	}
+	if len(set) == 0 {
+		return ""
+	}
+	return set.String()
+}
+
+// parseSuspects reads a recorded suspect set; a set that does not parse
+// counts as every message (the safe reading).
+func parseSuspects(s string) (set imap.UIDSet, all bool) {
+	switch s {
+	case "":
+		return nil, false
+	case "*":
+		return nil, true
+	}
+	// go-imap (v2.0.0-beta.8) exports no set parser; the format is the
+	// one UIDSet.String writes: "a:b,c".
+	for _, part := range strings.Split(s, ",") {
+		lo, hi, isRange := strings.Cut(part, ":")
+		a, err := strconv.ParseUint(lo, 10, 32)
+		if err != nil || a == 0 {
+			return nil, true
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.ParseUint(hi, 10, 32); err != nil || b == 0 {
+				return nil, true
+			}
+		}
+		set.AddRange(imap.UID(min(a, b)), imap.UID(max(a, b)))
+	}
+	return set, false
+}
