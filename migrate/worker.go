@@ -75,10 +75,10 @@ type message struct {
 
 // folderCopy is the progress of one folder; it survives reconnects.
 type folderCopy struct {
-	m        *FolderMapping
-	msgs     []*message // by source UID, ascending
-	byUID    map[imap.UID]*message
-	listed   bool
+	m      *FolderMapping
+	msgs   []*message // by source UID, ascending
+	byUID  map[imap.UID]*message
+	listed bool
 	// mark: every target UID below it is accounted for (see ledger.go);
 	// at and above it, copies of this pass wait for their check, and any
 	// other message is a stranger to resolve.
@@ -87,9 +87,9 @@ type folderCopy struct {
 	// written before suspects were recorded).
 	suspectAll bool
 	perm       permSet
-	mu       sync.Mutex // guards warned (the APPEND collector warns too)
-	warned   map[string]bool
-	flagWarn int
+	mu         sync.Mutex // guards warned (the APPEND collector warns too)
+	warned     map[string]bool
+	flagWarn   int
 
 	rec    state.Folder // the folder's state record (State only)
 	stored state.Folder // rec as last written
