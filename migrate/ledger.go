@@ -74,46 +74,41 @@ func (msg *message) needsCopy() bool {
 // source messages whose APPEND may have reached the target unanswered;
 // every one must be hashed, and so must every stranger (the caller reads
 // them when there is any suspect). A stranger whose bytes equal a
-// suspect's is our copy: it is adopted by a suspect that has no copy yet
-// (those come first, lowest UID first), else it is a duplicate of a
-// message that has one. Strangers that match no suspect are foreign.
-// Size is never used to rule a match out: a server may report a wrong
-// RFC822.SIZE, never wrong bytes.
+// suspect's is our copy: it is adopted by a suspect with those bytes that
+// has no copy yet (one each, lowest UID first; twins by multiplicity),
+// else it is a duplicate (a message sent more than once may land more
+// than once). Strangers that match no suspect are foreign. Size is never
+// used to rule a match out: a server may report a wrong RFC822.SIZE,
+// never wrong bytes.
 func settleStrangers(strangers []targetMsg, suspects []*message) settlement {
-	order := append([]*message(nil), suspects...)
-	sort.SliceStable(order, func(i, j int) bool {
-		a, b := order[i].needsCopy(), order[j].needsCopy()
-		if a != b {
-			return a
+	var needy []int
+	ours := map[[32]byte]bool{}
+	for i, msg := range suspects {
+		if !msg.hashed {
+			continue
 		}
-		return order[i].uid < order[j].uid
-	})
-	pairs, _, rest := contentMatch(order,
-		func(m *message) ([32]byte, bool) { return m.sha, m.hashed },
+		ours[msg.sha] = true
+		if msg.needsCopy() {
+			needy = append(needy, i)
+		}
+	}
+	sort.SliceStable(needy, func(a, b int) bool { return suspects[needy[a]].uid < suspects[needy[b]].uid })
+	pairs, _, rest := contentMatch(needy,
+		func(i int) ([32]byte, bool) { return suspects[i].sha, true },
 		strangers,
 		func(t targetMsg) ([32]byte, bool) { return t.sha, t.hashed })
 	var s settlement
 	for _, p := range pairs {
-		msg, t := order[p[0]], strangers[p[1]]
-		if msg.needsCopy() {
-			s.adopt = append(s.adopt, [2]int{indexOf(suspects, msg), p[1]})
-		} else {
-			s.duplicates = append(s.duplicates, t.uid)
-		}
+		s.adopt = append(s.adopt, [2]int{needy[p[0]], p[1]})
 	}
 	for _, j := range rest {
-		s.foreign = append(s.foreign, strangers[j].uid)
-	}
-	return s
-}
-
-func indexOf(msgs []*message, m *message) int {
-	for i, x := range msgs {
-		if x == m {
-			return i
+		if t := strangers[j]; t.hashed && ours[t.sha] {
+			s.duplicates = append(s.duplicates, t.uid)
+		} else {
+			s.foreign = append(s.foreign, t.uid)
 		}
 	}
-	return -1
+	return s
 }
 
 // nextMark is the mark after a check that listed every target message
