@@ -911,6 +911,7 @@ func (w *worker) flagWarning(fc *folderCopy, flag string) {
 func (w *worker) appended(fc *folderCopy, msg *message, data *imap.AppendData, err error) {
 	switch {
 	case err == nil && data != nil && data.UID != 0 && w.dst.Features.UIDPlus:
+		failpoint.Hit("append-answered") // stored on the target, not yet recorded
 		fc.ours(msg, data.UID)
 		w.run.emit(Event{Kind: EventMessageCopied, Folder: fc.m.Source, Messages: 1, Bytes: msg.size})
 	case err == nil:

@@ -4,8 +4,9 @@
 // variable Hit costs one atomic load.
 //
 // The points: "state-commit" (inside a message-map transaction, after its
-// writes, before COMMIT) and "append-literal" (halfway through the literal
-// of an APPEND larger than 1 MiB).
+// writes, before COMMIT), "append-literal" (halfway through the literal
+// of an APPEND larger than 1 MiB) and "append-answered" (when the target
+// has answered an APPEND with its UID, before the copy is recorded).
 package failpoint
 
 import (

@@ -1,0 +1,244 @@
+package migrate_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"mailferry/internal/testrig/corpus"
+	"mailferry/internal/testrig/dovecot"
+	"mailferry/internal/testrig/faultproxy"
+	"mailferry/migrate"
+	"mailferry/state"
+	"mailferry/state/statetest"
+)
+
+// Exactly once against a target that commits APPENDs after their client
+// is gone. The faults come from faultproxy.Late in front of the target.
+
+// lateRig is a source and target Dovecot, the target behind a Late proxy,
+// and a state the runs share.
+type lateRig struct {
+	stateRig
+	proxy *faultproxy.Late
+}
+
+func newLateRig(t *testing.T, url string, m *corpus.Mailbox) *lateRig {
+	r := &lateRig{stateRig: *newStateRig(t, url, dovecot.Options{}, m)}
+	r.proxy = faultproxy.StartLate(t, r.dst.Addr)
+	return r
+}
+
+// run copies once through the proxy; it returns the report and error as
+// they are, since faulty runs may fail.
+func (r *lateRig) run(ctx context.Context, opts migrate.Options) (*migrate.Report, error) {
+	r.t.Helper()
+	opts.State = r.lease
+	dstCfg := endpoint(r.t, "target", r.proxy.Addr, "alice", r.dst.Users["alice"])
+	return migrate.Copy(ctx, userCfg(r.t, "source", r.src, "alice"), dstCfg, opts)
+}
+
+// smallMessages is a mailbox of small messages only (up to 4 KiB, so
+// every APPEND literal is non-synchronizing and pipelines whole), with
+// twins and duplicates among them.
+func smallMessages(seed uint64, perFolder int) *corpus.Mailbox {
+	return corpus.Generate(corpus.Options{Seed: seed, Folders: 3, MessagesPerFolder: perFolder, MaxSize: 4 << 10, Odd: true})
+}
+
+// TestLateCommitAfterTheNextScan is the deterministic late commit: the
+// first run's connection dies with complete APPENDs that the proxy holds
+// back from the server; they reach it only once the next run has looked at
+// the target (its first FETCH answered). The server then stores copies
+// nobody asked for any more. They must end up neither duplicated nor
+// missing, and be removed as duplicates, never left or adopted twice.
+func TestLateCommitAfterTheNextScan(t *testing.T) {
+	statetest.EachDriver(t, func(t *testing.T, url string) {
+		m := smallMessages(71, 120)
+		r := newLateRig(t, url, m)
+		r.proxy.HoldAfter(40)
+
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = r.run(ctx, migrate.Options{Connections: 1})
+		}()
+		// The client pipelines: once it waits for answers to APPENDs the
+		// proxy holds, it is stuck; that is the crash.
+		waitUntil(t, 20*time.Second, "APPENDs held back", func() bool { return r.proxy.HeldSoFar() >= 8 })
+		cancel()
+		<-done
+		waitUntil(t, 10*time.Second, "the dead link parked", func() bool { return r.proxy.Held() >= 8 })
+		held := r.proxy.Held()
+
+		r.proxy.HoldAfter(0)
+		r.proxy.ReleaseAfterScan()
+		second, err := r.run(context.Background(), migrate.Options{Connections: 1})
+		if err != nil || second.Failed != 0 {
+			t.Fatalf("second run: %v, %d failed: %v", err, failed(second), failures(second))
+		}
+		if got := r.proxy.Released(); got != held {
+			t.Fatalf("the proxy released %d held APPENDs, want %d (was the next run's scan seen?)", got, held)
+		}
+		// A late commit that lands after the second run's last look is
+		// the third's to find.
+		third, err := r.run(context.Background(), migrate.Options{Connections: 1})
+		if err != nil || third.Failed != 0 {
+			t.Fatalf("third run: %v, %d failed: %v", err, failed(third), failures(third))
+		}
+		r.exact()
+		removed := second.DuplicatesRemoved + third.DuplicatesRemoved
+		t.Logf("held %d APPENDs; second run: adopted %d, copied %d, removed %d; third: removed %d, copied %d",
+			held, second.Adopted, second.Copied, second.DuplicatesRemoved, third.DuplicatesRemoved, third.Copied)
+		// Every held APPEND landed late; so may a few the server had read
+		// but not answered when the client died (at most a pipeline's worth).
+		if removed < held || removed > held+32 {
+			t.Errorf("removed %d duplicates, want the %d held late commits (and at most 32 more)", removed, held)
+		}
+		if second.TargetOnly+third.TargetOnly != 0 {
+			t.Errorf("%d late copies were taken for the target's own mail", second.TargetOnly+third.TargetOnly)
+		}
+		if third.Copied != 0 {
+			t.Errorf("third run copied %d", third.Copied)
+		}
+	})
+}
+
+// TestTargetDropsSwept drops the target connection after N commands, for
+// 20 values of N, with APPENDs in flight whose bytes the server still
+// gets, and once says BYE halfway through a literal. Every run ends with
+// the target equal to the source, or fails naming what is not verified;
+// after a clean rerun it is exact. Each N copies into a target account of
+// its own, from nothing.
+func TestTargetDropsSwept(t *testing.T) {
+	dovecot.Require(t)
+	ns := []int{7, 9, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 83, 97}
+	users := map[string]string{"alice": "alice-pw"}
+	for i := range ns {
+		users[fmt.Sprintf("round%02d", i)] = "round-pw"
+	}
+	src := dovecot.Start(t, dovecot.Options{Name: "src"})
+	dst := dovecot.Start(t, dovecot.Options{Name: "dst", Separator: "/", Users: users})
+	m := smallMessages(72, 60)
+	m.Folders[0].Messages = append(m.Folders[0].Messages, corpus.Big(3<<20, 72)) // a literal to cut
+	corpus.Seed(t, src.Addr, "alice", src.Users["alice"], m)
+	want := corpus.TakeSnapshot(t, src.Addr, "alice", src.Users["alice"])
+	proxy := faultproxy.StartLate(t, dst.Addr)
+	proxy.SetDelay(2 * time.Millisecond)
+	ctx := context.Background()
+	dropped := 0
+	for i, n := range ns {
+		user := fmt.Sprintf("round%02d", i)
+		st, err := state.Open(ctx, statetest.SQLite(t))
+		must(t, err)
+		lease, err := st.Acquire(ctx, state.Key{Source: "src", Target: user}, "test", time.Hour)
+		must(t, err)
+		run := func() (*migrate.Report, error) {
+			return migrate.Copy(ctx, userCfg(t, "source", src, "alice"),
+				endpoint(t, "target", proxy.Addr, user, "round-pw"), migrate.Options{State: lease, Connections: 2})
+		}
+		proxy.DropAfter(n)
+		if i == 3 {
+			proxy.ByeMidLiteral(1)
+		}
+		before := proxy.Drops()
+		var rep *migrate.Report
+		for attempt := 0; attempt < 40; attempt++ {
+			rep, err = run()
+			if err == nil && rep.Failed == 0 {
+				break
+			}
+			// A run that did not finish must say what it left unverified.
+			if err == nil && len(rep.Failures) == 0 {
+				t.Fatalf("N=%d: a run with %d failed lists no failure", n, rep.Failed)
+			}
+		}
+		if err != nil || rep.Failed != 0 {
+			t.Fatalf("N=%d: no clean run in 40: %v %v", n, err, failures(rep))
+		}
+		dropped += proxy.Drops() - before
+		proxy.DropAfter(0)
+		proxy.ByeMidLiteral(0)
+		// A late commit may land after the last run's last look: one
+		// more run without faults finds it.
+		if rep, err = run(); err != nil || rep.Failed != 0 {
+			t.Fatalf("N=%d: clean rerun: %v %v", n, err, failures(rep))
+		}
+		got := corpus.TakeSnapshot(t, dst.Addr, user, "round-pw")
+		if diff := corpus.Compare(want, got, nil); len(diff) > 0 {
+			t.Fatalf("N=%d: target differs from source:\n%s", n, strings.Join(diff, "\n"))
+		}
+		st.Close()
+	}
+	if dropped < len(ns) {
+		t.Errorf("only %d connections were dropped", dropped)
+	}
+}
+
+// A source that reports a wrong RFC822.SIZE (a few bytes off) plus a crash
+// mid-copy: the resume matches the dead run's copies by their bytes, not
+// their size, and appends none twice.
+func TestLyingSizeAndCrash(t *testing.T) {
+	m := smallMessages(73, 100)
+	r := newLateRig(t, statetest.SQLite(t), m)
+	src := faultproxy.StartLate(t, r.src.Addr)
+	src.LieSize(3)
+	runSrc := func(ctx context.Context) (*migrate.Report, error) {
+		srcCfg := endpoint(t, "source", src.Addr, "alice", r.src.Users["alice"])
+		dstCfg := endpoint(t, "target", r.proxy.Addr, "alice", r.dst.Users["alice"])
+		return migrate.Copy(ctx, srcCfg, dstCfg, migrate.Options{State: r.lease, Connections: 1})
+	}
+	r.proxy.HoldAfter(30)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _, _ = runSrc(ctx) }()
+	waitUntil(t, 20*time.Second, "APPENDs held back", func() bool { return r.proxy.HeldSoFar() >= 4 })
+	cancel()
+	<-done
+	// The held APPENDs reach the server before the resume this time, so
+	// the resume finds them as strangers of a size the source misreports.
+	r.proxy.HoldAfter(0)
+	r.proxy.Release()
+	rep, err := runSrc(context.Background())
+	if err != nil || rep.Failed != 0 {
+		t.Fatalf("resume: %v %v", err, failures(rep))
+	}
+	if rep.Adopted < 30 {
+		t.Errorf("adopted %d of the dead run's copies, want at least 30", rep.Adopted)
+	}
+	if _, err := runSrc(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.exact()
+}
+
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func failed(r *migrate.Report) int {
+	if r == nil {
+		return -1
+	}
+	return r.Failed
+}
+
+func failures(r *migrate.Report) string {
+	if r == nil {
+		return "no report"
+	}
+	var s []string
+	for _, f := range r.Failures {
+		s = append(s, fmt.Sprintf("%s uid %d: %s", f.Folder, f.UID, f.Reason))
+	}
+	return strings.Join(s, "; ")
+}
