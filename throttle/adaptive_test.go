@@ -360,3 +360,26 @@ func TestTinyLatencyRiseIsNoise(t *testing.T) {
 		t.Fatal("a rise to 100 ms did not shrink the limit")
 	}
 }
+
+// The caller's Verdict decides distress (DoneAs); the error's text never
+// does.
+func TestDoneAsTakesTheCallersVerdict(t *testing.T) {
+	l, _ := newTest(t, Config{MaxConnections: 4})
+	busyText := errors.New("imap: NO [UNAVAILABLE] busy, try again in 1 seconds")
+	for _, end := range []func(*Op){
+		func(op *Op) { op.Done(busyText) },
+		func(op *Op) { op.DoneAs(busyText, Verdict{Signal: SignalUnavailable}) },
+		func(op *Op) { op.DoneUntimedAs(busyText, Verdict{Signal: SignalTryLater, After: time.Second}) },
+		func(op *Op) { op.DoneAs(busyText, Verdict{Signal: SignalFatal}) },
+		func(op *Op) { op.DoneUntimed(WithVerdict(busyText, Verdict{Signal: SignalReset})) },
+	} {
+		op, err := l.Begin(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		end(op)
+	}
+	if s := l.Snapshot(); s.Errors != 5 || s.Distress != 3 {
+		t.Fatalf("%d errors, %d distress; want 5 errors, 3 of them distress (the verdicts, not the text)", s.Errors, s.Distress)
+	}
+}
