@@ -15,8 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
-
 	"mailferry/internal/imapconn"
 	"mailferry/state"
 	"mailferry/throttle"
@@ -428,7 +426,7 @@ func (r *run) dialPairWaiting(ctx, wait context.Context) (*imapconn.Conn, *imapc
 func prepareTarget(dc *imapconn.Conn, dstTree *tree, m *FolderMapping) error {
 	existing := dstTree.byName(m.Target)
 	if existing == nil || existing.NoSelect {
-		if err := dc.Create(m.Target, nil).Wait(); err != nil && !isAlreadyExists(err) {
+		if err := dc.Create(m.Target, nil).Wait(); err != nil && imapconn.Decide(err).Action != imapconn.Exists {
 			return err
 		}
 	}
@@ -492,10 +490,4 @@ func (r *run) failFolder(m *FolderMapping, reason string) {
 	r.report.Failures = append(r.report.Failures, Failure{Folder: m.Source, Reason: reason})
 	r.report.Messages += int(m.src.Messages)
 	r.report.Failed += max(int(m.src.Messages), 1)
-}
-
-func isAlreadyExists(err error) bool {
-	var ie *imap.Error
-	return errors.As(err, &ie) && (ie.Code == imap.ResponseCodeAlreadyExists ||
-		strings.Contains(strings.ToLower(ie.Text), "already exists"))
 }

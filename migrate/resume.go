@@ -670,7 +670,7 @@ func (w *worker) syncFlags(ctx context.Context, fc *folderCopy) error {
 		if errors.As(err, &ie) {
 			w.run.warn(fmt.Sprintf("folder %q: the target refused flags %s: %v", fc.m.Target, flagList(flags), err))
 		} else if err != nil {
-			return fmt.Errorf("store flags on %q on the target: %w", fc.m.Target, err)
+			return &imapconn.OpError{Side: imapconn.Target, Op: "store flags", Folder: fc.m.Target, Err: err}
 		}
 		changed = append(changed, msgs...)
 	}

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
+	"mailferry/internal/imapconn"
 	"mailferry/throttle"
 )
 
@@ -68,7 +68,7 @@ func short(ctx context.Context, lim *throttle.Limiter, f func() error) error {
 		return err
 	}
 	err = f()
-	op.Done(err)
+	op.DoneAs(err, imapconn.Decide(err).Verdict())
 	return err
 }
 
@@ -94,7 +94,7 @@ func beginStream(ctx context.Context, lim *throttle.Limiter) (*stream, error) {
 func (s *stream) asked()    { s.t0 = time.Now() }
 func (s *stream) answered() { s.lim.Observe(time.Since(s.t0)) }
 
-func (s *stream) end(err error) { s.op.DoneUntimed(err) }
+func (s *stream) end(err error) { s.op.DoneUntimedAs(err, imapconn.Decide(err).Verdict()) }
 
 // window waits while any side is outside its time windows, or, with
 // ExitOutsideWindow, stops the copy.
@@ -122,12 +122,23 @@ func (r *run) limitedReader(ctx context.Context, lit io.Reader) io.Reader {
 // Throttle is what one cluster's limiter observed, for reports.
 type Throttle = throttle.Stats
 
-// limFor is the limiter of the side an error came from, for counting its
-// backoff: errors name their side ("on the target"); the source is the
-// default, as it is the side to spare.
-func (r *run) limFor(err error) *throttle.Limiter {
-	if err != nil && strings.Contains(err.Error(), "on the target") {
+// limOf is the limiter of the side an error came from (the Side of
+// imapconn.Decide), for counting its backoff; the source when the side is
+// unknown, as it is the side to spare.
+func (r *run) limOf(side imapconn.Side) *throttle.Limiter {
+	if side == imapconn.Target {
 		return r.dstLim
 	}
 	return r.srcLim
+}
+
+// sideErr is err when it came from side, nil otherwise, so that a stream
+// spanning both clusters counts each error on its own cluster's limiter
+// only (an error of unknown side counts as the source's).
+func sideErr(side imapconn.Side, err error) error {
+	s := imapconn.Decide(err).Side
+	if s == side || (s == imapconn.SideUnknown && side == imapconn.Source) {
+		return err
+	}
+	return nil
 }

@@ -179,13 +179,13 @@ func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 				break
 			}
 			// Honours a wait the server asked for ("try again in 30 s").
-			if r.limFor(lastErr).Pause(ctx, attempt-1, lastErr) != nil {
+			if d := imapconn.Decide(lastErr); r.limOf(d.Side).Pause(ctx, attempt-1, d.Verdict()) != nil {
 				break
 			}
 		}
 		if err := w.connect(ctx); err != nil {
 			lastErr = err
-			if imapconn.Classify(err) != imapconn.Retry {
+			if !imapconn.Decide(err).Retryable() {
 				break
 			}
 			continue
@@ -199,13 +199,13 @@ func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 		if ctx.Err() != nil || errors.Is(err, ErrInterrupted) || errors.Is(err, ErrOutsideWindow) {
 			break
 		}
-		switch imapconn.Classify(err) {
-		case imapconn.Retry:
+		switch imapconn.Decide(err).Action {
+		case imapconn.Retry, imapconn.Reconnect:
 			// A dead connection is reopened by connect; a live one that
 			// answered "try later" is reused.
 			continue
-		case imapconn.TryCreate:
-			if cerr := short(ctx, w.run.dstLim, func() error { return w.dst.Create(m.Target, nil).Wait() }); cerr != nil && !isAlreadyExists(cerr) {
+		case imapconn.CreateRetry:
+			if cerr := short(ctx, w.run.dstLim, func() error { return w.dst.Create(m.Target, nil).Wait() }); cerr != nil && imapconn.Decide(cerr).Action != imapconn.Exists {
 				lastErr = cerr
 				attempt = maxAttempts
 			}
@@ -287,14 +287,14 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("examine %q on the source: %w", m.src.Name, err)
+		return imapconn.Wrap(imapconn.Source, "examine", m.src.Name, err)
 	}
 	err = short(ctx, w.run.dstLim, func() (err error) {
 		sel, err = w.dst.Select(m.Target, nil).Wait()
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("select %q on the target: %w", m.Target, err)
+		return imapconn.Wrap(imapconn.Target, "select", m.Target, err)
 	}
 	fc.perm = newPermSet(sel.PermanentFlags)
 	if !fc.listed {
@@ -507,7 +507,7 @@ func (w *worker) maxTargetUID(ctx context.Context) (imap.UID, error) {
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("search target: %w", err)
+		return 0, imapconn.Wrap(imapconn.Target, "search", "", err)
 	}
 	if uids := data.AllUIDs(); len(uids) > 0 {
 		return uids[len(uids)-1], nil
@@ -552,23 +552,23 @@ func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*messa
 			data, err := p.cmd.Wait()
 			w.run.dstLim.Observe(time.Since(p.sent))
 			w.appended(fc, p.msg, data, err)
-			if err != nil && (imapconn.IsConnectionLost(err) || imapconn.Classify(err) == imapconn.FatalMailbox) {
+			if a := imapconn.Decide(err).Action; a == imapconn.Reconnect || a == imapconn.FailMailbox || a == imapconn.Retry {
 				lostMu.Lock()
 				if lost == nil {
-					lost = err
+					lost = &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, UID: p.msg.uid, Err: err}
 				}
 				lostMu.Unlock()
 			}
 		}
 	}()
 	err = w.streamBatch(ctx, fc, srcStream, uids, inflight)
-	srcStream.end(err)
+	srcStream.end(sideErr(imapconn.Source, err))
 	close(inflight)
 	wg.Wait()
 	if err == nil {
 		err = lost
 	}
-	dstStream.end(err)
+	dstStream.end(sideErr(imapconn.Target, err))
 	if err == nil {
 		// A message expunged on the source since the listing is not fetched.
 		for _, msg := range batch {
@@ -649,7 +649,7 @@ func (w *worker) streamBatch(ctx context.Context, fc *folderCopy, st *stream, ui
 		}
 	}
 	if err := fetch.Close(); err != nil {
-		return fmt.Errorf("fetch from %q on the source: %w", fc.m.Source, err)
+		return imapconn.Wrap(imapconn.Source, "fetch", fc.m.Source, err)
 	}
 	return nil
 }
@@ -732,16 +732,21 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 		var ie *imap.Error
 		if errors.As(werr, &ie) {
 			msg.status, msg.reason = statusFailed, fmt.Sprintf("append refused by the target: %v", werr)
-			if imapconn.Classify(werr) == imapconn.FatalMessage && w.fallBack(fc, msg, werr) {
+			d := imapconn.Decide(werr)
+			refused := d.Action == imapconn.FailMessage || d.Action == imapconn.Exists
+			if d.Action == imapconn.Retry {
+				msg.status, msg.reason = statusPending, "" // a busy server stored nothing: again after the wait
+			}
+			if refused && w.fallBack(fc, msg, werr) {
 				msg.status, msg.reason = statusPending, ""
 			}
-			if imapconn.Classify(werr) == imapconn.FatalMessage {
+			if refused {
 				// Only this message is refused; reconnect and go on.
-				return fmt.Errorf("append uid %d to %q on the target: %w", msg.uid, fc.m.Target, errReconnect)
+				return &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, UID: msg.uid, Err: errReconnect}
 			}
-			return fmt.Errorf("append uid %d to %q on the target: %w", msg.uid, fc.m.Target, werr)
+			return &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, UID: msg.uid, Err: werr}
 		}
-		return fmt.Errorf("append uid %d to %q on the target: %w", msg.uid, fc.m.Target, err)
+		return &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, UID: msg.uid, Err: err}
 	}
 	copy(msg.sha[:], h.Sum(nil))
 	msg.size, msg.hashed = size, true
@@ -749,7 +754,7 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 		// The whole literal went out: the server may store it anyway.
 		msg.status, msg.lost = statusPending, true
 		w.dst.Close()
-		return fmt.Errorf("append uid %d to %q on the target: %w", msg.uid, fc.m.Target, err)
+		return &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, UID: msg.uid, Err: err}
 	}
 	select {
 	case inflight <- pendingAppend{msg: msg, cmd: cmd, sent: time.Now()}:
@@ -909,6 +914,7 @@ func (w *worker) flagWarning(fc *folderCopy, flag string) {
 // appended records an APPEND's answer. It runs on the collector goroutine
 // while the batch streams; it only touches msg.
 func (w *worker) appended(fc *folderCopy, msg *message, data *imap.AppendData, err error) {
+	d := imapconn.Decide(err)
 	switch {
 	case err == nil && data != nil && data.UID != 0 && w.dst.Features.UIDPlus:
 		failpoint.Hit("append-answered") // stored on the target, not yet recorded
@@ -917,9 +923,11 @@ func (w *worker) appended(fc *folderCopy, msg *message, data *imap.AppendData, e
 	case err == nil:
 		msg.status = statusUnknown // no APPENDUID: found by reconcile
 		w.run.emit(Event{Kind: EventMessageCopied, Folder: fc.m.Source, Messages: 1, Bytes: msg.size})
-	case imapconn.Classify(err) == imapconn.FatalMessage && w.fallBack(fc, msg, err):
+	case d.Action == imapconn.Retry:
+		msg.status = statusPending // refused by a busy server, nothing stored: again after the wait
+	case (d.Action == imapconn.FailMessage || d.Action == imapconn.Exists) && w.fallBack(fc, msg, err):
 		msg.status = statusPending // again, with fewer flags
-	case imapconn.Classify(err) == imapconn.FatalMessage || imapconn.Classify(err) == imapconn.FatalMailbox:
+	case d.Action == imapconn.FailMessage || d.Action == imapconn.Exists || d.Action == imapconn.FailMailbox:
 		msg.status, msg.reason = statusFailed, fmt.Sprintf("append refused by the target: %v", err)
 	default:
 		// Connection lost: maybe stored, maybe not, maybe later.
@@ -939,7 +947,8 @@ type targetMsg struct {
 // fetchTarget reads size, flags and (if body) the SHA-256 of the exact
 // bytes of target messages in the selected folder.
 func (w *worker) fetchTarget(ctx context.Context, uids imap.UIDSet, body bool) ([]targetMsg, error) {
-	return w.fetchDigests(ctx, w.dst, w.run.dstLim, uids, body)
+	got, err := w.fetchDigests(ctx, w.dst, w.run.dstLim, uids, body)
+	return got, imapconn.Wrap(imapconn.Target, "fetch", "", err)
 }
 
 // fetchDigests reads size, flags and (if body) the SHA-256 of the exact
@@ -1019,11 +1028,11 @@ func (w *worker) deleteTarget(ctx context.Context, uids imap.UIDSet) error {
 	if err := short(ctx, lim, func() error {
 		return w.dst.Store(uids, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close()
 	}); err != nil {
-		return fmt.Errorf("flag target copies %s deleted: %w", uids, err)
+		return imapconn.Wrap(imapconn.Target, fmt.Sprintf("flag copies %s deleted", uids), "", err)
 	}
 	if w.dst.Features.UIDPlus {
 		if err := short(ctx, lim, func() error { return w.dst.UIDExpunge(uids).Close() }); err != nil {
-			return fmt.Errorf("expunge bad target copies %s: %w", uids, err)
+			return imapconn.Wrap(imapconn.Target, fmt.Sprintf("expunge bad copies %s", uids), "", err)
 		}
 	}
 	return nil

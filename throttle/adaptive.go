@@ -86,16 +86,23 @@ func (l *Limiter) Begin(ctx context.Context) (*Op, error) {
 
 // Done frees the command's slot and records its latency (from Begin, on
 // the Limiter's clock) and outcome: nil is a success; an error whose
-// Signal is retryable (an overload signal, a reset, a timeout) counts
+// Verdict (VerdictOf) is retryable (an overload signal, a reset, a timeout) counts
 // toward the distress rate; any other error is a failure from a responsive
 // server and its latency counts like a success's; a canceled context is not
 // recorded. Calls after the first do nothing.
-func (o *Op) Done(err error) { o.end(err, true) }
+func (o *Op) Done(err error) { o.end(err, VerdictOf(err), true) }
+
+// DoneAs is Done with the error's Verdict decided by the caller (the IMAP
+// layer's decision) rather than read from the error.
+func (o *Op) DoneAs(err error, v Verdict) { o.end(err, v, true) }
 
 // DoneUntimed ends the command like Done but adds no latency sample: for
 // long transfers whose duration says more about their size than about the
 // server. Their caller reports the server's latency with Observe.
-func (o *Op) DoneUntimed(err error) { o.end(err, false) }
+func (o *Op) DoneUntimed(err error) { o.end(err, VerdictOf(err), false) }
+
+// DoneUntimedAs is DoneUntimed with the Verdict decided by the caller.
+func (o *Op) DoneUntimedAs(err error, v Verdict) { o.end(err, v, false) }
 
 // Observe records one command latency the caller measured itself, such as
 // the wait for each message of a streaming FETCH, without taking a slot.
@@ -111,7 +118,7 @@ func (l *Limiter) Observe(d time.Duration) {
 	l.evaluate(now)
 }
 
-func (o *Op) end(err error, timed bool) {
+func (o *Op) end(err error, v Verdict, timed bool) {
 	l := o.l
 	now := l.clock.Now()
 	l.mu.Lock()
@@ -129,7 +136,7 @@ func (o *Op) end(err error, timed bool) {
 	l.st.Commands++
 	if err != nil {
 		l.st.Errors++
-		if Classify(err).Retryable() {
+		if v.Retryable() {
 			l.st.Distress++
 			a.ivDistress++
 			l.evaluate(now)

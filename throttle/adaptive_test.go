@@ -134,7 +134,7 @@ func TestDegradedStartsLower(t *testing.T) {
 }
 
 func TestDistressErrorsShrink(t *testing.T) {
-	unavailable := errors.New("fetch uid 7: imap: NO [UNAVAILABLE] Backend overloaded")
+	unavailable := WithVerdict(errors.New("fetch uid 7: imap: NO [UNAVAILABLE] Backend overloaded"), Verdict{Signal: SignalUnavailable})
 	l, clock := newTest(t, Config{MaxConnections: 10})
 	drive(t, l, clock, 5*time.Second, 10*time.Millisecond, nil)
 	drive(t, l, clock, 5*time.Second, 10*time.Millisecond, func(i int) error {
@@ -151,7 +151,7 @@ func TestDistressErrorsShrink(t *testing.T) {
 	// Errors from a responsive server (no overload signal) are not distress.
 	l2, clock2 := newTest(t, Config{MaxConnections: 10})
 	drive(t, l2, clock2, 10*time.Second, 10*time.Millisecond, func(i int) error {
-		return errors.New("imap: NO [TRYCREATE] no such folder")
+		return WithVerdict(errors.New("imap: NO [TRYCREATE] no such folder"), Verdict{Signal: SignalFatal})
 	})
 	if s := l2.Snapshot(); s.Limit != 10 || s.Errors == 0 || s.Distress != 0 {
 		t.Fatalf("fatal-but-prompt errors: limit %d, errors %d, distress %d; want 10, >0, 0", s.Limit, s.Errors, s.Distress)
@@ -182,7 +182,7 @@ func TestLimitStaysInBoundsUnderRandomLoad(t *testing.T) {
 			failRate := r.Float64() * 0.5
 			drive(t, l, clock, 2*time.Second, lat+time.Millisecond, func(int) error {
 				if r.Float64() < failRate {
-					return errors.New("read: connection reset by peer")
+					return WithVerdict(errors.New("read: connection reset by peer"), Verdict{Signal: SignalReset})
 				}
 				return nil
 			})
@@ -337,7 +337,7 @@ func TestObserveAndDoneUntimed(t *testing.T) {
 func TestPause(t *testing.T) {
 	l, clock := newTest(t, Config{Backoff: Backoff{Base: time.Millisecond, Max: time.Second, MaxHint: time.Minute}})
 	before := clock.Now()
-	if err := l.Pause(context.Background(), 0, errors.New("NO [UNAVAILABLE] Backend busy, try again in 7 seconds")); err != nil {
+	if err := l.Pause(context.Background(), 0, Verdict{Signal: SignalUnavailable, After: 7 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	if waited := clock.Now().Sub(before); waited < 7*time.Second || waited > 7*time.Second+time.Millisecond {
@@ -358,5 +358,28 @@ func TestTinyLatencyRiseIsNoise(t *testing.T) {
 	}
 	if lo, _ := drive(t, l, clock, 20*time.Second, 100*time.Millisecond, nil); lo == 8 {
 		t.Fatal("a rise to 100 ms did not shrink the limit")
+	}
+}
+
+// The caller's Verdict decides distress (DoneAs); the error's text never
+// does.
+func TestDoneAsTakesTheCallersVerdict(t *testing.T) {
+	l, _ := newTest(t, Config{MaxConnections: 4})
+	busyText := errors.New("imap: NO [UNAVAILABLE] busy, try again in 1 seconds")
+	for _, end := range []func(*Op){
+		func(op *Op) { op.Done(busyText) },
+		func(op *Op) { op.DoneAs(busyText, Verdict{Signal: SignalUnavailable}) },
+		func(op *Op) { op.DoneUntimedAs(busyText, Verdict{Signal: SignalTryLater, After: time.Second}) },
+		func(op *Op) { op.DoneAs(busyText, Verdict{Signal: SignalFatal}) },
+		func(op *Op) { op.DoneUntimed(WithVerdict(busyText, Verdict{Signal: SignalReset})) },
+	} {
+		op, err := l.Begin(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		end(op)
+	}
+	if s := l.Snapshot(); s.Errors != 5 || s.Distress != 3 {
+		t.Fatalf("%d errors, %d distress; want 5 errors, 3 of them distress (the verdicts, not the text)", s.Errors, s.Distress)
 	}
 }

@@ -4,15 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
-	"os"
-	"regexp"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -21,7 +16,7 @@ import (
 type Signal int
 
 const (
-	// SignalNone: nothing recognised; the error is not retried.
+	// SignalNone: no signal; the error is not retried.
 	SignalNone Signal = iota
 	// SignalUnavailable: [UNAVAILABLE] (or [SERVERBUG]), a passing fault.
 	SignalUnavailable
@@ -38,7 +33,7 @@ const (
 	// SignalTimeout: the command or connection timed out.
 	SignalTimeout
 	// SignalFatal: a response code that no retry can fix (wrong
-	// credentials, over quota, no permission, message too big, TRYCREATE).
+	// credentials, over quota, no permission, message too big).
 	SignalFatal
 )
 
@@ -56,7 +51,10 @@ func (s Signal) String() string {
 // as distress for the adaptive limit.
 func (s Signal) Retryable() bool { return s >= SignalUnavailable && s <= SignalTimeout }
 
-// Verdict is the classification of one error.
+// Verdict is what one failed command says about the server, as far as
+// backing off is concerned. The IMAP layer decides it (throttle knows no
+// IMAP): callers hand it over with Pause and Op.DoneAs, or errors carry it
+// (Verdicter).
 type Verdict struct {
 	Signal Signal
 	// After is the wait the server asked for ("try again in 30 seconds");
@@ -67,120 +65,44 @@ type Verdict struct {
 // Retryable reports whether the error is worth a retry.
 func (v Verdict) Retryable() bool { return v.Signal.Retryable() }
 
-var fatalCodes = map[string]bool{
-	"AUTHENTICATIONFAILED": true, "AUTHORIZATIONFAILED": true, "EXPIRED": true,
-	"PRIVACYREQUIRED": true, "CONTACTADMIN": true, "NOPERM": true, "OVERQUOTA": true,
-	"TOOBIG": true, "PARSE": true, "CANNOT": true, "TRYCREATE": true, "NONEXISTENT": true,
-	"ALREADYEXISTS": true,
+// Verdicter is an error that knows its Verdict. The IMAP layer's errors
+// are Verdicters (mailferry/internal/imapconn.OpError); throttle reads
+// them and never parses error text.
+type Verdicter interface {
+	ThrottleVerdict() Verdict
 }
 
-var (
-	codeRe = regexp.MustCompile(`\[([A-Z][A-Z0-9.-]*)[\] ]`)
-	byeRe  = regexp.MustCompile(`(?:^|[\s*:])BYE\b`)
-	hintRe = regexp.MustCompile(`(?i)\b(?:try\s+again|retry(?:[- ]?after:?)?|wait|back\s*off)(?:\s+(?:in|after|for))?\s*(\d{1,9}(?:\.\d+)?)\s*(ms|msecs?|milliseconds?|s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?)?\b`)
-)
-
-// maxHint bounds ParseHint's result, whatever the server wrote.
-const maxHint = 24 * time.Hour
-
-// ParseHint finds a requested wait in a server's reply text, such as "try
-// again in 30 seconds", "retry after 5s", "Retry-After: 2" or "wait 2
-// minutes". A number without a unit is seconds. The result is at most
-// 24 hours; Backoff caps it further.
-func ParseHint(text string) (time.Duration, bool) {
-	m := hintRe.FindStringSubmatch(text)
-	if m == nil {
-		return 0, false
-	}
-	v, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
-		return 0, false
-	}
-	unit := time.Second
-	switch u := strings.ToLower(m[2]); {
-	case u == "ms" || strings.HasPrefix(u, "msec") || strings.HasPrefix(u, "milli"):
-		unit = time.Millisecond
-	case u == "m" || strings.HasPrefix(u, "min"):
-		unit = time.Minute
-	case u == "h" || strings.HasPrefix(u, "h"):
-		unit = time.Hour
-	}
-	d := v * float64(unit)
-	if d > float64(maxHint) {
-		return maxHint, true
-	}
-	return time.Duration(d), true
-}
-
-// ClassifyReply classifies an IMAP server's reply text (a tagged NO or BAD,
-// an untagged BYE, or an error message that quotes one). A response code
-// decides first: [UNAVAILABLE], [SERVERBUG], [LIMIT] and [INUSE] are
-// retryable, codes such as [AUTHENTICATIONFAILED], [OVERQUOTA] or
-// [TRYCREATE] are fatal. Otherwise a BYE is retryable, and so is any reply
-// that asks for a wait. A requested wait is returned in After whatever the
-// signal.
-func ClassifyReply(text string) Verdict {
-	var v Verdict
-	v.After, _ = ParseHint(text)
-	for _, m := range codeRe.FindAllStringSubmatch(text, -1) {
-		switch code := m[1]; {
-		case code == "UNAVAILABLE" || code == "SERVERBUG":
-			v.Signal = SignalUnavailable
-		case code == "LIMIT":
-			v.Signal = SignalLimit
-		case code == "INUSE":
-			v.Signal = SignalInUse
-		case fatalCodes[code]:
-			v.Signal = SignalFatal
-		}
-		if v.Signal != SignalNone {
-			return v
-		}
-	}
-	switch {
-	case byeRe.MatchString(text):
-		v.Signal = SignalBye
-	case v.After > 0:
-		v.Signal = SignalTryLater
-	}
-	return v
-}
-
-// Classify classifies an error of an IMAP command: a canceled context is
-// SignalNone (our own stop, never retried); then the server's reply text
-// decides (ClassifyReply); then timeouts (deadlines, net.Error.Timeout) and
-// dropped connections (reset, broken pipe, EOF, closed) are retryable.
-// Anything else is SignalNone.
-func Classify(err error) Verdict {
+// VerdictOf is the Verdict of the first Verdicter in err's chain; an error
+// with none, nil and a canceled context (our own stop) have the zero
+// Verdict (SignalNone: not retried, not distress).
+func VerdictOf(err error) Verdict {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return Verdict{}
 	}
-	text := err.Error()
-	if v := ClassifyReply(text); v.Signal != SignalNone {
-		return v
-	}
-	// A net.Error says Timeout(); the interface keeps this package free
-	// of net (it must stay linkable by the pure planner).
-	var ne interface{ Timeout() bool }
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
-		errors.As(err, &ne) && ne.Timeout():
-		return Verdict{Signal: SignalTimeout}
-	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.ECONNABORTED),
-		errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return Verdict{Signal: SignalReset}
-	}
-	lower := strings.ToLower(text)
-	for _, s := range []string{"connection reset", "broken pipe", "connection closed", "use of closed network connection", "unexpected eof"} {
-		if strings.Contains(lower, s) {
-			return Verdict{Signal: SignalReset}
-		}
-	}
-	if strings.Contains(lower, "timeout") || strings.Contains(lower, "timed out") {
-		return Verdict{Signal: SignalTimeout}
+	var v Verdicter
+	if errors.As(err, &v) {
+		return v.ThrottleVerdict()
 	}
 	return Verdict{}
 }
+
+// WithVerdict returns err carrying v (a Verdicter wrapping err), for
+// callers that decided an error's meaning themselves. A nil err stays nil.
+func WithVerdict(err error, v Verdict) error {
+	if err == nil {
+		return nil
+	}
+	return &verdictError{err: err, v: v}
+}
+
+type verdictError struct {
+	err error
+	v   Verdict
+}
+
+func (e *verdictError) Error() string            { return e.err.Error() }
+func (e *verdictError) Unwrap() error            { return e.err }
+func (e *verdictError) ThrottleVerdict() Verdict { return e.v }
 
 // Backoff is jittered exponential backoff ("full jitter"): the delay before
 // retry number attempt (from 0) is uniform in [0, min(Max, Base*2^attempt)).
@@ -272,8 +194,8 @@ var (
 	ErrBudgetExhausted = errors.New("retry budget exhausted")
 )
 
-// Retry runs fn until it returns nil, returns an error that Classify does
-// not call retryable (wrapped with ErrNotRetryable), or the budget runs out
+// Retry runs fn until it returns nil, returns an error whose Verdict
+// (VerdictOf) is not retryable (wrapped with ErrNotRetryable), or the budget runs out
 // (wrapped with ErrBudgetExhausted); between attempts it sleeps, on the
 // Limiter's clock, as Config.Backoff says, and counts the backoff in the
 // Limiter's stats. It holds no connection or slot while sleeping: fn takes
@@ -292,25 +214,26 @@ func (l *Limiter) Retry(ctx context.Context, b *Budget, fn func(ctx context.Cont
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w: %w", context.Cause(ctx), err)
 		}
-		v := Classify(err)
+		v := VerdictOf(err)
 		if !v.Retryable() {
 			return fmt.Errorf("%w (%v): %w", ErrNotRetryable, v.Signal, err)
 		}
 		if attempt >= b.perCommand || !b.Take() {
 			return fmt.Errorf("%w after %d attempts: %w", ErrBudgetExhausted, attempt+1, err)
 		}
-		if err2 := l.Pause(ctx, attempt, err); err2 != nil {
+		if err2 := l.Pause(ctx, attempt, v); err2 != nil {
 			return fmt.Errorf("%w: %w", err2, err)
 		}
 	}
 }
 
 // Pause sleeps before retry number attempt (0 for the first) of a command
-// that failed with err, as Retry does: jittered exponential backoff, or
-// the wait the server asked for, capped. It counts the backoff in the
-// stats. It is for callers with their own retry loop.
-func (l *Limiter) Pause(ctx context.Context, attempt int, err error) error {
-	v := Classify(err)
+// whose failure said v, as Retry does: jittered exponential backoff, or the
+// wait the server asked for (v.After), capped, with jitter. It counts the
+// backoff in the stats, under v.Signal. It is for callers with their own
+// retry loop; they take v from the IMAP layer's decision, so a backoff is
+// counted on the limiter of the cluster that asked for it.
+func (l *Limiter) Pause(ctx context.Context, attempt int, v Verdict) error {
 	d := l.cfg.Backoff.Delay(attempt, v.After)
 	l.mu.Lock()
 	l.st.Backoffs++

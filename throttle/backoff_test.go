@@ -5,96 +5,49 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"os"
-	"syscall"
 	"testing"
 	"time"
 )
 
-func TestParseHint(t *testing.T) {
+// throttle reads no error text: a Verdict comes from the error's chain
+// (a Verdicter, such as the IMAP layer's errors) or from the caller.
+func TestVerdictOf(t *testing.T) {
+	busy := Verdict{Signal: SignalUnavailable, After: time.Second}
 	for _, tc := range []struct {
-		text string
-		want time.Duration
-		ok   bool
-	}{
-		{"Backend overloaded, try again in 30 seconds", 30 * time.Second, true},
-		{"NO [UNAVAILABLE] Try again in 1 seconds", time.Second, true},
-		{"retry after 5s", 5 * time.Second, true},
-		{"Retry-After: 7", 7 * time.Second, true},
-		{"please wait 2 minutes", 2 * time.Minute, true},
-		{"back off for 500ms", 500 * time.Millisecond, true},
-		{"try again in 1.5 sec", 1500 * time.Millisecond, true},
-		{"retry in 1 hour", time.Hour, true},
-		{"retry in 99999999 hours", 24 * time.Hour, true},
-		{"try again later", 0, false},
-		{"Mailbox has 30 messages", 0, false},
-		{"", 0, false},
-	} {
-		got, ok := ParseHint(tc.text)
-		if got != tc.want || ok != tc.ok {
-			t.Errorf("ParseHint(%q) = %v, %v; want %v, %v", tc.text, got, ok, tc.want, tc.ok)
-		}
-	}
-}
-
-func TestClassifyReply(t *testing.T) {
-	for _, tc := range []struct {
-		text  string
-		want  Signal
-		after time.Duration
-	}{
-		{"imap: NO [UNAVAILABLE] Backend overloaded, try again in 1 seconds", SignalUnavailable, time.Second},
-		{"A12 NO [LIMIT] Too many concurrent connections", SignalLimit, 0},
-		{"imap: NO [INUSE] Mailbox is locked", SignalInUse, 0},
-		{"imap: NO [SERVERBUG] Internal error", SignalUnavailable, 0},
-		{"* BYE Server shutting down", SignalBye, 0},
-		{"imap: BYE Disconnected for inactivity", SignalBye, 0},
-		{"* BYE [UNAVAILABLE] maintenance, retry after 60s", SignalUnavailable, time.Minute},
-		{"imap: NO Server busy, try again in 30 seconds", SignalTryLater, 30 * time.Second},
-		{"imap: NO [AUTHENTICATIONFAILED] Authentication failed", SignalFatal, 0},
-		{"imap: NO [OVERQUOTA] Quota exceeded", SignalFatal, 0},
-		{"imap: NO [TRYCREATE] Mailbox doesn't exist: Archive", SignalFatal, 0},
-		{`append to "[Gmail]/Sent" on b2: imap: NO [UNAVAILABLE] busy`, SignalUnavailable, 0},
-		{`select "[ARCHIVE] old": imap: NO [LIMIT] busy`, SignalLimit, 0},
-		{"imap: NO Message too large", SignalNone, 0},
-		{"imap: BAD Unknown command", SignalNone, 0},
-		{"BYEBYE", SignalNone, 0},
-	} {
-		v := ClassifyReply(tc.text)
-		if v.Signal != tc.want || v.After != tc.after {
-			t.Errorf("ClassifyReply(%q) = %v after %v; want %v after %v", tc.text, v.Signal, v.After, tc.want, tc.after)
-		}
-	}
-}
-
-func TestClassify(t *testing.T) {
-	reset := &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}
-	for _, tc := range []struct {
+		name string
 		err  error
-		want Signal
+		want Verdict
 	}{
-		{nil, SignalNone},
-		{context.Canceled, SignalNone},
-		{fmt.Errorf("fetch: %w", context.Canceled), SignalNone},
-		{fmt.Errorf("fetch: %w", context.DeadlineExceeded), SignalTimeout},
-		{fmt.Errorf("read: %w", os.ErrDeadlineExceeded), SignalTimeout},
-		{fmt.Errorf("fetch uid 3: %w", reset), SignalReset},
-		{fmt.Errorf("append: %w", syscall.EPIPE), SignalReset},
-		{io.EOF, SignalReset},
-		{fmt.Errorf("fetch: %w", io.ErrUnexpectedEOF), SignalReset},
-		{errors.New("imapclient: connection closed"), SignalReset},
-		{errors.New("dial tcp 127.0.0.1:1: i/o timeout"), SignalTimeout},
-		{errors.New("imap: NO [UNAVAILABLE] busy"), SignalUnavailable},
-		{errors.New("imap: NO [NOPERM] denied"), SignalFatal},
-		{errors.New("checksum mismatch"), SignalNone},
+		{"nil", nil, Verdict{}},
+		{"plain error, even with busy text", errors.New("imap: NO [UNAVAILABLE] busy, try again in 1 seconds"), Verdict{}},
+		{"reset without a verdict", io.EOF, Verdict{}},
+		{"carried", WithVerdict(errors.New("x"), busy), busy},
+		{"carried, wrapped", fmt.Errorf("fetch uid 3: %w", WithVerdict(errors.New("x"), busy)), busy},
+		{"canceled wins", WithVerdict(context.Canceled, busy), Verdict{}},
+		{"canceled, wrapped", fmt.Errorf("fetch: %w", context.Canceled), Verdict{}},
 	} {
-		if got := Classify(tc.err).Signal; got != tc.want {
-			t.Errorf("Classify(%v) = %v; want %v", tc.err, got, tc.want)
+		if got := VerdictOf(tc.err); got != tc.want {
+			t.Errorf("%s: VerdictOf(%v) = %+v; want %+v", tc.name, tc.err, got, tc.want)
 		}
 	}
-	if SignalFatal.Retryable() || SignalNone.Retryable() || !SignalTimeout.Retryable() {
-		t.Error("Retryable is wrong at the edges")
+	if WithVerdict(nil, busy) != nil {
+		t.Error("WithVerdict(nil) is not nil")
+	}
+	inner := errors.New("inner")
+	if e := WithVerdict(inner, busy); !errors.Is(e, inner) || e.Error() != "inner" {
+		t.Errorf("WithVerdict hides its error: %v", e)
+	}
+}
+
+func TestSignalRetryable(t *testing.T) {
+	for s := SignalNone; s <= SignalFatal; s++ {
+		want := s != SignalNone && s != SignalFatal
+		if s.Retryable() != want {
+			t.Errorf("%v.Retryable() = %v", s, s.Retryable())
+		}
+	}
+	if got := Signal(99).String(); got != "signal(99)" {
+		t.Errorf("unknown signal prints %q", got)
 	}
 }
 
@@ -126,7 +79,8 @@ func TestBackoffDelay(t *testing.T) {
 }
 
 func TestRetry(t *testing.T) {
-	unavailable := errors.New("imap: NO [UNAVAILABLE] Backend overloaded, try again in 1 seconds")
+	unavailable := WithVerdict(errors.New("imap: NO [UNAVAILABLE] Backend overloaded, try again in 1 seconds"),
+		Verdict{Signal: SignalUnavailable, After: time.Second})
 	l, clock := newTest(t, Config{Backoff: Backoff{Rand: func() float64 { return 0 }}})
 
 	calls := 0
@@ -148,7 +102,7 @@ func TestRetry(t *testing.T) {
 
 	// Not retryable: one call, reported as such.
 	calls = 0
-	quota := errors.New("imap: NO [OVERQUOTA] Quota exceeded")
+	quota := WithVerdict(errors.New("imap: NO [OVERQUOTA] Quota exceeded"), Verdict{Signal: SignalFatal})
 	err = l.Retry(context.Background(), nil, func(context.Context) error { calls++; return quota })
 	if !errors.Is(err, ErrNotRetryable) || !errors.Is(err, quota) || calls != 1 {
 		t.Fatalf("over quota: %v after %d calls; want ErrNotRetryable wrapping it, 1 call", err, calls)
@@ -156,8 +110,19 @@ func TestRetry(t *testing.T) {
 
 	// Per command budget.
 	calls = 0
-	err = l.Retry(context.Background(), NewBudget(3, 100), func(context.Context) error { calls++; return io.EOF })
+	reset := WithVerdict(io.EOF, Verdict{Signal: SignalReset})
+	err = l.Retry(context.Background(), NewBudget(3, 100), func(context.Context) error { calls++; return reset })
 	if !errors.Is(err, ErrBudgetExhausted) || !errors.Is(err, io.EOF) || calls != 4 {
+		t.Fatalf("always reset, 3 retries per command: %v after %d calls; want budget exhausted after 4", err, calls)
+	}
+
+	// An error without a verdict is not retried, whatever its text says.
+	calls = 0
+	err = l.Retry(context.Background(), nil, func(context.Context) error {
+		calls++
+		return errors.New("imap: NO [UNAVAILABLE] busy")
+	})
+	if !errors.Is(err, ErrNotRetryable) || calls != 1 {
 		t.Fatalf("always reset, 3 retries per command: %v after %d calls; want budget exhausted after 4", err, calls)
 	}
 }
@@ -168,7 +133,7 @@ func TestMailboxBudgetIsShared(t *testing.T) {
 	fails := func(n int) func(context.Context) error {
 		return func(context.Context) error {
 			if n--; n >= 0 {
-				return io.ErrUnexpectedEOF
+				return WithVerdict(io.ErrUnexpectedEOF, Verdict{Signal: SignalReset})
 			}
 			return nil
 		}
@@ -199,19 +164,4 @@ func TestRetryStopsWithContext(t *testing.T) {
 	if !errors.Is(err, context.Canceled) || calls != 1 {
 		t.Fatalf("canceled during the first call: %v after %d calls", err, calls)
 	}
-}
-
-func FuzzClassifyReply(f *testing.F) {
-	for _, s := range []string{"try again in 30 seconds", "* BYE [UNAVAILABLE] x", "retry after 1e9h", "[LIMIT] wait 3 m"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, text string) {
-		v := ClassifyReply(text)
-		if v.After < 0 || v.After > maxHint {
-			t.Fatalf("ClassifyReply(%q).After = %v", text, v.After)
-		}
-		if v.Signal < SignalNone || v.Signal > SignalFatal {
-			t.Fatalf("ClassifyReply(%q).Signal = %d", text, v.Signal)
-		}
-	})
 }

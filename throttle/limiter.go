@@ -5,8 +5,9 @@
 // back slowly when it recovers, and retries with jittered backoff on the
 // signals a busy server sends. Windows pause new work outside allowed hours.
 //
-// The package knows nothing about IMAP: server replies reach it as error
-// text. It never prints; callers read a Limiter's state with Snapshot.
+// The package knows nothing about IMAP and reads no error text: what a
+// server's reply means (a signal, a requested wait) reaches it as a
+// Verdict decided by the IMAP layer. It never prints; callers read a Limiter's state with Snapshot.
 package throttle
 
 import (

@@ -61,8 +61,8 @@ func TestDialErrorsNameTheSide(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), `source: login as "alice"`) || strings.Contains(err.Error(), "wrong") {
 		t.Fatalf("wrong password: %v", err)
 	}
-	if Classify(err) != FatalMailbox {
-		t.Errorf("wrong password classified %v", Classify(err))
+	if d := Decide(err); d.Action != FailMailbox || d.Side != Source {
+		t.Errorf("wrong password decided %+v", d)
 	}
 
 	cfg.Endpoint.Admin = "admin"
@@ -77,7 +77,7 @@ func TestDialCanceled(t *testing.T) {
 	_, cfg := memConfig(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := Dial(ctx, cfg); err == nil || Classify(err) != Canceled {
-		t.Fatalf("canceled dial: %v (%v)", err, Classify(err))
+	if _, err := Dial(ctx, cfg); err == nil || Decide(err).Action != Stop {
+		t.Fatalf("canceled dial: %v (%+v)", err, Decide(err))
 	}
 }

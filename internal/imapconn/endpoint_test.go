@@ -2,14 +2,8 @@ package imapconn
 
 import (
 	"bytes"
-	"errors"
-	"fmt"
-	"io"
-	"net"
 	"strings"
 	"testing"
-
-	"github.com/emersion/go-imap/v2"
 )
 
 func TestParseEndpoint(t *testing.T) {
@@ -63,30 +57,6 @@ func FuzzParseEndpoint(f *testing.F) {
 			t.Fatalf("mailbox %q is not the start of login %q", e.Mailbox, e.Login)
 		}
 	})
-}
-
-func TestClassify(t *testing.T) {
-	tests := []struct {
-		err  error
-		want Class
-	}{
-		{&imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate}, TryCreate},
-		{&imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable}, Retry},
-		{&imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeInUse}, Retry},
-		{&imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeOverQuota}, FatalMailbox},
-		{&imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAuthenticationFailed}, FatalMailbox},
-		{&imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTooBig}, FatalMessage},
-		{&imap.Error{Type: imap.StatusResponseTypeBad, Text: "parse error"}, FatalMessage},
-		{&imap.Error{Type: imap.StatusResponseTypeBye, Text: "shutting down"}, Retry},
-		{fmt.Errorf("append: %w", io.ErrUnexpectedEOF), Retry},
-		{&net.OpError{Op: "read", Err: errors.New("connection reset by peer")}, Retry},
-		{&AuthError{Side: "source", Err: &imap.Error{Type: imap.StatusResponseTypeNo}}, FatalMailbox},
-	}
-	for _, tt := range tests {
-		if got := Classify(tt.err); got != tt.want {
-			t.Errorf("Classify(%v) = %v, want %v", tt.err, got, tt.want)
-		}
-	}
 }
 
 func TestRedactorHidesCredentials(t *testing.T) {

@@ -1,84 +1,110 @@
 package imapconn
 
 import (
-	"context"
 	"errors"
-	"io"
-	"net"
-	"os"
+	"fmt"
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
+
+	"mailferry/throttle"
 )
 
-// Class says what a caller should do after an error.
-type Class int
+// Side is the cluster an error came from.
+type Side string
 
+// The sides of a copy.
 const (
-	// Retry: a passing condition (server busy, dropped connection, timeout);
-	// reconnect if the connection is gone and try again after a backoff.
-	Retry Class = iota
-	// FatalMessage: the server refused this one message (too big, parse
-	// error); the others go on.
-	FatalMessage
-	// FatalMailbox: nothing more can be done for this mailbox (wrong
-	// credentials, over quota, no permission).
-	FatalMailbox
-	// TryCreate: the target folder is missing; create it, then retry.
-	TryCreate
-	// Canceled: the caller's context ended.
-	Canceled
+	SideUnknown Side = ""
+	Source      Side = "source"
+	Target      Side = "target"
 )
 
-func (c Class) String() string {
-	return [...]string{"retry", "fatal-message", "fatal-mailbox", "trycreate", "canceled"}[c]
+// OpError is a failed IMAP operation, naming its side, operation, folder
+// and message. Its message reads like
+//
+//	append uid 4711 to "Archive/2019" on the target: imap: NO [OVERQUOTA] ...
+//
+// Decide takes the side from it, so that a target's error is never counted
+// against the source. It is a throttle.Verdicter: a limiter handed an
+// OpError reads its signal from Decide.
+type OpError struct {
+	Side   Side
+	Op     string   // "append", "fetch", "examine", "select", "create", "list messages", ...
+	Folder string   // "" when the operation has none
+	UID    imap.UID // 0 when it concerns no single message
+	Err    error
 }
 
-// Classify maps an error from this package (or the IMAP library beneath it)
-// to what happens next. Anything that is not a server status response means
-// the connection is unusable and is classified Retry.
-func Classify(err error) Class {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return Canceled
+// Wrap returns err as an OpError of side, op and folder; nil stays nil.
+func Wrap(side Side, op, folder string, err error) error {
+	if err == nil {
+		return nil
 	}
-	var authErr *AuthError
-	if errors.As(err, &authErr) {
-		return FatalMailbox
-	}
-	var ie *imap.Error
-	if !errors.As(err, &ie) {
-		return Retry
-	}
-	switch ie.Code {
-	case imap.ResponseCodeTryCreate:
-		return TryCreate
-	case imap.ResponseCodeUnavailable, imap.ResponseCodeInUse, imap.ResponseCodeLimit,
-		imap.ResponseCodeServerBug:
-		return Retry
-	case imap.ResponseCodeAuthenticationFailed, imap.ResponseCodeAuthorizationFailed,
-		imap.ResponseCodeExpired, imap.ResponseCodePrivacyRequired, imap.ResponseCodeContactAdmin,
-		imap.ResponseCodeNoPerm, imap.ResponseCodeOverQuota:
-		return FatalMailbox
-	case imap.ResponseCodeTooBig, imap.ResponseCodeParse, imap.ResponseCodeCannot:
-		return FatalMessage
-	}
-	if ie.Type == imap.StatusResponseTypeBye {
-		return Retry
-	}
-	return FatalMessage
+	return &OpError{Side: side, Op: op, Folder: folder, Err: err}
 }
 
-// IsConnectionLost reports whether err means the connection is gone (as
-// opposed to a NO or BAD answer on a live connection).
-func IsConnectionLost(err error) bool {
-	var ie *imap.Error
-	if errors.As(err, &ie) {
-		return ie.Type == imap.StatusResponseTypeBye
+// prepositions join an operation and its folder in OpError's message.
+var prepositions = map[string]string{"append": "to", "fetch": "from", "list messages": "of", "store flags": "on", "read back": "from", "search": "in"}
+
+func (e *OpError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Op)
+	if e.UID != 0 {
+		fmt.Fprintf(&b, " uid %d", e.UID)
 	}
-	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) ||
-		strings.Contains(err.Error(), "connection closed") || strings.Contains(err.Error(), "use of closed")
+	if e.Folder != "" {
+		if p := prepositions[e.Op]; p != "" {
+			b.WriteString(" " + p)
+		}
+		fmt.Fprintf(&b, " %q", e.Folder)
+	}
+	if e.Side != SideUnknown {
+		b.WriteString(" on the " + string(e.Side))
+	}
+	b.WriteString(": ")
+	if e.Err != nil {
+		b.WriteString(e.Err.Error())
+	} else {
+		b.WriteString("failed")
+	}
+	return b.String()
+}
+
+func (e *OpError) Unwrap() error { return e.Err }
+
+// ThrottleVerdict makes an OpError a throttle.Verdicter.
+func (e *OpError) ThrottleVerdict() throttle.Verdict { return Decide(e).Verdict() }
+
+// sideOf is the side of the first OpError or AuthError in err's chain.
+func sideOf(err error) Side {
+	for err != nil {
+		switch e := err.(type) {
+		case *OpError:
+			if e.Side != SideUnknown {
+				return e.Side
+			}
+		case *AuthError:
+			switch s := Side(e.Side); s {
+			case Source, Target:
+				return s
+			}
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				if s := sideOf(e); s != SideUnknown {
+					return s
+				}
+			}
+			return SideUnknown
+		default:
+			return SideUnknown
+		}
+	}
+	return SideUnknown
 }
 
 // AuthError is a refused login. Its message never contains the password.

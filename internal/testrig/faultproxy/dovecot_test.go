@@ -7,13 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"mailferry/internal/imapconn"
 	"mailferry/internal/testrig/dovecot"
-	"mailferry/throttle"
 )
 
 // The proxy in front of real Dovecot: commands with literals pass intact,
-// FETCH is answered with [UNAVAILABLE] (which throttle reads as a
-// retryable signal with the server's 1s hint), latency delays the real
+// FETCH is answered with [UNAVAILABLE] (with a 1s hint the IMAP layer
+// reads), latency delays the real
 // replies, and DropAll resets the session.
 func TestDovecotBehindProxy(t *testing.T) {
 	dovecot.Require(t)
@@ -41,8 +41,8 @@ func TestDovecotBehindProxy(t *testing.T) {
 	if len(r) != 1 || r[0] != "f1"+UnavailableText {
 		t.Fatalf("f1: %q", r)
 	}
-	if v := throttle.ClassifyReply(r[0]); v.Signal != throttle.SignalUnavailable || v.After != time.Second {
-		t.Fatalf("throttle reads the proxy's reply as %v after %v", v.Signal, v.After)
+	if d, ok := imapconn.ParseHint(r[0]); !ok || d != time.Second || !strings.Contains(r[0], " NO [UNAVAILABLE] ") {
+		t.Fatalf("the proxy's reply %q asks for %v, want NO [UNAVAILABLE] and 1s", r[0], d)
 	}
 
 	p.SetLatency(100 * time.Millisecond)

@@ -52,7 +52,8 @@ type Proxy struct {
 	stall     chan struct{} // non-nil while stalled; closed when released
 	blocked   int           // chunks held by a stall right now
 
-	reject     []byte // ReplyUnavailable
+	reject     []byte // ReplyUnavailable, ReplyText
+	rejectText []byte // what follows the tag; nil means UnavailableText
 	rejectLeft int    // <0 means always
 	rejected   int
 }
@@ -132,7 +133,7 @@ func (p *Proxy) Stall(on bool) {
 func (p *Proxy) ReplyUnavailable(pattern []byte, n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.reject, p.rejectLeft = append([]byte(nil), pattern...), n
+	p.reject, p.rejectLeft, p.rejectText = append([]byte(nil), pattern...), n, nil
 }
 
 // Unavailable is how many commands ReplyUnavailable answered so far.
@@ -426,7 +427,7 @@ type filter struct {
 	opaque    bool   // TLS: forward without looking
 	buffering bool   // holding a command's first line until it is complete
 	buf       []byte // that line
-	swallow   []byte // the tag of a command being dropped up to its end
+	swallow   []byte // the reply to a command being dropped up to its end
 }
 
 // fromClient returns what of data goes on to the server, answering and
@@ -450,7 +451,7 @@ func (f *filter) fromClient(data []byte) []byte {
 		switch {
 		case f.swallow != nil:
 			if ev == evBoundary {
-				f.k.reply(append(f.swallow, UnavailableText...))
+				f.k.reply(f.swallow)
 				f.swallow = nil
 			}
 		case f.buffering:
@@ -460,20 +461,20 @@ func (f *filter) fromClient(data []byte) []byte {
 			}
 			line := f.buf
 			f.buf, f.buffering = nil, false
-			tag, ok := []byte(nil), false
+			reply, ok := []byte(nil), false
 			if ev != evNone {
-				tag, ok = f.k.p.takeReject(line)
+				reply, ok = f.k.p.takeReject(line)
 			}
 			switch {
 			case !ok:
 				out = append(out, line...)
 			case ev == evLiteral && synchronizing(line):
 				f.s.reset() // the client sends no literal after a tagged reply
-				f.k.reply(append(tag, UnavailableText...))
+				f.k.reply(reply)
 			case ev == evLiteral:
-				f.swallow = tag
+				f.swallow = reply
 			default:
-				f.k.reply(append(tag, UnavailableText...))
+				f.k.reply(reply)
 			}
 		default:
 			out = append(out, seg...)
@@ -498,7 +499,8 @@ func (p *Proxy) rejectArmed() bool {
 }
 
 // takeReject decides whether the command whose first line is line is to
-// be answered with [UNAVAILABLE], and returns a copy of its tag.
+// be answered by the proxy, and returns the reply: its tag and the text
+// of ReplyUnavailable or ReplyText.
 func (p *Proxy) takeReject(line []byte) ([]byte, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -514,7 +516,11 @@ func (p *Proxy) takeReject(line []byte) ([]byte, bool) {
 		p.rejectLeft--
 	}
 	p.rejected++
-	return append([]byte(nil), tag...), true
+	text := p.rejectText
+	if text == nil {
+		text = []byte(UnavailableText)
+	}
+	return append(append([]byte(nil), tag...), text...), true
 }
 
 func (p *Proxy) corrupt(data []byte) []byte {
