@@ -56,12 +56,12 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 
 	rec, err := lease.Folder(ctx, fc.m.Source)
 	if err != nil {
-		return err
+		return stateErr(err)
 	}
 	fc.stored = rec
 	known, err := lease.Messages(ctx, rec.ID)
 	if err != nil {
-		return err
+		return stateErr(err)
 	}
 	fresh := rec.SrcUIDValidity == 0
 	srcChanged := !fresh && rec.SrcUIDValidity != ssel.UIDValidity
@@ -136,7 +136,7 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 			}
 		}
 		if err := lease.ReplaceFolder(ctx, fc.rec, recs); err != nil {
-			return err
+			return stateErr(err)
 		}
 		fc.stored = fc.rec
 		for i, msg := range which {
@@ -148,7 +148,7 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 		fc.rec.DstUIDNextMark = uint32(fc.mark)
 		fc.rec.Suspects = ""
 		if err := lease.PutFolder(ctx, fc.rec); err != nil {
-			return err
+			return stateErr(err)
 		}
 		fc.stored = fc.rec
 	default:
@@ -161,6 +161,13 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 		return err
 	}
 	return w.syncFlags(ctx, fc)
+}
+
+// stateErr marks an error of the state store: no mailbox can go on
+// without it (and a lease lost to another process must not write on), so
+// the folder is not retried.
+func stateErr(err error) error {
+	return fmt.Errorf("%w: state: %w", imapconn.ErrStopRun, err)
 }
 
 func changedSides(src, dst bool) string {
@@ -262,7 +269,7 @@ func (w *worker) record(ctx context.Context, fc *folderCopy, msgs, next []*messa
 		return nil
 	}
 	if err := lease.PutBatch(ctx, fc.rec.ID, recs, mark, suspects); err != nil {
-		return err
+		return stateErr(err)
 	}
 	fc.rec.DstUIDNextMark, fc.rec.Suspects = mark, suspects
 	fc.stored.DstUIDNextMark, fc.stored.Suspects = mark, suspects
@@ -290,7 +297,7 @@ func (w *worker) announce(ctx context.Context, fc *folderCopy, batch []*message)
 	if lease := w.run.opts.State; lease != nil {
 		suspects := suspectSet(fc.msgs, batch, false)
 		if err := lease.SetSuspects(ctx, fc.rec.ID, suspects); err != nil {
-			return err
+			return stateErr(err)
 		}
 		fc.rec.Suspects, fc.stored.Suspects = suspects, suspects
 		for _, msg := range fc.msgs {
@@ -317,7 +324,7 @@ func (w *worker) finishFolder(ctx context.Context, fc *folderCopy) error {
 	}
 	fc.rec.SrcHighestModSeq = fc.modseq
 	if err := lease.PutFolder(ctx, fc.rec); err != nil {
-		return err
+		return stateErr(err)
 	}
 	fc.stored = fc.rec
 	return nil
@@ -628,7 +635,7 @@ func (w *worker) expungeGone(ctx context.Context, fc *folderCopy, gone []state.M
 	}
 	if forget {
 		if err := w.run.opts.State.DeleteMessages(ctx, fc.rec.ID, src); err != nil {
-			return err
+			return stateErr(err)
 		}
 	}
 	w.run.count(func(r *Report) { r.Expunged += len(gone) })
@@ -680,7 +687,7 @@ func (w *worker) syncFlags(ctx context.Context, fc *folderCopy) error {
 		recs[i].Flags = normFlags(msg.flags) // now on the target
 	}
 	if err := w.run.opts.State.PutMessages(ctx, fc.rec.ID, recs, fc.rec.DstUIDNextMark); err != nil {
-		return err
+		return stateErr(err)
 	}
 	for i, msg := range changed {
 		msg.recorded(recs[i])

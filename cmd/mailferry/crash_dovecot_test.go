@@ -21,6 +21,7 @@ import (
 
 	"mailferry/internal/testrig/corpus"
 	"mailferry/internal/testrig/dovecot"
+	"mailferry/internal/testrig/faultproxy"
 	"mailferry/state/statetest"
 )
 
@@ -98,10 +99,15 @@ type crashRig struct {
 	bin      string
 	work     string // working directory of the runs
 	src, dst *dovecot.Server
-	state    string
-	seed     uint64
-	rng      *rand.Rand
-	plan     crashPlan
+	// late sits in front of the target and holds the client's bytes back
+	// a little, and what a killed run had sent but the target had not yet
+	// read up to 400 ms more: it reaches the target after the next run
+	// started, and the APPENDs in it are committed late.
+	late  *faultproxy.Late
+	state string
+	seed  uint64
+	rng   *rand.Rand
+	plan  crashPlan
 
 	// written is everything the test appended to the source: the corpus
 	// and each delivery. srcBase is the source after the corpus was
@@ -143,6 +149,7 @@ func runCrashResume(t *testing.T, stateURL func(*testing.T) string, plan crashPl
 		plan:   plan,
 		landed: map[string]int{},
 	}
+	r.late = faultproxy.StartLate(t, r.dst.Addr)
 
 	// A few hundred messages in ten folders, the odd ones (duplicates and
 	// identical twins among them) in INBOX, and three large messages in
@@ -248,7 +255,7 @@ func (r *crashRig) landOne(kind string) {
 			env = []string{"MAILFERRY_FAILPOINT=" + killAppendLiteral + ":1"}
 			label = env[0]
 		case killAppendAnswer:
-			env = []string{fmt.Sprintf("MAILFERRY_FAILPOINT=%s:%d", killAppendAnswer, 1+r.rng.IntN(120))}
+			env = []string{fmt.Sprintf("MAILFERRY_FAILPOINT=%s:%d", killAppendAnswer, 1+r.rng.IntN(40))}
 			label = env[0]
 		}
 		// The next run starts the moment this one is dead.
@@ -355,9 +362,11 @@ func (r *crashRig) run(extraEnv []string, delay time.Duration, sig syscall.Signa
 	t := r.t
 	t.Helper()
 	r.runs++
+	r.late.SetDelay(time.Duration(r.rng.Int64N(int64(3 * time.Millisecond))))
+	r.late.SetDeadDelay(time.Duration(r.rng.Int64N(int64(400 * time.Millisecond))))
 	cmd := exec.Command(r.bin, "migrate",
 		"--from", "imap://"+crashUser+"@"+r.src.Addr,
-		"--to", "imap://"+crashUser+"@"+r.dst.Addr,
+		"--to", "imap://"+crashUser+"@"+r.late.Addr,
 		"--state", r.state, "--json")
 	cmd.Dir = r.work
 	cmd.Env = append(crashEnviron(),

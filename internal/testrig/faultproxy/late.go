@@ -36,6 +36,7 @@ type Late struct {
 
 	mu        sync.Mutex
 	delay     time.Duration
+	deadDelay time.Duration
 	holdAfter int // 0: never
 	dropAfter int // 0: never
 	byeAt     int // literal number (1-based, counted over all links) to cut; 0: never
@@ -66,6 +67,11 @@ func StartLate(t TB, upstream string) *Late {
 
 // SetDelay delays client-to-server bytes by d (0: none) on new chunks.
 func (p *Late) SetDelay(d time.Duration) { p.mu.Lock(); p.delay = d; p.mu.Unlock() }
+
+// SetDeadDelay holds back, by d more, what a client had sent but the
+// server not yet received when the client went away: its last commands
+// reach the server d after its end, while other connections go on.
+func (p *Late) SetDeadDelay(d time.Duration) { p.mu.Lock(); p.deadDelay = d; p.mu.Unlock() }
 
 // HoldAfter holds, on each connection, everything after the start of its
 // n-th APPEND command... precisely: commands from the (n+1)-th APPEND on
@@ -204,6 +210,7 @@ type lateLink struct {
 	heldAppends  int    // complete APPENDs in held[:heldComplete]
 	fetchTag     []byte // the tag of this link's first FETCH (ReleaseAfterScan)
 	clientGone   bool
+	goneAt       time.Time
 	once         sync.Once
 }
 
@@ -274,7 +281,7 @@ func (k *lateLink) fromClient() {
 		}
 		if err != nil {
 			k.mu.Lock()
-			k.clientGone = true
+			k.clientGone, k.goneAt = true, time.Now()
 			hasHeld := k.heldComplete > 0
 			k.mu.Unlock()
 			if hasHeld {
@@ -366,7 +373,7 @@ func (k *lateLink) dropClient() {
 	}
 	_ = k.client.Close()
 	k.mu.Lock()
-	k.clientGone = true
+	k.clientGone, k.goneAt = true, time.Now()
 	k.mu.Unlock()
 }
 
@@ -376,9 +383,15 @@ func (k *lateLink) dropClient() {
 func (k *lateLink) toServer() {
 	for c := range k.queue {
 		k.p.mu.Lock()
-		d := k.p.delay
+		d, dead := k.p.delay, k.p.deadDelay
 		k.p.mu.Unlock()
-		if wait := time.Until(c.at.Add(d)); wait > 0 {
+		wait := time.Until(c.at.Add(d))
+		k.mu.Lock()
+		if k.clientGone && dead > 0 {
+			wait = max(wait, time.Until(k.goneAt.Add(dead)))
+		}
+		k.mu.Unlock()
+		if wait > 0 {
 			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
