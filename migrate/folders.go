@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"sort"
@@ -89,12 +90,12 @@ func isInbox(name string) bool { return strings.EqualFold(name, "INBOX") }
 
 // listTree lists every folder with its special use, subscription and size
 // in one round trip where the server allows it.
-func listTree(c *imapconn.Conn) (*tree, error) {
+func listTree(ctx context.Context, c *imapconn.Session) (*tree, error) {
 	t := &tree{}
 	if c.Features.Namespace {
-		ns, err := c.Namespace().Wait()
+		ns, err := c.Namespace(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("namespace: %w", err)
+			return nil, err
 		}
 		if len(ns.Personal) > 0 {
 			t.Prefix = ns.Personal[0].Prefix
@@ -109,9 +110,9 @@ func listTree(c *imapconn.Conn) (*tree, error) {
 			opts.ReturnStatus = &imap.StatusOptions{NumMessages: true, UIDValidity: true, Size: c.Features.StatusSize}
 		}
 	}
-	list, err := c.List("", t.Prefix+"*", opts).Collect()
+	list, err := c.List(ctx, "", t.Prefix+"*", opts)
 	if err != nil {
-		return nil, fmt.Errorf("list folders: %w", err)
+		return nil, err
 	}
 	hasInbox := false
 	for _, l := range list {
@@ -120,9 +121,9 @@ func listTree(c *imapconn.Conn) (*tree, error) {
 		}
 	}
 	if t.Prefix != "" && !hasInbox {
-		inbox, err := c.List("", "INBOX", opts).Collect()
+		inbox, err := c.List(ctx, "", "INBOX", opts)
 		if err != nil {
-			return nil, fmt.Errorf("list INBOX: %w", err)
+			return nil, err
 		}
 		list = append(list, inbox...)
 	}

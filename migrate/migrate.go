@@ -222,29 +222,30 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	if err := r.limiters(); err != nil {
 		return nil, err
 	}
-	sc, dc, releases, err := r.takePair(ctx)
+	first, err := r.takePair(ctx)
 	if err != nil {
 		return nil, err
 	}
+	sc, dc := first.src, first.dst
 	closeBoth := func() {
 		sc.Close()
 		dc.Close()
-		releases[0]()
-		releases[1]()
+		first.rel[0]()
+		first.rel[1]()
 	}
 	defer func() {
 		// Reported at the end, whatever the outcome.
 		r.report.Throttle = []Throttle{r.srcLim.Snapshot(), r.dstLim.Snapshot()}
 	}()
-	srcTree, err := listTree(sc)
+	srcTree, err := listTree(ctx, sc)
 	if err != nil {
 		closeBoth()
-		return nil, fmt.Errorf("source: %w", err)
+		return nil, err
 	}
-	dstTree, err := listTree(dc)
+	dstTree, err := listTree(ctx, dc)
 	if err != nil {
 		closeBoth()
-		return nil, fmt.Errorf("target: %w", err)
+		return nil, err
 	}
 	mappings, warnings := mapFolders(srcTree, dstTree, opts.Exclude, opts.FolderMap)
 	for _, w := range warnings {
@@ -253,7 +254,7 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	if opts.State != nil {
 		changed, err := r.folderChanges(ctx, sc, dc, mappings)
 		if err == nil && changed {
-			dstTree, err = listTree(dc)
+			dstTree, err = listTree(ctx, dc)
 		}
 		if err != nil {
 			closeBoth()
@@ -269,7 +270,7 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 			continue
 		}
 		r.report.Folders++
-		if err := prepareTarget(dc, dstTree, m); err != nil {
+		if err := prepareTarget(ctx, dc, dstTree, m); err != nil {
 			if errors.Is(err, ctx.Err()) && ctx.Err() != nil {
 				break
 			}
@@ -313,19 +314,18 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	for i := 0; i < n; i++ {
 		w := &worker{run: r}
 		if i == 0 {
-			w.src, w.dst = sc, dc
-			w.srcRelease, w.dstRelease = releases[0], releases[1]
+			w.pair = first
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer w.close()
 			if i > 0 {
-				sc, dc, rel, err := r.takePairWaiting(ctx, drained)
+				p, err := r.takePairWaiting(ctx, drained)
 				if err != nil {
 					return
 				}
-				w.src, w.dst, w.srcRelease, w.dstRelease = sc, dc, rel[0], rel[1]
+				w.pair = p
 			}
 			defer allTaken() // this worker found the queue empty
 			for m := range queue {
@@ -340,7 +340,7 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	}
 	wg.Wait()
 	if n == 0 {
-		r.release(sc, dc, releases)
+		r.release(first)
 	}
 
 	rep := r.report
@@ -381,24 +381,24 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 
 // dialPair opens a connection to each side, each under its cluster's
 // connection cap, the places taken in lockOrder; the logins run at once.
-func (r *run) dialPair(ctx context.Context) (*imapconn.Conn, *imapconn.Conn, [2]func(), error) {
+func (r *run) dialPair(ctx context.Context) (pair, error) {
 	return r.dialPairWaiting(ctx, ctx)
 }
 
 // dialPairWaiting is dialPair that waits for the connection places only as
 // long as wait lasts; the connections live as long as ctx.
-func (r *run) dialPairWaiting(ctx, wait context.Context) (*imapconn.Conn, *imapconn.Conn, [2]func(), error) {
+func (r *run) dialPairWaiting(ctx, wait context.Context) (pair, error) {
 	var rel [2]func()
 	lims := [2]*throttle.Limiter{r.srcLim, r.dstLim}
 	order := r.lockOrder()
 	first, second := order[0], order[1]
 	var err error
 	if rel[first], err = lims[first].AcquireConn(wait); err != nil {
-		return nil, nil, rel, err
+		return pair{}, err
 	}
 	if rel[second], err = lims[second].AcquireConn(wait); err != nil {
 		rel[first]()
-		return nil, nil, rel, err
+		return pair{}, err
 	}
 	var sc, dc *imapconn.Conn
 	var serr, derr error
@@ -416,26 +416,30 @@ func (r *run) dialPairWaiting(ctx, wait context.Context) (*imapconn.Conn, *imapc
 		}
 		rel[0]()
 		rel[1]()
-		return nil, nil, rel, errors.Join(serr, derr)
+		return pair{}, errors.Join(serr, derr)
 	}
-	return sc, dc, rel, nil
+	return pair{
+		src: imapconn.NewSession(sc, imapconn.Source, r.srcLim),
+		dst: imapconn.NewSession(dc, imapconn.Target, r.dstLim),
+		rel: rel,
+	}, nil
 }
 
 // prepareTarget creates the target folder when missing and makes its
 // subscription match the source's.
-func prepareTarget(dc *imapconn.Conn, dstTree *tree, m *FolderMapping) error {
+func prepareTarget(ctx context.Context, dc *imapconn.Session, dstTree *tree, m *FolderMapping) error {
 	existing := dstTree.byName(m.Target)
 	if existing == nil || existing.NoSelect {
-		if err := dc.Create(m.Target, nil).Wait(); err != nil && imapconn.Decide(err).Action != imapconn.Exists {
+		if err := dc.Create(ctx, m.Target); err != nil && imapconn.Decide(err).Action != imapconn.Exists {
 			return err
 		}
 	}
 	subscribed := existing != nil && existing.Subscribed
 	switch {
 	case m.subscribe && !subscribed:
-		return dc.Subscribe(m.Target).Wait()
+		return dc.Subscribe(ctx, m.Target)
 	case !m.subscribe && subscribed:
-		return dc.Unsubscribe(m.Target).Wait()
+		return dc.Unsubscribe(ctx, m.Target)
 	}
 	return nil
 }

@@ -525,7 +525,7 @@ func (w *worker) hashSource(ctx context.Context, fc *folderCopy, msgs []*message
 	for _, msg := range msgs {
 		uids.AddNum(msg.uid)
 	}
-	got, err := w.fetchDigests(ctx, w.src, w.run.srcLim, uids, true)
+	got, err := w.fetchDigests(ctx, w.src, uids, true)
 	if err != nil {
 		return fmt.Errorf("read %q on the source: %w", fc.m.Source, err)
 	}
@@ -670,14 +670,12 @@ func (w *worker) syncFlags(ctx context.Context, fc *folderCopy) error {
 		for _, msg := range msgs {
 			uids.AddNum(msg.dstUID)
 		}
-		err := short(ctx, w.run.dstLim, func() error {
-			return w.dst.Store(uids, &imap.StoreFlags{Op: imap.StoreFlagsSet, Silent: true, Flags: flags}, nil).Close()
-		})
+		err := w.dst.Store(ctx, fc.m.Target, uids, &imap.StoreFlags{Op: imap.StoreFlagsSet, Silent: true, Flags: flags})
 		var ie *imap.Error
 		if errors.As(err, &ie) {
-			w.run.warn(fmt.Sprintf("folder %q: the target refused flags %s: %v", fc.m.Target, flagList(flags), err))
+			w.run.warn(fmt.Sprintf("folder %q: the target refused flags %s: %v", fc.m.Target, flagList(flags), ie))
 		} else if err != nil {
-			return &imapconn.OpError{Side: imapconn.Target, Op: "store flags", Folder: fc.m.Target, Err: err}
+			return err
 		}
 		changed = append(changed, msgs...)
 	}
@@ -704,7 +702,7 @@ func (w *worker) syncFlags(ctx context.Context, fc *folderCopy) error {
 // expunged from the target (only those), and the target folder is
 // deleted if that leaves it empty. KeepDeleted leaves deleted folders
 // alone. It reports whether the target's folders changed.
-func (r *run) folderChanges(ctx context.Context, sc, dc *imapconn.Conn, mappings []FolderMapping) (bool, error) {
+func (r *run) folderChanges(ctx context.Context, sc, dc *imapconn.Session, mappings []FolderMapping) (bool, error) {
 	lease := r.opts.State
 	recs, err := lease.Folders(ctx)
 	if err != nil {
@@ -733,7 +731,7 @@ func (r *run) folderChanges(ctx context.Context, sc, dc *imapconn.Conn, mappings
 		}
 		v := m.src.UIDValidity
 		if v == 0 {
-			d, err := sc.Status(m.src.Name, &imap.StatusOptions{UIDValidity: true}).Wait()
+			d, err := sc.Status(ctx, m.src.Name, &imap.StatusOptions{UIDValidity: true})
 			if err != nil {
 				continue
 			}
@@ -745,7 +743,7 @@ func (r *run) folderChanges(ctx context.Context, sc, dc *imapconn.Conn, mappings
 	for _, o := range orphans {
 		if ms := newByValidity[o.SrcUIDValidity]; len(ms) == 1 && !ms[0].Excluded {
 			m := ms[0]
-			if err := renameTarget(dc, o.Target, m.Target); err != nil {
+			if err := renameTarget(ctx, dc, o.Target, m.Target); err != nil {
 				r.warn(fmt.Sprintf("folder %q was renamed to %q on the source, but renaming %q on the target failed (%v); copying it anew",
 					o.Source, m.Source, o.Target, err))
 			} else {
@@ -771,16 +769,16 @@ func (r *run) folderChanges(ctx context.Context, sc, dc *imapconn.Conn, mappings
 // renameTarget renames a target folder; a parent's RENAME already moved
 // its children, so a child whose new name exists and old name is gone is
 // renamed too.
-func renameTarget(dc *imapconn.Conn, from, to string) error {
+func renameTarget(ctx context.Context, dc *imapconn.Session, from, to string) error {
 	if from == to {
 		return nil
 	}
-	err := dc.Rename(from, to, nil).Wait()
+	err := dc.Rename(ctx, from, to)
 	if err == nil {
 		return nil
 	}
-	if _, serr := dc.Status(to, &imap.StatusOptions{UIDValidity: true}).Wait(); serr == nil {
-		if _, ferr := dc.Status(from, &imap.StatusOptions{UIDValidity: true}).Wait(); ferr != nil {
+	if _, serr := dc.Status(ctx, to, &imap.StatusOptions{UIDValidity: true}); serr == nil {
+		if _, ferr := dc.Status(ctx, from, &imap.StatusOptions{UIDValidity: true}); ferr != nil {
 			return nil
 		}
 	}
@@ -788,29 +786,29 @@ func renameTarget(dc *imapconn.Conn, from, to string) error {
 }
 
 // deleteFolder follows a source folder's deletion onto the target.
-func (r *run) deleteFolder(ctx context.Context, dc *imapconn.Conn, f state.Folder) error {
+func (r *run) deleteFolder(ctx context.Context, dc *imapconn.Session, f state.Folder) error {
 	lease := r.opts.State
 	msgs, err := lease.Messages(ctx, f.ID)
 	if err != nil {
 		return err
 	}
-	sel, err := dc.Select(f.Target, nil).Wait()
+	sel, err := dc.Select(ctx, f.Target, nil)
 	if err == nil && sel.UIDValidity == f.DstUIDValidity && len(msgs) > 0 {
 		uids := dstUIDs(msgs)
-		w := &worker{run: r, dst: dc}
+		w := &worker{run: r, pair: pair{dst: dc}}
 		if len(uids) > 0 {
 			if err := w.deleteTarget(ctx, uids); err != nil {
 				return fmt.Errorf("folder %q deleted on the source: %w", f.Source, err)
 			}
 		}
 		r.count(func(rep *Report) { rep.Expunged += len(msgs) })
-		sel, err = dc.Select(f.Target, nil).Wait()
+		sel, err = dc.Select(ctx, f.Target, nil)
 	}
 	what := "kept on the target: it holds messages mailferry did not copy"
 	if err == nil {
-		_ = dc.Unselect().Wait()
+		_ = dc.Unselect(ctx)
 		if sel.NumMessages == 0 {
-			if derr := dc.Delete(f.Target).Wait(); derr == nil {
+			if derr := dc.Delete(ctx, f.Target); derr == nil {
 				what = "deleted on the target"
 			} else {
 				what = fmt.Sprintf("emptied on the target, not deleted (%v)", derr)

@@ -14,26 +14,32 @@ import (
 // Use one Sessions per mailbox; Close it when the move ends.
 type Sessions struct {
 	mu    sync.Mutex
-	pairs []session
+	pairs []pair
 }
 
-// session is a source and a target connection of the same copy.
-type session struct {
-	src, dst *imapconn.Conn
+// pair is a copy's source and target sessions and the places they hold
+// under the clusters' connection caps (rel gives them back).
+type pair struct {
+	src, dst *imapconn.Session
 	rel      [2]func()
 }
 
-func (s session) alive() bool { return !isClosed(s.src) && !isClosed(s.dst) }
+func (p pair) alive() bool { return p.src != nil && p.dst != nil && !p.src.Dead() && !p.dst.Dead() }
 
-func (s session) close() {
-	s.src.Logout()
-	s.dst.Logout()
-	s.rel[0]()
-	s.rel[1]()
+// close logs out what the pair holds and gives its places back.
+func (p pair) close() {
+	if p.src != nil {
+		p.src.Logout()
+		p.rel[0]()
+	}
+	if p.dst != nil {
+		p.dst.Logout()
+		p.rel[1]()
+	}
 }
 
 // take returns a kept pair whose connections are both alive.
-func (s *Sessions) take() (session, bool) {
+func (s *Sessions) take() (pair, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for len(s.pairs) > 0 {
@@ -44,11 +50,11 @@ func (s *Sessions) take() (session, bool) {
 		}
 		p.close()
 	}
-	return session{}, false
+	return pair{}, false
 }
 
 // keep stores a pair for the next pass, or closes it if it is not alive.
-func (s *Sessions) keep(p session) {
+func (s *Sessions) keep(p pair) {
 	if !p.alive() {
 		p.close()
 		return
@@ -70,16 +76,16 @@ func (s *Sessions) Close() {
 }
 
 // takePair is dialPair, reusing a kept pair when there is one.
-func (r *run) takePair(ctx context.Context) (*imapconn.Conn, *imapconn.Conn, [2]func(), error) {
+func (r *run) takePair(ctx context.Context) (pair, error) {
 	return r.takePairWaiting(ctx, ctx)
 }
 
 // takePairWaiting is takePair that waits for connection places only as
 // long as wait lasts.
-func (r *run) takePairWaiting(ctx, wait context.Context) (*imapconn.Conn, *imapconn.Conn, [2]func(), error) {
+func (r *run) takePairWaiting(ctx, wait context.Context) (pair, error) {
 	if r.opts.Sessions != nil {
 		if p, ok := r.opts.Sessions.take(); ok {
-			return p.src, p.dst, p.rel, nil
+			return p, nil
 		}
 	}
 	return r.dialPairWaiting(ctx, wait)
@@ -87,8 +93,7 @@ func (r *run) takePairWaiting(ctx, wait context.Context) (*imapconn.Conn, *imapc
 
 // release ends a copy's use of a pair: kept for the next pass, or logged
 // out.
-func (r *run) release(src, dst *imapconn.Conn, rel [2]func()) {
-	p := session{src: src, dst: dst, rel: rel}
+func (r *run) release(p pair) {
 	if r.opts.Sessions != nil {
 		r.opts.Sessions.keep(p)
 		return

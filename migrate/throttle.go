@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 
 	"mailferry/internal/imapconn"
 	"mailferry/throttle"
@@ -46,55 +45,19 @@ func (r *run) lockOrder() [2]int {
 
 // beginPair takes a slot of both sides' adaptive limits for a batch, in
 // lockOrder.
-func (r *run) beginPair(ctx context.Context) (src, dst *stream, err error) {
-	lims := [2]*throttle.Limiter{r.srcLim, r.dstLim}
-	var st [2]*stream
-	order := r.lockOrder()
-	if st[order[0]], err = beginStream(ctx, lims[order[0]]); err != nil {
+func (w *worker) beginPair(ctx context.Context) (src, dst *imapconn.Stream, err error) {
+	sess := [2]*imapconn.Session{w.src, w.dst}
+	var st [2]*imapconn.Stream
+	order := w.run.lockOrder()
+	if st[order[0]], err = sess[order[0]].Stream(ctx); err != nil {
 		return nil, nil, err
 	}
-	if st[order[1]], err = beginStream(ctx, lims[order[1]]); err != nil {
-		st[order[0]].end(err)
+	if st[order[1]], err = sess[order[1]].Stream(ctx); err != nil {
+		st[order[0]].End(err)
 		return nil, nil, err
 	}
 	return st[0], st[1], nil
 }
-
-// short runs one short command on lim's cluster under its adaptive
-// concurrency limit and records its latency.
-func short(ctx context.Context, lim *throttle.Limiter, f func() error) error {
-	op, err := lim.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	err = f()
-	op.DoneAs(err, imapconn.Decide(err).Verdict())
-	return err
-}
-
-// stream is one long command (a FETCH of many messages, a batch of
-// APPENDs): it holds a slot of the adaptive limit while it runs, and its
-// latency is the wait for each response, not its whole duration.
-type stream struct {
-	lim *throttle.Limiter
-	op  *throttle.Op
-	t0  time.Time
-}
-
-func beginStream(ctx context.Context, lim *throttle.Limiter) (*stream, error) {
-	op, err := lim.Begin(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &stream{lim: lim, op: op}, nil
-}
-
-// asked marks the moment a response is asked for; answered records the
-// wait since then.
-func (s *stream) asked()    { s.t0 = time.Now() }
-func (s *stream) answered() { s.lim.Observe(time.Since(s.t0)) }
-
-func (s *stream) end(err error) { s.op.DoneUntimedAs(err, imapconn.Decide(err).Verdict()) }
 
 // window waits while any side is outside its time windows, or, with
 // ExitOutsideWindow, stops the copy.

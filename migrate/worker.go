@@ -18,7 +18,6 @@ import (
 	"mailferry/internal/failpoint"
 	"mailferry/internal/imapconn"
 	"mailferry/state"
-	"mailferry/throttle"
 )
 
 // maxInFlight bounds the APPENDs pipelined on one target connection.
@@ -98,10 +97,10 @@ type folderCopy struct {
 
 // worker copies folders over its own pair of connections.
 type worker struct {
-	run                    *run
-	src, dst               *imapconn.Conn
-	srcRelease, dstRelease func() // give the connections' places under the caps back
-	buf                    []byte
+	run *run
+	pair
+	dstSt *imapconn.Stream // the target's side of the batch streaming now
+	buf   []byte
 }
 
 func (w *worker) close() {
@@ -109,30 +108,12 @@ func (w *worker) close() {
 	// pair must never sit idle, holding places under the caps, while this
 	// copy still waits for another worker.
 	last := w.run.workersLeft.Add(-1) == 0
-	switch {
-	case w.src != nil && w.dst != nil && last:
-		w.run.release(w.src, w.dst, [2]func(){w.srcRelease, w.dstRelease})
-	case w.src != nil && w.dst != nil:
-		session{src: w.src, dst: w.dst, rel: [2]func(){w.srcRelease, w.dstRelease}}.close()
-	case w.src != nil:
-		w.src.Logout()
-		w.srcRelease()
-	case w.dst != nil:
-		w.dst.Logout()
-		w.dstRelease()
+	if w.src != nil && w.dst != nil && last {
+		w.run.release(w.pair)
+	} else {
+		w.pair.close()
 	}
-}
-
-func isClosed(c *imapconn.Conn) bool {
-	if c == nil {
-		return true
-	}
-	select {
-	case <-c.Closed():
-		return true
-	default:
-		return false
-	}
+	w.pair = pair{}
 }
 
 // connect reopens the connections when either is missing or dead. Both
@@ -140,24 +121,16 @@ func isClosed(c *imapconn.Conn) bool {
 // run.dialPair), so that copies in opposite directions never each hold
 // one cluster's last place while waiting for the other's.
 func (w *worker) connect(ctx context.Context) error {
-	if !isClosed(w.src) && !isClosed(w.dst) {
+	if w.pair.alive() {
 		return nil
 	}
-	if w.src != nil {
-		w.src.Close()
-		w.srcRelease()
-		w.src = nil
-	}
-	if w.dst != nil {
-		w.dst.Close()
-		w.dstRelease()
-		w.dst = nil
-	}
-	sc, dc, rel, err := w.run.takePair(ctx)
+	w.pair.close()
+	w.pair = pair{}
+	p, err := w.run.takePair(ctx)
 	if err != nil {
 		return err
 	}
-	w.src, w.dst, w.srcRelease, w.dstRelease = sc, dc, rel[0], rel[1]
+	w.pair = p
 	return nil
 }
 
@@ -205,7 +178,7 @@ func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 			// answered "try later" is reused.
 			continue
 		case imapconn.CreateRetry:
-			if cerr := short(ctx, w.run.dstLim, func() error { return w.dst.Create(m.Target, nil).Wait() }); cerr != nil && imapconn.Decide(cerr).Action != imapconn.Exists {
+			if cerr := w.dst.Create(ctx, m.Target); cerr != nil && imapconn.Decide(cerr).Action != imapconn.Exists {
 				lastErr = cerr
 				attempt = maxAttempts
 			}
@@ -281,20 +254,13 @@ func (w *worker) finish(fc *folderCopy, err error) {
 // anything is appended again.
 func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 	m := fc.m
-	var ssel, sel *imap.SelectData
-	err := short(ctx, w.run.srcLim, func() (err error) {
-		ssel, err = w.src.Select(m.src.Name, &imap.SelectOptions{ReadOnly: true, CondStore: w.src.Features.CondStore}).Wait()
-		return err
-	})
+	ssel, err := w.src.Select(ctx, m.src.Name, &imap.SelectOptions{ReadOnly: true, CondStore: w.src.Features.CondStore})
 	if err != nil {
-		return imapconn.Wrap(imapconn.Source, "examine", m.src.Name, err)
+		return err
 	}
-	err = short(ctx, w.run.dstLim, func() (err error) {
-		sel, err = w.dst.Select(m.Target, nil).Wait()
-		return err
-	})
+	sel, err := w.dst.Select(ctx, m.Target, nil)
 	if err != nil {
-		return imapconn.Wrap(imapconn.Target, "select", m.Target, err)
+		return err
 	}
 	fc.perm = newPermSet(sel.PermanentFlags)
 	if !fc.listed {
@@ -428,13 +394,9 @@ func (w *worker) listMessages(ctx context.Context, fc *folderCopy, known []state
 		if w.src.Features.ESearch {
 			sopts = &imap.SearchOptions{ReturnAll: true}
 		}
-		var data *imap.SearchData
-		err := short(ctx, w.run.srcLim, func() (err error) {
-			data, err = w.src.UIDSearch(&imap.SearchCriteria{}, sopts).Wait()
-			return err
-		})
+		data, err := w.src.UIDSearch(ctx, fc.m.Source, &imap.SearchCriteria{}, sopts)
 		if err != nil {
-			return fmt.Errorf("list messages of %q on the source: %w", fc.m.Source, err)
+			return err
 		}
 		byUID := make(map[imap.UID]*state.Message, len(known))
 		for i := range known {
@@ -469,23 +431,23 @@ func (w *worker) listMessages(ctx context.Context, fc *folderCopy, known []state
 }
 
 func (w *worker) fetchMeta(ctx context.Context, fc *folderCopy, set imap.NumSet, opts *imap.FetchOptions) (err error) {
-	st, err := beginStream(ctx, w.run.srcLim)
+	st, err := w.src.Stream(ctx)
 	if err != nil {
 		return err
 	}
-	defer func() { st.end(err) }()
-	fetch := w.src.Fetch(set, opts)
+	defer func() { st.End(err) }()
+	fetch := st.Fetch(set, opts)
 	defer fetch.Close()
 	for {
-		st.asked()
+		st.Asked()
 		data := fetch.Next()
 		if data == nil {
 			break
 		}
-		st.answered()
+		st.Answered()
 		buf, err := data.Collect()
 		if err != nil {
-			return fmt.Errorf("list messages of %q on the source: %w", fc.m.Source, err)
+			return st.Err("list messages", fc.m.Source, 0, err)
 		}
 		if buf.UID == 0 || fc.byUID[buf.UID] != nil {
 			continue
@@ -495,19 +457,15 @@ func (w *worker) fetchMeta(ctx context.Context, fc *folderCopy, set imap.NumSet,
 		fc.byUID[msg.uid] = msg
 	}
 	if err := fetch.Close(); err != nil {
-		return fmt.Errorf("list messages of %q on the source: %w", fc.m.Source, err)
+		return st.Err("list messages", fc.m.Source, 0, err)
 	}
 	return nil
 }
 
 func (w *worker) maxTargetUID(ctx context.Context) (imap.UID, error) {
-	var data *imap.SearchData
-	err := short(ctx, w.run.dstLim, func() (err error) {
-		data, err = w.dst.UIDSearch(&imap.SearchCriteria{}, &imap.SearchOptions{ReturnMax: true}).Wait()
-		return err
-	})
+	data, err := w.dst.UIDSearch(ctx, "", &imap.SearchCriteria{}, &imap.SearchOptions{ReturnMax: true})
 	if err != nil {
-		return 0, imapconn.Wrap(imapconn.Target, "search", "", err)
+		return 0, err
 	}
 	if uids := data.AllUIDs(); len(uids) > 0 {
 		return uids[len(uids)-1], nil
@@ -537,10 +495,11 @@ func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*messa
 	if len(uids) == 0 {
 		return nil
 	}
-	srcStream, dstStream, err := w.run.beginPair(ctx)
+	srcStream, dstStream, err := w.beginPair(ctx)
 	if err != nil {
 		return err
 	}
+	w.dstSt = dstStream
 	inflight := make(chan pendingAppend, maxInFlight)
 	var wg sync.WaitGroup
 	var lost error // a completion said the target connection is gone
@@ -562,13 +521,13 @@ func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*messa
 		}
 	}()
 	err = w.streamBatch(ctx, fc, srcStream, uids, inflight)
-	srcStream.end(sideErr(imapconn.Source, err))
+	srcStream.End(sideErr(imapconn.Source, err))
 	close(inflight)
 	wg.Wait()
 	if err == nil {
 		err = lost
 	}
-	dstStream.end(sideErr(imapconn.Target, err))
+	dstStream.End(sideErr(imapconn.Target, err))
 	if err == nil {
 		// A message expunged on the source since the listing is not fetched.
 		for _, msg := range batch {
@@ -580,7 +539,7 @@ func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*messa
 	return err
 }
 
-func (w *worker) streamBatch(ctx context.Context, fc *folderCopy, st *stream, uids imap.UIDSet, inflight chan<- pendingAppend) (err error) {
+func (w *worker) streamBatch(ctx context.Context, fc *folderCopy, st *imapconn.Stream, uids imap.UIDSet, inflight chan<- pendingAppend) (err error) {
 	// One message at a time under the messages/s buckets. The source's
 	// latency is the wait for each message, counted from when it may
 	// come: for the first, from the command itself, so that a rate limit
@@ -595,8 +554,8 @@ func (w *worker) streamBatch(ctx context.Context, fc *folderCopy, st *stream, ui
 	if err := wait(); err != nil {
 		return err
 	}
-	st.asked()
-	fetch := w.src.Fetch(uids, &imap.FetchOptions{
+	st.Asked()
+	fetch := st.Fetch(uids, &imap.FetchOptions{
 		UID:         true,
 		BodySection: []*imap.FetchItemBodySection{{Peek: true}},
 	})
@@ -606,13 +565,13 @@ func (w *worker) streamBatch(ctx context.Context, fc *folderCopy, st *stream, ui
 			if err := wait(); err != nil {
 				return err
 			}
-			st.asked()
+			st.Asked()
 		}
 		data := fetch.Next()
 		if data == nil {
 			break
 		}
-		st.answered()
+		st.Answered()
 		var uid imap.UID
 		var spooled *os.File
 		var spooledSize int64
@@ -649,7 +608,7 @@ func (w *worker) streamBatch(ctx context.Context, fc *folderCopy, st *stream, ui
 		}
 	}
 	if err := fetch.Close(); err != nil {
-		return imapconn.Wrap(imapconn.Source, "fetch", fc.m.Source, err)
+		return st.Err("fetch", fc.m.Source, 0, err)
 	}
 	return nil
 }
@@ -699,7 +658,7 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 		w.buf = make([]byte, 64<<10)
 	}
 	h := sha256.New()
-	cmd := w.dst.Append(fc.m.Target, size, &imap.AppendOptions{Flags: flags, Time: msg.date})
+	cmd := w.dstSt.Append(fc.m.Target, size, &imap.AppendOptions{Flags: flags, Time: msg.date})
 	msg.status = statusUnknown
 	w.run.count(func(r *Report) { r.BodiesFetched++ })
 	var dw io.Writer = &errWriter{w: cmd}
@@ -769,7 +728,7 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 // the server refused it, its answer is already on the way; when the
 // connection broke, nothing will come, so the connection is closed to
 // release the command.
-func waitOrClose(cmd *imapconn.AppendCommand, c *imapconn.Conn, d time.Duration) error {
+func waitOrClose(cmd *imapconn.AppendCommand, c *imapconn.Session, d time.Duration) error {
 	done := make(chan error, 1)
 	go func() {
 		_, err := cmd.Wait()
@@ -805,7 +764,7 @@ var errLiteralBroken = errors.New("message body cut off")
 // closeFetch ends a FETCH. After a literal broke, the connection is closed
 // instead: go-imap (v2.0.0-beta.8) would read the broken literal again to
 // discard it, racing its own reader goroutine on the dead connection.
-func closeFetch(c *imapconn.Conn, fetch *imapconn.FetchCommand, err *error) {
+func closeFetch(c *imapconn.Session, fetch *imapconn.FetchCommand, err *error) {
 	if errors.Is(*err, errLiteralBroken) {
 		c.Close()
 		return
@@ -947,35 +906,34 @@ type targetMsg struct {
 // fetchTarget reads size, flags and (if body) the SHA-256 of the exact
 // bytes of target messages in the selected folder.
 func (w *worker) fetchTarget(ctx context.Context, uids imap.UIDSet, body bool) ([]targetMsg, error) {
-	got, err := w.fetchDigests(ctx, w.dst, w.run.dstLim, uids, body)
-	return got, imapconn.Wrap(imapconn.Target, "fetch", "", err)
+	return w.fetchDigests(ctx, w.dst, uids, body)
 }
 
 // fetchDigests reads size, flags and (if body) the SHA-256 of the exact
 // bytes of messages in c's selected folder, never setting \Seen.
-func (w *worker) fetchDigests(ctx context.Context, c *imapconn.Conn, lim *throttle.Limiter, uids imap.UIDSet, body bool) (_ []targetMsg, err error) {
+func (w *worker) fetchDigests(ctx context.Context, c *imapconn.Session, uids imap.UIDSet, body bool) (_ []targetMsg, err error) {
 	opts := &imap.FetchOptions{UID: true, RFC822Size: true, Flags: true}
 	if body {
 		opts.BodySection = []*imap.FetchItemBodySection{{Peek: true}}
 	}
-	st, err := beginStream(ctx, lim)
+	st, err := c.Stream(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { st.end(err) }()
-	fetch := c.Fetch(uids, opts)
+	defer func() { st.End(err) }()
+	fetch := st.Fetch(uids, opts)
 	defer closeFetch(c, fetch, &err)
 	var out []targetMsg
 	if w.buf == nil {
 		w.buf = make([]byte, 64<<10)
 	}
 	for {
-		st.asked()
+		st.Asked()
 		data := fetch.Next()
 		if data == nil {
 			break
 		}
-		st.answered()
+		st.Answered()
 		var t targetMsg
 		for item := data.Next(); item != nil; item = data.Next() {
 			switch it := item.(type) {
@@ -992,10 +950,10 @@ func (w *worker) fetchDigests(ctx context.Context, c *imapconn.Conn, lim *thrott
 				h := sha256.New()
 				n, err := io.CopyBuffer(h, it.Literal, w.buf)
 				if err != nil {
-					return nil, fmt.Errorf("read back: %w: %w", errLiteralBroken, err)
+					return nil, st.Err("read back", "", t.uid, fmt.Errorf("%w: %w", errLiteralBroken, err))
 				}
 				if n != it.Literal.Size() {
-					return nil, fmt.Errorf("read back: literal ended after %d of %d bytes", n, it.Literal.Size())
+					return nil, st.Err("read back", "", t.uid, fmt.Errorf("literal ended after %d of %d bytes", n, it.Literal.Size()))
 				}
 				copy(t.sha[:], h.Sum(nil))
 				t.size, t.hashed = n, true
@@ -1006,7 +964,7 @@ func (w *worker) fetchDigests(ctx context.Context, c *imapconn.Conn, lim *thrott
 		}
 	}
 	if err := fetch.Close(); err != nil {
-		return nil, fmt.Errorf("read back: %w", err)
+		return nil, st.Err("read back", "", 0, err)
 	}
 	return out, nil
 }
@@ -1024,15 +982,12 @@ func (w *worker) accept(fc *folderCopy, msg *message, t targetMsg) {
 // found bad). Without UIDPLUS a plain EXPUNGE could remove other messages
 // marked \Deleted, so the copies are only flagged.
 func (w *worker) deleteTarget(ctx context.Context, uids imap.UIDSet) error {
-	lim := w.run.dstLim
-	if err := short(ctx, lim, func() error {
-		return w.dst.Store(uids, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close()
-	}); err != nil {
-		return imapconn.Wrap(imapconn.Target, fmt.Sprintf("flag copies %s deleted", uids), "", err)
+	if err := w.dst.Store(ctx, "", uids, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}); err != nil {
+		return fmt.Errorf("flag copies %s deleted: %w", uids, err)
 	}
 	if w.dst.Features.UIDPlus {
-		if err := short(ctx, lim, func() error { return w.dst.UIDExpunge(uids).Close() }); err != nil {
-			return imapconn.Wrap(imapconn.Target, fmt.Sprintf("expunge bad copies %s", uids), "", err)
+		if err := w.dst.UIDExpunge(ctx, "", uids); err != nil {
+			return fmt.Errorf("expunge copies %s: %w", uids, err)
 		}
 	}
 	return nil

@@ -104,6 +104,13 @@ func (o *Op) DoneUntimed(err error) { o.end(err, VerdictOf(err), false) }
 // DoneUntimedAs is DoneUntimed with the Verdict decided by the caller.
 func (o *Op) DoneUntimedAs(err error, v Verdict) { o.end(err, v, false) }
 
+// CountSent counts n IMAP commands sent to the cluster under this limiter.
+func (l *Limiter) CountSent(n int) {
+	l.mu.Lock()
+	l.st.Sent += int64(n)
+	l.mu.Unlock()
+}
+
 // Observe records one command latency the caller measured itself, such as
 // the wait for each message of a streaming FETCH, without taking a slot.
 func (l *Limiter) Observe(d time.Duration) {

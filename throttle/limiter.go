@@ -258,7 +258,10 @@ type Stats struct {
 	Latency  time.Duration // smoothed p90 command latency; 0 before the first interval
 	Baseline time.Duration // latency learned while healthy; 0 until learned
 
-	Commands  int64 // commands that ended (Done), cancellations excluded
+	Commands int64 // commands that ended (Done), cancellations excluded
+	// Sent counts the IMAP commands sent to the cluster under this
+	// limiter (CountSent): one per command, however it was timed.
+	Sent      int64
 	Errors    int64 // of those, how many failed
 	Distress  int64 // of those, how many failed with an overload signal (see Signal.Retryable)
 	Decreases int64 // times the limit shrank

@@ -61,12 +61,11 @@ func featuresOf(caps imap.CapSet) Features {
 	}
 }
 
-// Conn is one authenticated IMAP connection. Its methods are those of the
-// underlying client; commands may be pipelined from several goroutines, but
-// a body FETCH must be drained or closed before waiting on another command
-// of the same connection.
+// Conn is one authenticated IMAP connection. Commands go through a
+// Session (NewSession), which owns it: the raw client is not reachable
+// from outside this package.
 type Conn struct {
-	*imapclient.Client
+	client   *imapclient.Client
 	Features Features
 	Side     string
 	Endpoint Endpoint
@@ -80,7 +79,7 @@ func (c *Conn) Close() error {
 	var err error
 	c.once.Do(func() {
 		c.stop()
-		err = c.Client.Close()
+		err = c.client.Close()
 	})
 	return err
 }
@@ -89,7 +88,7 @@ func (c *Conn) Close() error {
 func (c *Conn) Logout() {
 	done := make(chan struct{})
 	go func() {
-		_ = c.Client.Logout().Wait()
+		_ = c.client.Logout().Wait()
 		close(done)
 	}()
 	select {
@@ -121,7 +120,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{Client: client, Side: cfg.Side, Endpoint: ep}
+	c := &Conn{client: client, Side: cfg.Side, Endpoint: ep}
 	c.stop = context.AfterFunc(ctx, func() { _ = client.Close() })
 	deadline := time.AfterFunc(timeout, func() { _ = client.Close() })
 	defer deadline.Stop()
@@ -246,9 +245,9 @@ func (cfg Config) login(c *Conn, raw net.Conn) error {
 	login := ep.Login
 	if ep.Admin != "" {
 		login = ep.Admin + " for " + ep.Mailbox
-		err = c.Client.Authenticate(sasl.NewPlainClient(ep.Mailbox, ep.Admin, cfg.Password))
+		err = c.client.Authenticate(sasl.NewPlainClient(ep.Mailbox, ep.Admin, cfg.Password))
 	} else {
-		err = c.Client.Login(ep.Login, cfg.Password).Wait()
+		err = c.client.Login(ep.Login, cfg.Password).Wait()
 	}
 	if err == nil {
 		return nil

@@ -175,17 +175,19 @@ func measure(ctx context.Context, c *inventory.Cluster, mailbox string) (int64, 
 	if err != nil {
 		return 0, 0, err
 	}
-	conn, err := imapconn.Dial(ctx, cfg)
+	c0, err := imapconn.Dial(ctx, cfg)
 	if err != nil {
 		return 0, 0, err
 	}
+	// Discovery's own concurrency bounds its load; no cluster limiter.
+	conn := imapconn.NewSession(c0, imapconn.Source, nil)
 	defer conn.Logout()
 	f := conn.Features
 	opts := &imap.ListOptions{}
 	if f.ListStatus && f.StatusSize {
 		opts.ReturnStatus = &imap.StatusOptions{NumMessages: true, Size: true}
 	}
-	list, err := conn.List("", "*", opts).Collect()
+	list, err := conn.List(ctx, "", "*", opts)
 	if err != nil {
 		return 0, 0, fmt.Errorf("mailbox %q: list folders: %w", mailbox, err)
 	}
@@ -196,7 +198,7 @@ func measure(ctx context.Context, c *inventory.Cluster, mailbox string) (int64, 
 		}
 		st := l.Status
 		if st == nil && f.StatusSize {
-			if st, err = conn.Status(l.Mailbox, &imap.StatusOptions{NumMessages: true, Size: true}).Wait(); err != nil {
+			if st, err = conn.Status(ctx, l.Mailbox, &imap.StatusOptions{NumMessages: true, Size: true}); err != nil {
 				return 0, 0, fmt.Errorf("mailbox %q: status %q: %w", mailbox, l.Mailbox, err)
 			}
 		}
@@ -205,7 +207,7 @@ func measure(ctx context.Context, c *inventory.Cluster, mailbox string) (int64, 
 			msgs += int64(*st.NumMessages)
 			continue
 		}
-		b, n, err := sumSizes(conn, l.Mailbox)
+		b, n, err := sumSizes(ctx, conn, l.Mailbox)
 		if err != nil {
 			return 0, 0, fmt.Errorf("mailbox %q: sizes in %q: %w", mailbox, l.Mailbox, err)
 		}
@@ -216,15 +218,20 @@ func measure(ctx context.Context, c *inventory.Cluster, mailbox string) (int64, 
 }
 
 // sumSizes adds up RFC822.SIZE over a folder opened read-only.
-func sumSizes(conn *imapconn.Conn, folder string) (int64, int64, error) {
-	sel, err := conn.Select(folder, &imap.SelectOptions{ReadOnly: true}).Wait()
+func sumSizes(ctx context.Context, conn *imapconn.Session, folder string) (_, _ int64, err error) {
+	sel, err := conn.Select(ctx, folder, &imap.SelectOptions{ReadOnly: true})
 	if err != nil {
 		return 0, 0, err
 	}
 	if sel.NumMessages == 0 {
 		return 0, 0, nil
 	}
-	fetch := conn.Fetch(imap.SeqSet{imap.SeqRange{Start: 1, Stop: 0}}, &imap.FetchOptions{RFC822Size: true})
+	st, err := conn.Stream(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() { st.End(err) }()
+	fetch := st.Fetch(imap.SeqSet{imap.SeqRange{Start: 1, Stop: 0}}, &imap.FetchOptions{RFC822Size: true})
 	defer fetch.Close()
 	var bytes, n int64
 	for {

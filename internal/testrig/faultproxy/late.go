@@ -47,6 +47,7 @@ type Late struct {
 	released  int // complete APPENDs delivered by Release
 	drops     int
 	commands  int // commands the server received from all links
+	names     map[string]int
 	links     map[*lateLink]struct{}
 }
 
@@ -141,6 +142,30 @@ func (p *Late) Drops() int { p.mu.Lock(); defer p.mu.Unlock(); return p.drops }
 // Commands is how many commands reached the server over all connections.
 func (p *Late) Commands() int { p.mu.Lock(); defer p.mu.Unlock(); return p.commands }
 
+// CommandsByName counts the commands that reached the server by name
+// ("SELECT", "UID FETCH", "APPEND", ...).
+func (p *Late) CommandsByName() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]int, len(p.names))
+	for k, v := range p.names {
+		out[k] = v
+	}
+	return out
+}
+
+// commandName is the name of the command whose first line is line.
+func commandName(line []byte) string {
+	f := bytes.Fields(line)
+	switch {
+	case len(f) >= 3 && bytes.EqualFold(f[1], []byte("UID")):
+		return "UID " + string(bytes.ToUpper(f[2]))
+	case len(f) >= 2:
+		return string(bytes.ToUpper(f[1]))
+	}
+	return ""
+}
+
 // Release delivers the complete commands held for clients that are gone,
 // then logs those sessions out. It returns when the server has answered.
 func (p *Late) Release() {
@@ -209,6 +234,7 @@ type lateLink struct {
 	heldComplete int    // length of held that ends at a command boundary
 	heldAppends  int    // complete APPENDs in held[:heldComplete]
 	fetchTag     []byte // the tag of this link's first FETCH (ReleaseAfterScan)
+	name         string // the current command's name
 	clientGone   bool
 	goneAt       time.Time
 	once         sync.Once
@@ -243,6 +269,7 @@ func (k *lateLink) fromClient() {
 					k.mu.Unlock()
 				}
 				k.noteFetch(s.line)
+				k.name = commandName(s.line)
 			}
 			if ev == evLiteral && len(seg) > 0 {
 				if half, cut := k.p.byeCut(s.literal); cut {
@@ -346,6 +373,10 @@ func (k *lateLink) countCommand() bool {
 	defer k.p.mu.Unlock()
 	if !held {
 		k.p.commands++
+		if k.p.names == nil {
+			k.p.names = map[string]int{}
+		}
+		k.p.names[k.name]++
 	}
 	if k.p.dropAfter > 0 && n == k.p.dropAfter {
 		k.p.drops++
