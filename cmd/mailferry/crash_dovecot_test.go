@@ -475,6 +475,12 @@ func (r *crashRig) expected() *corpus.Snapshot {
 func (r *crashRig) finish() {
 	t := r.t
 	t.Helper()
+	// A late commit that lands after a run's last look is the next run's
+	// to find; so the final run starts once the target has done what the
+	// killed runs had sent (it closed their connections).
+	if !r.late.Drain(10 * time.Second) {
+		t.Fatalf("seed %d: the target still reads a killed run's connection after 10 s", r.seed)
+	}
 	res := r.run(nil, 0, 0)
 	if res.code != exitOK || res.signaled != 0 {
 		t.Fatalf("seed %d: the uninterrupted final run (run %d) did not finish: %s", r.seed, r.runs, res)

@@ -133,6 +133,37 @@ func (p *Late) HeldSoFar() int {
 	return n
 }
 
+// Drain waits (at most d) until the server has closed every connection
+// whose client is gone: by then it has read and done all they had sent.
+// Held links (HoldAfter) wait for Release and are not waited for.
+func (p *Late) Drain(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		busy := false
+		p.mu.Lock()
+		pending := map[*lateLink]bool{}
+		for _, k := range p.pending {
+			pending[k] = true
+		}
+		for k := range p.links {
+			k.mu.Lock()
+			gone := k.clientGone
+			k.mu.Unlock()
+			if gone && !pending[k] {
+				busy = true
+			}
+		}
+		p.mu.Unlock()
+		if !busy {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // Released is how many held APPENDs Release delivered.
 func (p *Late) Released() int { p.mu.Lock(); defer p.mu.Unlock(); return p.released }
 
