@@ -150,15 +150,16 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	// Until login is done, cancelling ctx or the dial timeout closes the
 	// TCP connection, which ends whatever stage is blocked on it.
 	var timedOut atomic.Bool
-	stopCtx := context.AfterFunc(ctx, func() { _ = raw.Close() })
-	deadline := time.AfterFunc(timeout, func() { timedOut.Store(true); _ = raw.Close() })
+	cur := &current{conn: raw}
+	stopCtx := context.AfterFunc(ctx, cur.close)
+	deadline := time.AfterFunc(timeout, func() { timedOut.Store(true); cur.close() })
 	fail := func(client *imapclient.Client, err error) (*Conn, error) {
 		stopCtx()
 		deadline.Stop()
 		if client != nil {
 			_ = client.Close()
 		}
-		_ = raw.Close()
+		cur.close()
 		switch {
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
@@ -169,6 +170,19 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 
 	wc, plaintext, err := cfg.secure(ctx, raw, opts)
+	if errors.Is(err, errNoStartTLS) {
+		// The server answered STARTTLS with NO or BAD: it offers none.
+		// Start again in clear text on a new connection, as a proxy
+		// between may have taken the STARTTLS for done.
+		_ = raw.Close()
+		if raw, err = cfg.dial(ctx, timeout); err != nil {
+			return fail(nil, err)
+		}
+		if !cur.set(raw) {
+			return fail(nil, ctx.Err())
+		}
+		wc, plaintext = newWatchConn(raw, raw, cfg.Side, ep.Addr(), cfg.idleTimeout(), nil), true
+	}
 	if err != nil {
 		return fail(nil, err)
 	}
@@ -270,12 +284,7 @@ func (cfg Config) secure(ctx context.Context, raw net.Conn, opts *imapclient.Opt
 			return nil, false, err
 		}
 		if !ok {
-			// The server answered STARTTLS with NO or BAD: it offers
-			// none. The library reads the greeting again, and whatever
-			// the server sent after its answer.
-			rest, _ := s.br.Peek(s.br.Buffered())
-			prefix := append([]byte(greeting), rest...)
-			return newWatchConn(raw, raw, cfg.Side, ep.Addr(), idle, prefix), true, nil
+			return nil, false, errNoStartTLS
 		}
 		if s.br.Buffered() > 0 {
 			return nil, false, fmt.Errorf("%s: %s sent data after its STARTTLS answer, before TLS; refusing it", cfg.Side, ep.Addr())
@@ -288,6 +297,35 @@ func (cfg Config) secure(ctx context.Context, raw net.Conn, opts *imapclient.Opt
 	default:
 		return newWatchConn(raw, raw, cfg.Side, ep.Addr(), idle, nil), true, nil
 	}
+}
+
+// errNoStartTLS: the server answered STARTTLS with NO or BAD.
+var errNoStartTLS = errors.New("STARTTLS refused")
+
+// current is the TCP connection a Dial is working on, closed by
+// cancellation and the dial timeout.
+type current struct {
+	mu     sync.Mutex
+	conn   net.Conn
+	closed bool
+}
+
+func (c *current) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	_ = c.conn.Close()
+}
+
+// set replaces the connection; false if close came first (conn is closed).
+func (c *current) set(conn net.Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.conn = conn
+	if c.closed {
+		_ = conn.Close()
+	}
+	return !c.closed
 }
 
 // handshake runs the TLS handshake, aborted by ctx and bounded by the idle

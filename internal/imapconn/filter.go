@@ -174,8 +174,6 @@ func (f *respFilter) classify(seg []byte) {
 	}
 	kw = upper(kw)
 	switch {
-	case kw == "":
-		// Not a response the filter understands: the library decides.
 	case kw == "LIST" || kw == "STATUS":
 		f.hold = true
 	case !knownResponses[kw]:
