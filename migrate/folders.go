@@ -43,8 +43,8 @@ type tree struct {
 	// valid modified UTF-7, raw as sent; they cannot be opened by name
 	// and are not in Folders.
 	BadNames []string
-	Delim   rune   // hierarchy delimiter of the personal namespace
-	Prefix  string // personal namespace prefix, e.g. "INBOX." on Courier
+	Delim    rune   // hierarchy delimiter of the personal namespace
+	Prefix   string // personal namespace prefix, e.g. "INBOX." on Courier
 }
 
 func (t *tree) byName(name string) *folder {
