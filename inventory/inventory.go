@@ -103,6 +103,10 @@ type Limits struct {
 	// MaxLatency is the command latency above which mailferry backs off
 	// this cluster whatever it learned as normal.
 	MaxLatency time.Duration
+	// IOTimeout is how long a connection to this cluster may make no
+	// progress while mailferry waits for the server before it is closed
+	// and the work retried; 0 means the default (imapconn's, 120s).
+	IOTimeout time.Duration
 	// Windows are the local hours ("01:00-06:00") in which new work may
 	// start on this cluster; none means always.
 	Windows throttle.Windows
@@ -226,6 +230,9 @@ func (c *Cluster) check() []fieldProblem {
 	}
 	if c.Limits.MaxLatency < 0 {
 		add("limits.max_latency", "must not be negative")
+	}
+	if c.Limits.IOTimeout < 0 {
+		add("limits.io_timeout", "must not be negative")
 	}
 	if c.Health == "" {
 		c.Health = Healthy

@@ -68,6 +68,8 @@ func TestRejects(t *testing.T) {
 		{"bad unit", "clusters:" + strings.Replace(goodCluster, "2TiB", "2 TeraB", 1), "", []string{"inv.yaml:5: clusters[0].capacity.bytes:", "unknown unit"}},
 		{"bad health", "clusters:" + goodCluster + "    health: sick\n", "", []string{"inv.yaml:6: clusters[a].health: unknown health \"sick\""}},
 		{"bad max latency", "clusters:" + goodCluster + "    limits: {max_latency: soon}\n", "", []string{"inv.yaml:6: clusters[0].limits.max_latency: want a duration", "soon"}},
+		{"bad io timeout", "clusters:" + goodCluster + "    limits: {io_timeout: later}\n", "", []string{"inv.yaml:6: clusters[0].limits.io_timeout: want a duration", "later"}},
+		{"negative io timeout", "clusters:" + goodCluster + "    limits: {io_timeout: -5s}\n", "", []string{"inv.yaml:6: clusters[a].limits.io_timeout: must not be negative"}},
 		{"bad window", "clusters:" + goodCluster + "    limits: {windows: [\"01:00-06:00\", \"25:00-02:00\"]}\n", "", []string{"inv.yaml:6: clusters[0].limits.windows[1]:", "25:00"}},
 		{"tls none on imaps", "clusters:" + goodCluster + "    tls: none\n", "", []string{"inv.yaml:3: clusters[a].url:", "imaps:// always uses TLS"}},
 		{"bad scheme", "clusters:" + strings.Replace(goodCluster, "imaps://", "pop3://", 1), "", []string{"inv.yaml:3: clusters[a].url: scheme \"pop3\""}},
@@ -210,7 +212,7 @@ func TestCSVRoundTrip(t *testing.T) {
 func TestLimitsLatencyAndWindows(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "inv.yaml")
-	src := "clusters:" + goodCluster + "    limits: {connections: 3, max_latency: 750ms, windows: [\"22:00-02:00\", \"12:00-13:00\"]}\n"
+	src := "clusters:" + goodCluster + "    limits: {connections: 3, max_latency: 750ms, io_timeout: 45s, windows: [\"22:00-02:00\", \"12:00-13:00\"]}\n"
 	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +221,7 @@ func TestLimitsLatencyAndWindows(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := inv.Clusters[0].Limits
-	if l.Connections != 3 || l.MaxLatency != 750*time.Millisecond || len(l.Windows) != 2 {
+	if l.Connections != 3 || l.MaxLatency != 750*time.Millisecond || l.IOTimeout != 45*time.Second || len(l.Windows) != 2 {
 		t.Fatalf("limits = %+v", l)
 	}
 	at := func(h int) time.Time { return time.Date(2026, 1, 1, h, 30, 0, 0, time.Local) }

@@ -505,6 +505,14 @@ func (p *parser) cluster(n *yaml.Node, i int) Cluster {
 						}
 						c.Limits.MaxLatency = d
 					}
+				case "io_timeout":
+					if s, ok := p.str(v, ff); ok && s != "" {
+						d, err := time.ParseDuration(s)
+						if err != nil {
+							p.errorf(v, ff, "want a duration such as 30s or 2m, got %q", s)
+						}
+						c.Limits.IOTimeout = d
+					}
 				case "windows":
 					p.sequence(v, ff, func(i int, item *yaml.Node) {
 						if s, ok := p.str(item, fmt.Sprintf("%s[%d]", ff, i)); ok {
@@ -517,7 +525,7 @@ func (p *parser) cluster(n *yaml.Node, i int) Cluster {
 						}
 					})
 				default:
-					p.unknown(k, f, key, "connections", "bytes_per_sec", "messages_per_sec", "max_latency", "windows")
+					p.unknown(k, f, key, "connections", "bytes_per_sec", "messages_per_sec", "max_latency", "io_timeout", "windows")
 				}
 			})
 		case "tags":

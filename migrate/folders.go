@@ -40,8 +40,12 @@ func (f folder) Key() string { return strings.Join(f.Path, "/") }
 // tree is a server's folder list with what is needed to name new folders.
 type tree struct {
 	Folders []folder
-	Delim   rune   // hierarchy delimiter of the personal namespace
-	Prefix  string // personal namespace prefix, e.g. "INBOX." on Courier
+	// BadNames are folders the server listed under a name that is not
+	// valid modified UTF-7, raw as sent; they cannot be opened by name
+	// and are not in Folders.
+	BadNames []string
+	Delim    rune   // hierarchy delimiter of the personal namespace
+	Prefix   string // personal namespace prefix, e.g. "INBOX." on Courier
 }
 
 func (t *tree) byName(name string) *folder {
@@ -161,6 +165,7 @@ func listTree(ctx context.Context, c *imapconn.Session) (*tree, error) {
 	if t.Delim == 0 {
 		t.Delim = '/'
 	}
+	t.BadNames = c.BadNames()
 	sort.Slice(t.Folders, func(i, j int) bool { return t.Folders[i].Name < t.Folders[j].Name })
 	return t, nil
 }

@@ -251,6 +251,10 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	for _, w := range warnings {
 		r.warn(w)
 	}
+	r.failBadNames(srcTree.BadNames)
+	for _, name := range dstTree.BadNames {
+		r.warn(fmt.Sprintf("the target lists a folder named %q, which is not valid modified UTF-7; it is left alone", name))
+	}
 	if opts.State != nil {
 		changed, err := r.folderChanges(ctx, sc, dc, mappings)
 		if err == nil && changed {
@@ -494,4 +498,18 @@ func (r *run) failFolder(m *FolderMapping, reason string) {
 	r.report.Failures = append(r.report.Failures, Failure{Folder: m.Source, Reason: reason})
 	r.report.Messages += int(m.src.Messages)
 	r.report.Failed += max(int(m.src.Messages), 1)
+}
+
+// failBadNames reports the source's folders whose names are not valid
+// modified UTF-7: they cannot be named in a command, so they fail alone
+// and every other folder is copied.
+func (r *run) failBadNames(names []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, name := range names {
+		r.report.Folders++
+		r.report.Failed++
+		r.report.Failures = append(r.report.Failures, Failure{Folder: name,
+			Reason: fmt.Sprintf("folder name %q from the source is not valid modified UTF-7; skipped", name)})
+	}
 }

@@ -43,6 +43,7 @@ type applyFlags struct {
 	keepDeleted    bool
 	windows        []string
 	exitOutside    bool
+	ioTimeout      time.Duration
 }
 
 func (a *applyFlags) register(f *pflag.FlagSet) {
@@ -60,6 +61,7 @@ func (a *applyFlags) register(f *pflag.FlagSet) {
 	f.BoolVar(&a.keepDeleted, "keep-deleted", false, "keep target copies of messages and folders deleted on the source")
 	f.StringArrayVar(&a.windows, "window", nil, "start new work only within local `HH:MM-HH:MM` (repeatable), on every cluster")
 	f.BoolVar(&a.exitOutside, "exit-outside-window", false, "outside the windows, finish in-flight work and exit 75 instead of waiting")
+	f.DurationVar(&a.ioTimeout, "io-timeout", 0, ioTimeoutUsage+" (default: each cluster's limits.io_timeout, else 2m0s)")
 }
 
 func newApplyCommand(g *globalOptions) *cobra.Command {
@@ -252,6 +254,9 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	if a.parallel < 1 || a.connections < 1 {
 		return usageErrorf("--parallel and --connections must be at least 1")
 	}
+	if a.ioTimeout < 0 {
+		return usageErrorf("--io-timeout %s: want a positive duration such as 30s", a.ioTimeout)
+	}
 	windows, err := throttle.ParseWindows(a.windows...)
 	if err != nil {
 		return usageErrorf("--window: %v", err)
@@ -291,6 +296,9 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 			m.Dst, m.Err = discover.Config(to, pm.Mailbox)
 		}
 		m.Src.Side, m.Dst.Side = "source", "target"
+		if a.ioTimeout > 0 {
+			m.Src.IdleTimeout, m.Dst.IdleTimeout = a.ioTimeout, a.ioTimeout
+		}
 		moves = append(moves, m)
 	}
 	for m := range want {

@@ -420,14 +420,16 @@ func TestApplyE2EWrongPasswordFailsAlone(t *testing.T) {
 }
 
 // TestApplyE2EKill9 kills the real binary with SIGKILL at random moments
-// while it applies a plan, then runs it again until it finishes: every move
+// while it applies a plan of 20 moves, 10 times, each time starting it
+// again at once (a killed run's hook may still be running), then runs it
+// until it finishes: every move
 // completes exactly once (each target equal to its source as a multiset, so
 // no message twice), the sources are untouched, and a further run skips
 // everything. Under kill -9 the cutover hook is at least once: a kill while
 // it runs, or after it succeeded but before the cutover was recorded, runs
 // it again on the rerun; the test logs it when it happens.
 func TestApplyE2EKill9(t *testing.T) {
-	const n, kills = 12, 5
+	const n, kills = 20, 10
 	bin := mailferryBinary(t)
 	r := newApplyRig(t, n)
 	before := r.snapshotSources()
@@ -454,16 +456,17 @@ echo "$MAILFERRY_MAILBOX" >> `+hookLog+"\n")
 	args := []string{"apply", plan, "-i", r.inv, "--state", db, "--parallel", "4", "--json", "--report", report, "--cutover-exec", hook}
 
 	landed, finished := 0, 0
+	var killed []*binaryRun
 	for run := 1; landed < kills; run++ {
 		if run > 3*kills {
 			t.Fatalf("%d runs, only %d kills landed", run-1, landed)
 		}
-		delay := 100*time.Millisecond + time.Duration(rng.Int64N(int64(700*time.Millisecond)))
+		delay := 30*time.Millisecond + time.Duration(rng.Int64N(int64(300*time.Millisecond)))
 		p := startBinary(t, bin, r.dir, args...)
 		time.Sleep(delay)
 		killedAt := p.kill9()
 		res := p.wait(t, time.Minute)
-		p.waitGroupGone(t, 15*time.Second) // the hook outlives its parent
+		killed = append(killed, p) // its hook may outlive it; the next run starts now
 		doneMoves := strings.Count(res.stdout, `"event":"move_done"`)
 		switch {
 		case res.signaled == syscall.SIGKILL:
@@ -484,6 +487,9 @@ echo "$MAILFERRY_MAILBOX" >> `+hookLog+"\n")
 	res := p.wait(t, 2*time.Minute)
 	if res.code != exitOK {
 		t.Fatalf("final run: exit %d, signal %v\nstderr:\n%s", res.code, res.signaled, crashTail(res.stderr, 4000))
+	}
+	for _, k := range killed {
+		k.waitGroupGone(t, 15*time.Second) // hooks of killed runs, before their log is read
 	}
 	rep := readReport(t, report)
 	if tot := rep.Totals; tot.Done+tot.Skipped != n {

@@ -34,8 +34,13 @@ type migrateOptions struct {
 	debugIMAP                bool
 	state                    string
 	keepDeleted              bool
+	ioTimeout                time.Duration
 	throttle                 throttleFlags
 }
+
+// ioTimeoutUsage is the help of --io-timeout (migrate, apply, drain,
+// rebalance, complete).
+const ioTimeoutUsage = "close a connection whose server has kept mailferry waiting `D` with no byte moving (the work is retried on a new one); slow but moving transfers are never cut"
 
 // throttleFlags limit the load a copy puts on the source cluster.
 type throttleFlags struct {
@@ -103,6 +108,11 @@ With --from-admin/--to-admin the password is the admin's, and mailferry logs
 in with SASL PLAIN as the admin acting for the mailbox (Dovecot master users,
 Cyrus admins). A Dovecot master login "alice*admin" in the URL works too.
 
+Every wait on a server is bounded by --io-timeout without progress: a server
+that goes silent while mailferry waits for it is disconnected with an error
+naming the side, and the work is retried; a throttled transfer that keeps
+moving is never cut, however long it takes.
+
 Exit codes: 0 everything copied and verified; 3 some messages failed (listed);
 1 the mailbox could not be migrated; 2 usage error.`,
 		Example: `  # copy alice from the old server to the new one, passwords from files
@@ -135,6 +145,7 @@ Exit codes: 0 everything copied and verified; 3 some messages failed (listed);
 	f.BoolVar(&o.debugIMAP, "debug-imap", false, "trace the IMAP protocol to stderr (credentials redacted)")
 	f.StringVar(&o.state, "state", "mailferry.db", "durable state: a SQLite `FILE` (or sqlite:PATH), a postgres:// URL, or none")
 	f.BoolVar(&o.keepDeleted, "keep-deleted", false, "keep target copies of messages and folders deleted on the source since the last run")
+	f.DurationVar(&o.ioTimeout, "io-timeout", imapconn.DefaultIdleTimeout, ioTimeoutUsage)
 	o.throttle.register(f)
 	return cmd
 }
@@ -149,6 +160,9 @@ func runMigrate(cmd *cobra.Command, g *globalOptions, o *migrateOptions) error {
 	}
 	if o.connections < 1 || o.connections > 64 {
 		return usageErrorf("--connections %d: want 1 to 64", o.connections)
+	}
+	if o.ioTimeout <= 0 {
+		return usageErrorf("--io-timeout %s: want a positive duration such as 30s", o.ioTimeout)
 	}
 	src, err := o.side("source", "--from", o.from, o.fromAdmin, o.fromPassFile, "MAILFERRY_FROM_PASSWORD", g)
 	if err != nil {
@@ -252,6 +266,7 @@ func (o *migrateOptions) side(side, flag, rawURL, admin, passFile, passEnv strin
 	cfg := imapconn.Config{
 		Side: side, Endpoint: ep, Password: pass,
 		AllowPlaintext: o.allowPlaintext, CAFile: o.caFile, InsecureSkipVerify: o.insecure,
+		IdleTimeout: o.ioTimeout,
 	}
 	if o.debugIMAP {
 		cfg.Debug = prefixWriter{w: g.stderr, prefix: side + ": "}

@@ -1,6 +1,7 @@
 package imapconn
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -33,8 +35,16 @@ type Config struct {
 	CAFile string
 	// InsecureSkipVerify accepts any certificate.
 	InsecureSkipVerify bool
-	// DialTimeout bounds TCP connect, TLS handshake and login; 0 means 30s.
+	// DialTimeout bounds TCP connect, TLS handshake and login together;
+	// 0 means 30s.
 	DialTimeout time.Duration
+	// IdleTimeout bounds every wait on the server by progress: when
+	// mailferry waits for it (a command outstanding, or a write blocked)
+	// and no byte moves for this long, the connection is closed with a
+	// *TimeoutError naming the side. A slow but moving transfer is never
+	// cut, and an idle connection with nothing outstanding is kept. 0
+	// means DefaultIdleTimeout (120s).
+	IdleTimeout time.Duration
 	// Debug, when set, receives the protocol trace with credentials redacted.
 	Debug io.Writer
 }
@@ -71,6 +81,18 @@ type Conn struct {
 	Endpoint Endpoint
 	stop     func() bool
 	once     sync.Once
+	watch    *watchConn
+}
+
+// BadNames returns the raw names (as the server sent them) of mailboxes
+// that LIST or STATUS responses named in invalid modified UTF-7; those
+// responses were dropped, so the folders are missing from what List
+// returned. The list grows over the connection's life, without repeats.
+func (c *Conn) BadNames() []string {
+	if c.watch == nil {
+		return nil
+	}
+	return c.watch.badNames()
 }
 
 // Close closes the connection at once without LOGOUT. It is safe to call
@@ -98,9 +120,13 @@ func (c *Conn) Logout() {
 	_ = c.Close()
 }
 
-// Dial opens, secures and authenticates a connection. Until the returned
-// Conn is closed, cancelling ctx closes it, which aborts any command blocked
-// on it. Errors name the side and the server and never contain the password.
+// Dial opens, secures and authenticates a connection. Cancelling ctx
+// aborts it at every stage (TCP connect, TLS or STARTTLS handshake,
+// greeting, login) and, until the returned Conn is closed, closes it, which
+// aborts any command blocked on it. Every wait on the server is bounded by
+// Config.IdleTimeout without progress (see IdleTimeout), the whole Dial also
+// by Config.DialTimeout. Errors name the side and the server and never
+// contain the password.
 func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	ep := cfg.Endpoint
 	timeout := cfg.DialTimeout
@@ -116,26 +142,65 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		opts.DebugWriter = NewRedactor(cfg.Debug)
 	}
 
-	client, raw, err := cfg.connect(ctx, timeout, opts)
+	raw, err := cfg.dial(ctx, timeout)
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{client: client, Side: cfg.Side, Endpoint: ep}
-	c.stop = context.AfterFunc(ctx, func() { _ = client.Close() })
-	deadline := time.AfterFunc(timeout, func() { _ = client.Close() })
-	defer deadline.Stop()
-
-	if err := cfg.login(c, raw); err != nil {
-		_ = c.Close()
-		if ctx.Err() != nil {
+	// Until login is done, cancelling ctx or the dial timeout closes the
+	// TCP connection, which ends whatever stage is blocked on it.
+	var timedOut atomic.Bool
+	cur := &current{conn: raw}
+	stopCtx := context.AfterFunc(ctx, cur.close)
+	deadline := time.AfterFunc(timeout, func() { timedOut.Store(true); cur.close() })
+	fail := func(client *imapclient.Client, err error) (*Conn, error) {
+		stopCtx()
+		deadline.Stop()
+		if client != nil {
+			_ = client.Close()
+		}
+		cur.close()
+		switch {
+		case ctx.Err() != nil:
 			return nil, ctx.Err()
+		case timedOut.Load():
+			return nil, fmt.Errorf("%s: connecting and logging in to %s timed out after %s", cfg.Side, ep.Addr(), timeout)
 		}
 		return nil, err
 	}
-	if !deadline.Stop() {
-		_ = c.Close()
-		return nil, fmt.Errorf("%s: login on %s timed out after %s", cfg.Side, ep.Addr(), timeout)
+
+	wc, plaintext, err := cfg.secure(ctx, raw, opts)
+	if errors.Is(err, errNoStartTLS) {
+		// The server answered STARTTLS with NO or BAD: it offers none.
+		// Start again in clear text on a new connection, as a proxy
+		// between may have taken the STARTTLS for done.
+		_ = raw.Close()
+		if raw, err = cfg.dial(ctx, timeout); err != nil {
+			return fail(nil, err)
+		}
+		if !cur.set(raw) {
+			return fail(nil, ctx.Err())
+		}
+		wc, plaintext = newWatchConn(raw, raw, cfg.Side, ep.Addr(), cfg.idleTimeout(), nil), true
 	}
+	if err != nil {
+		return fail(nil, err)
+	}
+	client := imapclient.New(wc, opts)
+	if err := client.WaitGreeting(); err != nil {
+		return fail(client, fmt.Errorf("%s: no IMAP greeting from %s: %w", cfg.Side, ep.Addr(), err))
+	}
+	if plaintext && !cfg.AllowPlaintext && !isLoopbackAddr(raw.RemoteAddr()) {
+		return fail(client, fmt.Errorf("%s: %s offers no TLS; refusing to send credentials in clear text to a non-loopback address (use imaps://, or --allow-plaintext)", cfg.Side, ep.Addr()))
+	}
+	c := &Conn{client: client, Side: cfg.Side, Endpoint: ep, watch: wc}
+	if err := cfg.login(c); err != nil {
+		return fail(client, err)
+	}
+	if !deadline.Stop() {
+		return fail(client, nil)
+	}
+	stopCtx()
+	c.stop = context.AfterFunc(ctx, func() { _ = client.Close() })
 	caps := client.Caps()
 	if caps == nil {
 		_ = c.Close()
@@ -143,6 +208,13 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 	c.Features = featuresOf(caps)
 	return c, nil
+}
+
+func (cfg Config) idleTimeout() time.Duration {
+	if cfg.IdleTimeout > 0 {
+		return cfg.IdleTimeout
+	}
+	return DefaultIdleTimeout
 }
 
 func (cfg Config) tlsConfig() (*tls.Config, error) {
@@ -176,56 +248,192 @@ func (cfg Config) dial(ctx context.Context, timeout time.Duration) (net.Conn, er
 	return conn, nil
 }
 
-// connect returns a client past the greeting (and TLS, when used) and the
-// raw TCP connection (to check where credentials go).
-func (cfg Config) connect(ctx context.Context, timeout time.Duration, opts *imapclient.Options) (*imapclient.Client, net.Conn, error) {
+// secure negotiates TLS as the endpoint says and returns the connection to
+// hand to the IMAP library, and whether it is in clear text. STARTTLS is
+// spoken here rather than by the library (imapclient.NewStartTLS), whose
+// exchange and handshake take no context and run on the library's fixed
+// deadlines; the library then gets the TLS connection with the greeting
+// replayed (its capabilities dropped, as they must be asked again).
+func (cfg Config) secure(ctx context.Context, raw net.Conn, opts *imapclient.Options) (*watchConn, bool, error) {
 	ep := cfg.Endpoint
-	raw, err := cfg.dial(ctx, timeout)
-	if err != nil {
-		return nil, nil, err
-	}
-	_ = raw.SetDeadline(time.Now().Add(timeout))
-	defer func() { _ = raw.SetDeadline(time.Time{}) }()
+	idle := cfg.idleTimeout()
 	switch ep.TLS {
 	case TLSImplicit:
-		tc := tls.Client(raw, opts.TLSConfig)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			raw.Close()
-			return nil, nil, cfg.tlsError(err)
-		}
-		c := imapclient.New(tc, opts)
-		if err := c.WaitGreeting(); err != nil {
-			c.Close()
-			return nil, nil, fmt.Errorf("%s: no IMAP greeting from %s: %w", cfg.Side, ep.Addr(), err)
-		}
-		return c, raw, nil
-	case TLSStartTLS:
-		c, err := imapclient.NewStartTLS(raw, opts)
-		if err == nil {
-			return c, raw, nil
-		}
-		var ie *imap.Error
-		if !errors.As(err, &ie) {
-			return nil, nil, cfg.tlsError(err)
-		}
-		// The server answered STARTTLS with NO or BAD: it offers none.
-		raw, err = cfg.dial(ctx, timeout)
+		tc, err := cfg.handshake(ctx, raw, opts.TLSConfig)
 		if err != nil {
-			return nil, nil, err
+			return nil, false, err
 		}
-		fallthrough
+		return newWatchConn(tc, raw, cfg.Side, ep.Addr(), idle, nil), false, nil
+	case TLSStartTLS:
+		s := &startTLS{cfg: cfg, raw: raw, br: bufio.NewReaderSize(raw, 4096), debug: opts.DebugWriter}
+		greeting, err := s.line()
+		if err != nil {
+			return nil, false, fmt.Errorf("%s: no IMAP greeting from %s: %w", cfg.Side, ep.Addr(), err)
+		}
+		status, text := greetingStatus(greeting)
+		switch status {
+		case "OK":
+		case "PREAUTH":
+			return nil, false, fmt.Errorf("%s: %s sent PREAUTH on an unencrypted connection; refusing it", cfg.Side, ep.Addr())
+		default:
+			return nil, false, fmt.Errorf("%s: %s refused the connection: %s", cfg.Side, ep.Addr(), strings.TrimSpace(greeting))
+		}
+		ok, err := s.command("M0 STARTTLS")
+		if err != nil {
+			return nil, false, err
+		}
+		if !ok {
+			return nil, false, errNoStartTLS
+		}
+		if s.br.Buffered() > 0 {
+			return nil, false, fmt.Errorf("%s: %s sent data after its STARTTLS answer, before TLS; refusing it", cfg.Side, ep.Addr())
+		}
+		tc, err := cfg.handshake(ctx, raw, opts.TLSConfig)
+		if err != nil {
+			return nil, false, err
+		}
+		return newWatchConn(tc, raw, cfg.Side, ep.Addr(), idle, []byte("* OK "+text+"\r\n")), false, nil
 	default:
-		c := imapclient.New(raw, opts)
-		if err := c.WaitGreeting(); err != nil {
-			c.Close()
-			return nil, nil, fmt.Errorf("%s: no IMAP greeting from %s: %w", cfg.Side, ep.Addr(), err)
-		}
-		if !cfg.AllowPlaintext && !isLoopbackAddr(raw.RemoteAddr()) {
-			c.Close()
-			return nil, nil, fmt.Errorf("%s: %s offers no TLS; refusing to send credentials in clear text to a non-loopback address (use imaps://, or --allow-plaintext)", cfg.Side, ep.Addr())
-		}
-		return c, raw, nil
+		return newWatchConn(raw, raw, cfg.Side, ep.Addr(), idle, nil), true, nil
 	}
+}
+
+// errNoStartTLS: the server answered STARTTLS with NO or BAD.
+var errNoStartTLS = errors.New("STARTTLS refused")
+
+// current is the TCP connection a Dial is working on, closed by
+// cancellation and the dial timeout.
+type current struct {
+	mu     sync.Mutex
+	conn   net.Conn
+	closed bool
+}
+
+func (c *current) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	_ = c.conn.Close()
+}
+
+// set replaces the connection; false if close came first (conn is closed).
+func (c *current) set(conn net.Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.conn = conn
+	if c.closed {
+		_ = conn.Close()
+	}
+	return !c.closed
+}
+
+// handshake runs the TLS handshake, aborted by ctx and bounded by the idle
+// timeout (a handshake is a few round trips).
+func (cfg Config) handshake(ctx context.Context, raw net.Conn, tlsConfig *tls.Config) (*tls.Conn, error) {
+	idle := cfg.idleTimeout()
+	_ = raw.SetDeadline(time.Now().Add(idle))
+	tc := tls.Client(raw, tlsConfig)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, fmt.Errorf("%s: TLS with %s failed: %w", cfg.Side, cfg.Endpoint.Addr(),
+				&TimeoutError{Side: cfg.Side, Addr: cfg.Endpoint.Addr(), After: idle})
+		}
+		return nil, cfg.tlsError(err)
+	}
+	_ = raw.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+// startTLS speaks the clear-text part of a STARTTLS connection: the
+// greeting and the STARTTLS command, each line bounded by the idle timeout.
+type startTLS struct {
+	cfg   Config
+	raw   net.Conn
+	br    *bufio.Reader
+	debug io.Writer
+}
+
+const maxStartTLSLine = 16 << 10
+
+// line reads one response line (with its CRLF).
+func (s *startTLS) line() (string, error) {
+	idle := s.cfg.idleTimeout()
+	_ = s.raw.SetReadDeadline(time.Now().Add(idle))
+	defer func() { _ = s.raw.SetReadDeadline(time.Time{}) }()
+	var b []byte
+	for {
+		chunk, err := s.br.ReadSlice('\n')
+		b = append(b, chunk...)
+		if len(b) > maxStartTLSLine {
+			return "", fmt.Errorf("response line longer than %d bytes", maxStartTLSLine)
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return "", &TimeoutError{Side: s.cfg.Side, Addr: s.cfg.Endpoint.Addr(), After: idle}
+			}
+			return "", unwrapOp(err)
+		}
+		if s.debug != nil {
+			_, _ = s.debug.Write(b)
+		}
+		return string(b), nil
+	}
+}
+
+// command sends one command and reads until its tagged answer: true for OK,
+// false for NO or BAD.
+func (s *startTLS) command(cmd string) (bool, error) {
+	addr := s.cfg.Endpoint.Addr()
+	_ = s.raw.SetWriteDeadline(time.Now().Add(s.cfg.idleTimeout()))
+	if s.debug != nil {
+		_, _ = io.WriteString(s.debug, cmd+"\r\n")
+	}
+	_, err := io.WriteString(s.raw, cmd+"\r\n")
+	_ = s.raw.SetWriteDeadline(time.Time{})
+	if err != nil {
+		return false, fmt.Errorf("%s: STARTTLS with %s: %w", s.cfg.Side, addr, unwrapOp(err))
+	}
+	tag, _, _ := strings.Cut(cmd, " ")
+	for {
+		l, err := s.line()
+		if err != nil {
+			return false, fmt.Errorf("%s: STARTTLS with %s: %w", s.cfg.Side, addr, err)
+		}
+		t, rest, _ := strings.Cut(l, " ")
+		if t != tag {
+			continue // untagged data
+		}
+		status, _, _ := strings.Cut(strings.TrimSpace(rest), " ")
+		switch strings.ToUpper(status) {
+		case "OK":
+			return true, nil
+		case "NO", "BAD":
+			return false, nil
+		}
+		return false, fmt.Errorf("%s: STARTTLS with %s: unexpected answer %q", s.cfg.Side, addr, strings.TrimSpace(l))
+	}
+}
+
+// greetingStatus splits "* OK [CODE ...] text" into "OK" and "text".
+func greetingStatus(line string) (status, text string) {
+	line = strings.TrimRight(line, "\r\n")
+	rest, ok := strings.CutPrefix(line, "* ")
+	if !ok {
+		return "", ""
+	}
+	status, text, _ = strings.Cut(rest, " ")
+	if strings.HasPrefix(text, "[") {
+		if i := strings.IndexByte(text, ']'); i >= 0 {
+			text = strings.TrimSpace(text[i+1:])
+		}
+	}
+	if text == "" {
+		text = "ready"
+	}
+	return strings.ToUpper(status), text
 }
 
 func (cfg Config) tlsError(err error) error {
@@ -239,7 +447,7 @@ func (cfg Config) tlsError(err error) error {
 	return fmt.Errorf("%s: TLS with %s failed: %w%s", cfg.Side, cfg.Endpoint.Addr(), unwrapOp(err), hint)
 }
 
-func (cfg Config) login(c *Conn, raw net.Conn) error {
+func (cfg Config) login(c *Conn) error {
 	ep := cfg.Endpoint
 	var err error
 	login := ep.Login

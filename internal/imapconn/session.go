@@ -52,6 +52,10 @@ func (s *Session) Dead() bool {
 	}
 }
 
+// BadNames are the raw folder names the server listed that are not valid
+// modified UTF-7 (left out of List's answer).
+func (s *Session) BadNames() []string { return s.c.BadNames() }
+
 // Close closes the connection at once; safe to call more than once.
 func (s *Session) Close() { _ = s.c.Close() }
 

@@ -35,7 +35,7 @@ func Config(c *inventory.Cluster, mailbox string) (imapconn.Config, error) {
 	if err != nil {
 		return imapconn.Config{}, fmt.Errorf("cluster %s: %w", c.Name, err)
 	}
-	cfg := imapconn.Config{Side: "cluster " + c.Name}
+	cfg := imapconn.Config{Side: "cluster " + c.Name, IdleTimeout: c.Limits.IOTimeout}
 	switch c.TLS {
 	case inventory.TLSNone:
 		ep.TLS, cfg.AllowPlaintext = imapconn.TLSNone, true
