@@ -1056,3 +1056,53 @@ func TestApplyE2EOutsideWindowExits75(t *testing.T) {
 		t.Fatalf("inside: exit %d\n%s\n%s", code, stderr, stdout)
 	}
 }
+
+// TestApplyE2ESilentClusterFailsAlone drains alpha onto bravo and charlie
+// where charlie's server goes silent after login: its moves fail with a
+// timeout naming the target once --io-timeout passes without progress,
+// bravo's moves complete, and apply exits 3 instead of hanging.
+func TestApplyE2ESilentClusterFailsAlone(t *testing.T) {
+	bin := mailferryBinary(t)
+	r := newApplyRig(t, 6)
+	stuck, _ := stuckServer(t, false)
+	inv, err := os.ReadFile(r.inv)
+	must(t, err)
+	silent := strings.Replace(string(inv), r.clusters["charlie"].Addr, stuck, 1)
+	if silent == string(inv) {
+		t.Fatal("charlie's address is not in the inventory")
+	}
+	must(t, os.WriteFile(r.inv, []byte(silent), 0o600))
+	plan := filepath.Join(r.dir, "plan.json")
+	if code, stdout, stderr := runCLI(t, nil, "plan", "-i", r.inv, "--drain", "alpha", "-o", plan); code != exitOK {
+		t.Fatalf("plan: exit %d\n%s%s", code, stdout, stderr)
+	}
+	report := filepath.Join(r.dir, "report.json")
+	start := time.Now()
+	p := startBinary(t, bin, r.dir, "apply", plan, "-i", r.inv, "--state", filepath.Join(r.dir, "state.db"),
+		"--parallel", "6", "--io-timeout", "2s", "--json", "--report", report)
+	res := p.wait(t, 90*time.Second)
+	took := time.Since(start)
+	if res.code != exitPartial {
+		t.Fatalf("apply: exit %d after %v, want %d\nstderr:\n%s", res.code, took, exitPartial, crashTail(res.stderr, 3000))
+	}
+	rep := readReport(t, report)
+	toCharlie, toBravo := 0, 0
+	for _, mv := range rep.Moves {
+		switch mv.To {
+		case "charlie":
+			toCharlie++
+			if mv.Result != "failed" || !strings.Contains(mv.Reason, "target") || !strings.Contains(mv.Reason, "timed out") {
+				t.Errorf("%s to charlie: %s, %q; want failed with a target timeout", mv.Mailbox, mv.Result, mv.Reason)
+			}
+		case "bravo":
+			toBravo++
+			if mv.Result != "done" {
+				t.Errorf("%s to bravo: %s, %q; want done", mv.Mailbox, mv.Result, mv.Reason)
+			}
+		}
+	}
+	if toCharlie == 0 || toBravo == 0 {
+		t.Fatalf("the plan sends %d moves to charlie and %d to bravo; want some of each", toCharlie, toBravo)
+	}
+	t.Logf("apply ended after %v: %d moves to bravo done, %d to the silent charlie failed", took.Round(time.Millisecond), toBravo, toCharlie)
+}
