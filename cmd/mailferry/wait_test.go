@@ -103,29 +103,36 @@ func TestSIGINTWhileStuck(t *testing.T) {
 				_ = cmd.Process.Kill()
 				t.Fatal("never reached the server")
 			}
-			_ = cmd.Process.Signal(syscall.SIGINT)
-			start := time.Now()
-			for !strings.Contains(stderr.String(), "interrupt again") {
-				select {
-				case err := <-done:
-					checkExit130(t, err, time.Since(start), stderr.String())
-					return
-				case <-time.After(10 * time.Millisecond):
-				}
-				if time.Since(start) > 5*time.Second {
-					_ = cmd.Process.Kill()
-					t.Fatalf("no answer to SIGINT:\n%s", stderr.String())
-				}
-			}
-			_ = cmd.Process.Signal(syscall.SIGINT)
-			select {
-			case err := <-done:
-				checkExit130(t, err, time.Since(start), stderr.String())
-			case <-time.After(5 * time.Second):
-				_ = cmd.Process.Kill()
-				t.Fatalf("still running 5s after the second SIGINT:\n%s", stderr.String())
-			}
+			interruptTwice(t, cmd, done, &stderr)
 		})
+	}
+}
+
+// interruptTwice sends SIGINT, waits for the "interrupt again" hint (or
+// the exit), sends the second, and wants exit 130 within 5 s.
+func interruptTwice(t *testing.T, cmd *exec.Cmd, done <-chan error, stderr *syncBuf) {
+	t.Helper()
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	start := time.Now()
+	for !strings.Contains(stderr.String(), "interrupt again") {
+		select {
+		case err := <-done:
+			checkExit130(t, err, time.Since(start), stderr.String())
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Since(start) > 5*time.Second {
+			_ = cmd.Process.Kill()
+			t.Fatalf("no answer to SIGINT:\n%s", stderr.String())
+		}
+	}
+	_ = cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case err := <-done:
+		checkExit130(t, err, time.Since(start), stderr.String())
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("still running 5s after the second SIGINT:\n%s", stderr.String())
 	}
 }
 

@@ -82,6 +82,7 @@ type Conn struct {
 	stop     func() bool
 	once     sync.Once
 	watch    *watchConn
+	closed   atomic.Bool // Close was called
 }
 
 // BadNames returns the raw names (as the server sent them) of mailboxes
@@ -98,12 +99,42 @@ func (c *Conn) BadNames() []string {
 // Close closes the connection at once without LOGOUT. It is safe to call
 // more than once and from any goroutine.
 func (c *Conn) Close() error {
-	var err error
 	c.once.Do(func() {
+		c.closed.Store(true)
 		c.stop()
-		err = c.client.Close()
+		// The socket first: that ends every read and write at once.
+		// go-imap (v2.0.0-beta.8) then waits in Close for its reader
+		// goroutine, which waits for whoever holds a FETCH literal to
+		// finish reading it; a copy stopped mid-literal (interrupted,
+		// throttled, cancelled) never will, so that wait is bounded and
+		// the reader is left to end with the process.
+		if c.watch != nil {
+			_ = c.watch.Close()
+		}
+		done := make(chan struct{})
+		go func() {
+			_ = c.client.Close()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(500 * time.Millisecond):
+		}
 	})
-	return err
+	return nil
+}
+
+// Dead reports whether the connection is closed, by either end.
+func (c *Conn) Dead() bool {
+	if c.closed.Load() {
+		return true
+	}
+	select {
+	case <-c.client.Closed():
+		return true
+	default:
+		return false
+	}
 }
 
 // Logout says goodbye politely (bounded by a short timeout) and closes.

@@ -43,14 +43,7 @@ func (s *Session) Side() Side { return s.side }
 func (s *Session) Limiter() *throttle.Limiter { return s.lim }
 
 // Dead reports whether the connection is gone.
-func (s *Session) Dead() bool {
-	select {
-	case <-s.c.client.Closed():
-		return true
-	default:
-		return false
-	}
-}
+func (s *Session) Dead() bool { return s.c.Dead() }
 
 // BadNames are the raw folder names the server listed that are not valid
 // modified UTF-7 (left out of List's answer).

@@ -52,6 +52,8 @@ type Proxy struct {
 	stall     chan struct{} // non-nil while stalled; closed when released
 	blocked   int           // chunks held by a stall right now
 
+	sent int64 // server-to-client bytes delivered
+
 	reject     []byte // ReplyUnavailable, ReplyText
 	rejectText []byte // what follows the tag; nil means UnavailableText
 	rejectLeft int    // <0 means always
@@ -141,6 +143,13 @@ func (p *Proxy) Unavailable() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.rejected
+}
+
+// Sent is how many bytes the proxy delivered from servers to clients.
+func (p *Proxy) Sent() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sent
 }
 
 // Conns is the number of client connections open now; PeakConns the most
@@ -407,6 +416,9 @@ func (k *link) send(b []byte) bool {
 		if _, err := k.client.Write(b[:n]); err != nil {
 			return false
 		}
+		k.p.mu.Lock()
+		k.p.sent += int64(n)
+		k.p.mu.Unlock()
 		b = b[n:]
 	}
 	return true
