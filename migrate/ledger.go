@@ -1,9 +1,12 @@
 package migrate
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 )
@@ -66,6 +69,14 @@ type settlement struct {
 }
 
 // needsCopy reports whether msg has no copy on the target yet.
+// withDate is the key of bytes and an INTERNALDATE (to the second).
+func withDate(sha [32]byte, date time.Time) [32]byte {
+	var b [40]byte
+	copy(b[:], sha[:])
+	binary.BigEndian.PutUint64(b[32:], uint64(date.Unix()))
+	return sha256.Sum256(b[:])
+}
+
 func (msg *message) needsCopy() bool {
 	return msg.status != statusAppended && msg.status != statusVerified
 }
@@ -93,14 +104,37 @@ func settleStrangers(strangers []targetMsg, suspects []*message) settlement {
 		}
 	}
 	sort.SliceStable(needy, func(a, b int) bool { return suspects[needy[a]].uid < suspects[needy[b]].uid })
-	pairs, _, rest := contentMatch(needy,
-		func(i int) ([32]byte, bool) { return suspects[i].sha, true },
+	// Identical bytes with other dates (a message filed twice) are told
+	// apart by INTERNALDATE, which a copy of ours carries from its source
+	// and which cannot be changed later: bytes and date first, then bytes
+	// alone (a server that does not keep dates).
+	pairs, restNeedy, restStr := contentMatch(needy,
+		func(i int) ([32]byte, bool) { m := suspects[i]; return withDate(m.sha, m.date), !m.date.IsZero() },
 		strangers,
-		func(t targetMsg) ([32]byte, bool) { return t.sha, t.hashed })
+		func(t targetMsg) ([32]byte, bool) { return withDate(t.sha, t.date), t.hashed && !t.date.IsZero() })
 	var s settlement
 	for _, p := range pairs {
 		s.adopt = append(s.adopt, [2]int{needy[p[0]], p[1]})
 	}
+	still := make([]int, len(restNeedy))
+	for k, i := range restNeedy {
+		still[k] = needy[i]
+	}
+	left := make([]targetMsg, len(restStr))
+	for k, j := range restStr {
+		left[k] = strangers[j]
+	}
+	pairs, _, rest := contentMatch(still,
+		func(i int) ([32]byte, bool) { return suspects[i].sha, true },
+		left,
+		func(t targetMsg) ([32]byte, bool) { return t.sha, t.hashed })
+	for _, p := range pairs {
+		s.adopt = append(s.adopt, [2]int{still[p[0]], restStr[p[1]]})
+	}
+	for k, j := range rest {
+		rest[k] = restStr[j]
+	}
+	sort.Ints(rest)
 	for _, j := range rest {
 		if t := strangers[j]; t.hashed && ours[t.sha] {
 			s.duplicates = append(s.duplicates, t.uid)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 )
@@ -32,6 +33,14 @@ func dst(uid imap.UID, body string, size int64) targetMsg {
 	if body != "" {
 		t.sha, t.hashed = digest(body), true
 	}
+	return t
+}
+
+func dated(m *message, unix int64) *message { m.date = time.Unix(unix, 0); return m }
+
+func dstDated(uid imap.UID, body string, unix int64) targetMsg {
+	t := dst(uid, body, int64(len(body)))
+	t.date = time.Unix(unix, 0)
 	return t
 }
 
@@ -119,6 +128,15 @@ func TestFastSettleStrangers(t *testing.T) {
 			strangers:  []targetMsg{dst(50, "twin", 4), dst(51, "twin", 4), dst(52, "twin", 4)},
 			adopt:      [][2]int{{1, 0}},
 			duplicates: []imap.UID{51, 52},
+		},
+		{
+			name: "the same bytes filed twice with other dates: each copy goes to the message of its date",
+			suspects: []*message{
+				dated(src(1, "twin", statusVerified), 100), dated(src(2, "twin", statusPending), 200),
+			},
+			strangers:  []targetMsg{dstDated(50, "twin", 100), dstDated(51, "twin", 200)},
+			adopt:      [][2]int{{1, 1}},
+			duplicates: []imap.UID{50},
 		},
 		{
 			name:      "two twins without copies adopt two strangers, lowest UID first",

@@ -94,6 +94,10 @@ type Options struct {
 	// KeepDeleted keeps target copies of messages and folders deleted on
 	// the source since the last pass (State only).
 	KeepDeleted bool
+	// LateCommitGrace is how long a folder pass whose target connection
+	// dropped with APPENDs in flight waits before a last look for their
+	// late commits. 0 means 2 s.
+	LateCommitGrace time.Duration
 }
 
 // Report is what a copy did. It holds no secrets.
@@ -208,6 +212,9 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	}
 	if opts.MailboxRetries <= 0 {
 		opts.MailboxRetries = 30
+	}
+	if opts.LateCommitGrace <= 0 {
+		opts.LateCommitGrace = 2 * time.Second
 	}
 	if src.Side == "" {
 		src.Side = "source"

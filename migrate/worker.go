@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -85,10 +86,13 @@ type folderCopy struct {
 	// suspectAll: every source message counts as a suspect (a state
 	// written before suspects were recorded).
 	suspectAll bool
-	perm       permSet
-	mu         sync.Mutex // guards warned (the APPEND collector warns too)
-	warned     map[string]bool
-	flagWarn   int
+	// lostNow: an APPEND of this pass may land unanswered (set by the
+	// APPEND collector too).
+	lostNow  atomic.Bool
+	perm     permSet
+	mu       sync.Mutex // guards warned (the APPEND collector warns too)
+	warned   map[string]bool
+	flagWarn int
 
 	rec    state.Folder // the folder's state record (State only)
 	stored state.Folder // rec as last written
@@ -303,6 +307,26 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 		if err := w.copyPending(ctx, fc); err != nil {
 			return err
 		}
+	}
+	// APPENDs of this pass sent on a connection that dropped may still be
+	// committed; most land within moments. Look once more after a grace
+	// period, so that the pass rarely ends with a late copy behind it (one
+	// landing later still is the next pass's to find).
+	if fc.lostNow.Load() {
+		t := time.NewTimer(w.run.opts.LateCommitGrace)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		if err := w.settle(ctx, fc, 0); err != nil {
+			return err
+		}
+		if err := w.record(ctx, fc, fc.msgs, nil); err != nil {
+			return err
+		}
+		fc.lostNow.Store(false) // only once that last look succeeded
 	}
 	return w.finishFolder(ctx, fc)
 }
@@ -712,6 +736,7 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 	if err := cmd.Close(); err != nil {
 		// The whole literal went out: the server may store it anyway.
 		msg.status, msg.lost = statusPending, true
+		fc.lostNow.Store(true)
 		w.dst.Close()
 		return &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, UID: msg.uid, Err: err}
 	}
@@ -720,6 +745,7 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 		return nil
 	case <-ctx.Done():
 		msg.lost = true // sent, its answer never read
+		fc.lostNow.Store(true)
 		return ctx.Err()
 	}
 }
@@ -891,6 +917,7 @@ func (w *worker) appended(fc *folderCopy, msg *message, data *imap.AppendData, e
 	default:
 		// Connection lost: maybe stored, maybe not, maybe later.
 		msg.status, msg.lost = statusUnknown, true
+		fc.lostNow.Store(true)
 	}
 }
 
@@ -901,6 +928,7 @@ type targetMsg struct {
 	sha    [32]byte
 	hashed bool // sha is the digest of the bytes read
 	flags  []imap.Flag
+	date   time.Time // INTERNALDATE
 }
 
 // fetchTarget reads size, flags and (if body) the SHA-256 of the exact
@@ -912,7 +940,7 @@ func (w *worker) fetchTarget(ctx context.Context, uids imap.UIDSet, body bool) (
 // fetchDigests reads size, flags and (if body) the SHA-256 of the exact
 // bytes of messages in c's selected folder, never setting \Seen.
 func (w *worker) fetchDigests(ctx context.Context, c *imapconn.Session, uids imap.UIDSet, body bool) (_ []targetMsg, err error) {
-	opts := &imap.FetchOptions{UID: true, RFC822Size: true, Flags: true}
+	opts := &imap.FetchOptions{UID: true, RFC822Size: true, Flags: true, InternalDate: true}
 	if body {
 		opts.BodySection = []*imap.FetchItemBodySection{{Peek: true}}
 	}
@@ -943,6 +971,8 @@ func (w *worker) fetchDigests(ctx context.Context, c *imapconn.Session, uids ima
 				t.size = it.Size
 			case imapconn.FetchItemFlags:
 				t.flags = it.Flags
+			case imapconn.FetchItemDate:
+				t.date = it.Time
 			case imapconn.FetchItemBody:
 				if it.Literal == nil {
 					continue

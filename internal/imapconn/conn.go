@@ -547,4 +547,5 @@ type (
 	FetchItemBody  = imapclient.FetchItemDataBodySection
 	FetchItemSize  = imapclient.FetchItemDataRFC822Size
 	FetchItemFlags = imapclient.FetchItemDataFlags
+	FetchItemDate  = imapclient.FetchItemDataInternalDate
 )
