@@ -491,12 +491,16 @@ func (w *worker) resolveStrangers(ctx context.Context, fc *folderCopy, strangers
 		if !msg.done {
 			adopted++
 		}
+		if msg.status == statusUnknown || msg.lost {
+			fc.lateFound.Add(1)
+		}
 		fc.ours(msg, t.uid)
 		msg.copyFlags = normFlags(t.flags)
 		if w.run.opts.Verify != VerifyNone {
 			w.accept(fc, msg, t) // its exact bytes were just read back: that is the check
 		}
 	}
+	fc.lateFound.Add(int64(len(s.duplicates)))
 	if len(s.duplicates) > 0 {
 		var uids imap.UIDSet
 		uids.AddNum(s.duplicates...)

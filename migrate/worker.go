@@ -88,11 +88,14 @@ type folderCopy struct {
 	suspectAll bool
 	// lostNow: an APPEND of this pass may land unanswered (set by the
 	// APPEND collector too).
-	lostNow  atomic.Bool
-	perm     permSet
-	mu       sync.Mutex // guards warned (the APPEND collector warns too)
-	warned   map[string]bool
-	flagWarn int
+	lostNow atomic.Bool
+	// lostSends counts this pass's APPENDs whose answer was lost;
+	// lateFound the copies found since whose APPEND answer was lost.
+	lostSends, lateFound atomic.Int64
+	perm                 permSet
+	mu                   sync.Mutex // guards warned (the APPEND collector warns too)
+	warned               map[string]bool
+	flagWarn             int
 
 	rec    state.Folder // the folder's state record (State only)
 	stored state.Folder // rec as last written
@@ -327,6 +330,10 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 			return err
 		}
 		fc.lostNow.Store(false) // only once that last look succeeded
+		if n := fc.lostSends.Load() - fc.lateFound.Load(); n > 0 {
+			w.run.warn(fmt.Sprintf("folder %q: %d APPENDs sent on a target connection that dropped were not found on the target; if it stores them late, the next run removes the duplicates",
+				fc.m.Target, n))
+		}
 	}
 	return w.finishFolder(ctx, fc)
 }
@@ -737,6 +744,7 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 		// The whole literal went out: the server may store it anyway.
 		msg.status, msg.lost = statusPending, true
 		fc.lostNow.Store(true)
+		fc.lostSends.Add(1)
 		w.dst.Close()
 		return &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, UID: msg.uid, Err: err}
 	}
@@ -746,6 +754,7 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 	case <-ctx.Done():
 		msg.lost = true // sent, its answer never read
 		fc.lostNow.Store(true)
+		fc.lostSends.Add(1)
 		return ctx.Err()
 	}
 }
@@ -918,6 +927,7 @@ func (w *worker) appended(fc *folderCopy, msg *message, data *imap.AppendData, e
 		// Connection lost: maybe stored, maybe not, maybe later.
 		msg.status, msg.lost = statusUnknown, true
 		fc.lostNow.Store(true)
+		fc.lostSends.Add(1)
 	}
 }
 
