@@ -37,26 +37,25 @@ func contentMatch[A, B any](as []A, digestA func(A) ([32]byte, bool), bs []B, di
 	for j, b := range bs {
 		if d, ok := digestB(b); ok {
 			byDigest[d] = append(byDigest[d], j)
-		} else {
-			restB = append(restB, j)
 		}
 	}
+	used := make([]bool, len(bs))
 	for i, a := range as {
 		d, ok := digestA(a)
 		if !ok || len(byDigest[d]) == 0 {
 			restA = append(restA, i)
 			continue
 		}
-		pairs = append(pairs, [2]int{i, byDigest[d][0]})
+		j := byDigest[d][0]
 		byDigest[d] = byDigest[d][1:]
+		used[j] = true
+		pairs = append(pairs, [2]int{i, j})
 	}
 	for j := range bs {
-		if d, ok := digestB(bs[j]); ok && len(byDigest[d]) > 0 && byDigest[d][0] == j {
+		if !used[j] {
 			restB = append(restB, j)
-			byDigest[d] = byDigest[d][1:]
 		}
 	}
-	sort.Ints(restB)
 	return pairs, restA, restB
 }
 
@@ -68,7 +67,6 @@ type settlement struct {
 	foreign    []imap.UID // the target's own messages: left alone
 }
 
-// needsCopy reports whether msg has no copy on the target yet.
 // withDate is the key of bytes and an INTERNALDATE (to the second).
 func withDate(sha [32]byte, date time.Time) [32]byte {
 	var b [40]byte
@@ -77,6 +75,7 @@ func withDate(sha [32]byte, date time.Time) [32]byte {
 	return sha256.Sum256(b[:])
 }
 
+// needsCopy reports whether msg has no copy on the target yet.
 func (msg *message) needsCopy() bool {
 	return msg.status != statusAppended && msg.status != statusVerified
 }

@@ -276,15 +276,21 @@ func (w *worker) record(ctx context.Context, fc *folderCopy, msgs, next []*messa
 	for i, msg := range which {
 		msg.recorded(recs[i])
 	}
-	for _, msg := range fc.msgs {
-		if msg.suspect && !msg.lost {
-			msg.suspect = false // every APPEND of it was answered
-		}
-	}
+	fc.dropAnswered()
 	for _, msg := range next {
 		msg.suspect = true
 	}
 	return nil
+}
+
+// dropAnswered notes that the suspects just written (suspectSet) no
+// longer hold the messages every APPEND of which was answered.
+func (fc *folderCopy) dropAnswered() {
+	for _, msg := range fc.msgs {
+		if msg.suspect && !msg.lost {
+			msg.suspect = false
+		}
+	}
 }
 
 // announce makes the batch's messages suspects before their APPENDs are
@@ -300,11 +306,7 @@ func (w *worker) announce(ctx context.Context, fc *folderCopy, batch []*message)
 			return stateErr(err)
 		}
 		fc.rec.Suspects, fc.stored.Suspects = suspects, suspects
-		for _, msg := range fc.msgs {
-			if msg.suspect && !msg.lost {
-				msg.suspect = false // every APPEND of it was answered
-			}
-		}
+		fc.dropAnswered()
 	}
 	for _, msg := range batch {
 		msg.suspect = true

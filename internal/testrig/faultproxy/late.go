@@ -46,8 +46,7 @@ type Late struct {
 	pending   []*lateLink
 	released  int // complete APPENDs delivered by Release
 	drops     int
-	commands  int // commands the server received from all links
-	names     map[string]int
+	names     map[string]int // commands the server received, by name
 	links     map[*lateLink]struct{}
 }
 
@@ -169,9 +168,6 @@ func (p *Late) Released() int { p.mu.Lock(); defer p.mu.Unlock(); return p.relea
 
 // Drops is how many client connections DropAfter or ByeMidLiteral closed.
 func (p *Late) Drops() int { p.mu.Lock(); defer p.mu.Unlock(); return p.drops }
-
-// Commands is how many commands reached the server over all connections.
-func (p *Late) Commands() int { p.mu.Lock(); defer p.mu.Unlock(); return p.commands }
 
 // CommandsByName counts the commands that reached the server by name
 // ("SELECT", "UID FETCH", "APPEND", ...).
@@ -403,7 +399,6 @@ func (k *lateLink) countCommand() bool {
 	k.p.mu.Lock()
 	defer k.p.mu.Unlock()
 	if !held {
-		k.p.commands++
 		if k.p.names == nil {
 			k.p.names = map[string]int{}
 		}
