@@ -94,11 +94,20 @@ type Options struct {
 	// KeepDeleted keeps target copies of messages and folders deleted on
 	// the source since the last pass (State only).
 	KeepDeleted bool
-	// LateCommitGrace is how long a folder pass whose target connection
-	// dropped with APPENDs in flight waits before a last look for their
-	// late commits. 0 means 2 s.
-	LateCommitGrace time.Duration
+	// LateCommitWindow is how long after a client is gone a target may
+	// still store an APPEND it had received: a folder pass whose target
+	// connection dropped with APPENDs in flight looks for them until each
+	// is found or this long has passed, and a run that takes over from a
+	// crashed one looks once more when this long has passed since the
+	// crash, before a folder with the crashed run's suspects is done.
+	// 0 means DefaultLateCommitWindow.
+	LateCommitWindow time.Duration
 }
+
+// DefaultLateCommitWindow is Options.LateCommitWindow's default: a healthy
+// server finishes what a dropped connection had sent within moments
+// (2.5 s at most in the drop sweep, with 150 ms of network delay).
+const DefaultLateCommitWindow = 10 * time.Second
 
 // Report is what a copy did. It holds no secrets.
 type Report struct {
@@ -213,8 +222,8 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	if opts.MailboxRetries <= 0 {
 		opts.MailboxRetries = 30
 	}
-	if opts.LateCommitGrace <= 0 {
-		opts.LateCommitGrace = 2 * time.Second
+	if opts.LateCommitWindow <= 0 {
+		opts.LateCommitWindow = DefaultLateCommitWindow
 	}
 	if src.Side == "" {
 		src.Side = "source"
@@ -226,6 +235,16 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 		Mailbox: src.Endpoint.Mailbox, Source: src.Endpoint.String(), Target: dst.Endpoint.String(), Verify: opts.Verify,
 	}}
 
+	if l := opts.State; l != nil {
+		// APPENDs of an earlier run that may still land: one that crashed
+		// (it never released the lease), or one that stopped while some
+		// could (see worker.awaitLate). A run that ends before then passes
+		// the time on.
+		if !l.Unreleased.IsZero() {
+			l.MayLand(l.Unreleased.Add(opts.LateCommitWindow))
+		}
+		r.lateUntil = l.LateUntil()
+	}
 	if err := r.limiters(); err != nil {
 		return nil, err
 	}
@@ -477,6 +496,9 @@ type run struct {
 	bytesDone      int64            // bytes of messages copied, now or before
 	lastPhase      string           // the progress last recorded, and when
 	lastProgress   time.Time        // (guarded by mu)
+	// lateUntil: the previous holder of the state's lease crashed; APPENDs
+	// it sent may be stored until then (see worker.awaitLate).
+	lateUntil time.Time
 }
 
 func (r *run) emit(e Event) {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 
@@ -108,7 +109,10 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 	if !fresh && !dstChanged {
 		fc.mark = max(imap.UID(rec.DstUIDNextMark), 1)
 	}
+	// A crashed run's APPENDs of these suspects may still be stored.
+	fc.inherited = !fresh && (fc.suspectAll || len(suspects) > 0)
 	if dstChanged {
+		fc.inherited = false
 		fc.suspectAll = false // the folder was rebuilt: no APPEND of ours is pending there
 		for _, msg := range fc.msgs {
 			msg.suspect, msg.lost = false, false
@@ -346,6 +350,9 @@ func (w *worker) settle(ctx context.Context, fc *folderCopy, hi imap.UID) error 
 			mine[msg.dstUID] = msg
 		}
 	}
+	if hi == 0 {
+		fc.lookedAt = time.Now()
+	}
 	var set imap.UIDSet
 	set.AddRange(fc.mark, hi)
 	withBody := mode == VerifyFull && hi != 0
@@ -493,17 +500,23 @@ func (w *worker) resolveStrangers(ctx context.Context, fc *folderCopy, strangers
 		if !msg.done {
 			adopted++
 		}
-		if msg.status == statusUnknown || msg.lost {
-			fc.lateFound.Add(1)
-		}
+		fc.found(t.sha)
 		fc.ours(msg, t.uid)
 		msg.copyFlags = normFlags(t.flags)
 		if w.run.opts.Verify != VerifyNone {
 			w.accept(fc, msg, t) // its exact bytes were just read back: that is the check
 		}
 	}
-	fc.lateFound.Add(int64(len(s.duplicates)))
 	if len(s.duplicates) > 0 {
+		dup := make(map[imap.UID]bool, len(s.duplicates))
+		for _, uid := range s.duplicates {
+			dup[uid] = true
+		}
+		for _, t := range strangers {
+			if dup[t.uid] {
+				fc.found(t.sha)
+			}
+		}
 		var uids imap.UIDSet
 		uids.AddNum(s.duplicates...)
 		if err := w.deleteTarget(ctx, uids); err != nil {

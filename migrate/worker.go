@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -86,16 +85,23 @@ type folderCopy struct {
 	// suspectAll: every source message counts as a suspect (a state
 	// written before suspects were recorded).
 	suspectAll bool
-	// lostNow: an APPEND of this pass may land unanswered (set by the
-	// APPEND collector too).
-	lostNow atomic.Bool
-	// lostSends counts this pass's APPENDs whose answer was lost;
-	// lateFound the copies found since whose APPEND answer was lost.
-	lostSends, lateFound atomic.Int64
-	perm                 permSet
-	mu                   sync.Mutex // guards warned (the APPEND collector warns too)
-	warned               map[string]bool
-	flagWarn             int
+	// late counts, by the digest of their bytes, the APPENDs of this run
+	// whose answer was lost and whose copy has not been found on the
+	// target yet; lateN is their sum, lastLost when the last was lost
+	// (all guarded by mu: the APPEND collector loses sends too).
+	late     map[[32]byte]int
+	lateN    int
+	lastLost time.Time
+	// lookedAt is when the last check of the whole of [mark, ...) began:
+	// every copy committed before then is accounted for.
+	lookedAt time.Time
+	// inherited: the state holds suspects of a run that never released its
+	// lease (it crashed); their APPENDs may land until run.lateUntil.
+	inherited bool
+	perm      permSet
+	mu        sync.Mutex // guards warned and late (the APPEND collector warns and loses sends too)
+	warned    map[string]bool
+	flagWarn  int
 
 	rec    state.Folder // the folder's state record (State only)
 	stored state.Folder // rec as last written
@@ -193,6 +199,13 @@ func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 		}
 		break
 	}
+	fc.mu.Lock()
+	if fc.lateN > 0 && r.opts.State != nil {
+		// Stopped (or gave up) while APPENDs may still land: the next run
+		// of this migration must look for them once they can no longer.
+		r.opts.State.MayLand(fc.lastLost.Add(r.opts.LateCommitWindow))
+	}
+	fc.mu.Unlock()
 	w.finish(fc, lastErr)
 	r.emit(Event{Kind: EventFolderDone, Folder: m.Source})
 }
@@ -265,6 +278,7 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 	if err != nil {
 		return err
 	}
+	selectedAt := time.Now()
 	sel, err := w.dst.Select(ctx, m.Target, nil)
 	if err != nil {
 		return err
@@ -283,6 +297,8 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 		if err := w.settle(ctx, fc, 0); err != nil {
 			return err
 		}
+	} else {
+		fc.lookedAt = selectedAt // nothing at or above the mark then
 	}
 	if err := w.record(ctx, fc, fc.msgs, nil); err != nil {
 		return err
@@ -311,12 +327,44 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 			return err
 		}
 	}
-	// APPENDs of this pass sent on a connection that dropped may still be
-	// committed; most land within moments. Look once more after a grace
-	// period, so that the pass rarely ends with a late copy behind it (one
-	// landing later still is the next pass's to find).
-	if fc.lostNow.Load() {
-		t := time.NewTimer(w.run.opts.LateCommitGrace)
+	if err := w.awaitLate(ctx, fc); err != nil {
+		return err
+	}
+	return w.finishFolder(ctx, fc)
+}
+
+// latePoll is how often awaitLate looks for the late copies of this run's
+// lost APPENDs.
+const latePoll = 200 * time.Millisecond
+
+// awaitLate keeps the folder pass from ending while an APPEND it cannot
+// account for may still land: a server may commit what it received after
+// the connection is gone. Each APPEND of this run whose answer was lost is
+// looked for until its copy is found (each commits at most once, so then
+// nothing more can come) or Options.LateCommitWindow has passed since the
+// last was lost; after a takeover from a run that crashed with suspects in
+// this folder, one look starts after that run's window has passed.
+// Without lost APPENDs or a crashed predecessor it returns at once.
+func (w *worker) awaitLate(ctx context.Context, fc *folderCopy) error {
+	window := w.run.opts.LateCommitWindow
+	for {
+		fc.mu.Lock()
+		n, last := fc.lateN, fc.lastLost
+		fc.mu.Unlock()
+		inherited := fc.inherited && fc.lookedAt.Before(w.run.lateUntil)
+		ownDone := n == 0 || !fc.lookedAt.Before(last.Add(window))
+		if ownDone && !inherited {
+			if n > 0 {
+				w.run.warn(fmt.Sprintf("folder %q: %d APPENDs sent on a target connection that dropped were not stored within %v; taken as never stored (a copy stored later still is removed by the next run)",
+					fc.m.Target, n, window))
+			}
+			return nil
+		}
+		next := time.Now().Add(latePoll)
+		if ownDone {
+			next = w.run.lateUntil // only the crashed run's window is left
+		}
+		t := time.NewTimer(time.Until(next))
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -329,13 +377,33 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 		if err := w.record(ctx, fc, fc.msgs, nil); err != nil {
 			return err
 		}
-		fc.lostNow.Store(false) // only once that last look succeeded
-		if n := fc.lostSends.Load() - fc.lateFound.Load(); n > 0 {
-			w.run.warn(fmt.Sprintf("folder %q: %d APPENDs sent on a target connection that dropped were not found on the target; if it stores them late, the next run removes the duplicates",
-				fc.m.Target, n))
-		}
 	}
-	return w.finishFolder(ctx, fc)
+}
+
+// lose notes an APPEND of msg whose answer will never be read: the target
+// may store it anyway, now or later (see awaitLate). msg.sha must be the
+// digest of the bytes sent.
+func (fc *folderCopy) lose(msg *message) {
+	msg.lost = true
+	fc.mu.Lock()
+	if fc.late == nil {
+		fc.late = map[[32]byte]int{}
+	}
+	fc.late[msg.sha]++
+	fc.lateN++
+	fc.lastLost = time.Now()
+	fc.mu.Unlock()
+}
+
+// found notes a copy of ours found on the target by its bytes: if a lost
+// APPEND of those bytes was outstanding, that is where it went.
+func (fc *folderCopy) found(sha [32]byte) {
+	fc.mu.Lock()
+	if fc.late[sha] > 0 {
+		fc.late[sha]--
+		fc.lateN--
+	}
+	fc.mu.Unlock()
 }
 
 // copyPending appends and verifies every pending message in batches.
@@ -742,9 +810,8 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 	msg.size, msg.hashed = size, true
 	if err := cmd.Close(); err != nil {
 		// The whole literal went out: the server may store it anyway.
-		msg.status, msg.lost = statusPending, true
-		fc.lostNow.Store(true)
-		fc.lostSends.Add(1)
+		msg.status = statusPending
+		fc.lose(msg)
 		w.dst.Close()
 		return &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, UID: msg.uid, Err: err}
 	}
@@ -752,9 +819,7 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 	case inflight <- pendingAppend{msg: msg, cmd: cmd, sent: time.Now()}:
 		return nil
 	case <-ctx.Done():
-		msg.lost = true // sent, its answer never read
-		fc.lostNow.Store(true)
-		fc.lostSends.Add(1)
+		fc.lose(msg) // sent, its answer never read
 		return ctx.Err()
 	}
 }
@@ -925,9 +990,8 @@ func (w *worker) appended(fc *folderCopy, msg *message, data *imap.AppendData, e
 		msg.status, msg.reason = statusFailed, fmt.Sprintf("append refused by the target: %v", err)
 	default:
 		// Connection lost: maybe stored, maybe not, maybe later.
-		msg.status, msg.lost = statusUnknown, true
-		fc.lostNow.Store(true)
-		fc.lostSends.Add(1)
+		msg.status = statusUnknown
+		fc.lose(msg)
 	}
 }
 

@@ -38,12 +38,39 @@ type Lease struct {
 	// Epoch is the fencing token: it grows with every acquisition of the
 	// migration by anyone.
 	Epoch int64
+	// Unreleased, when set, says the previous holder never released the
+	// lease (it crashed, or lost its host): it may have been sending until
+	// that moment (the earlier of now and its lease's expiry), and a
+	// server may still commit what it sent for a while after.
+	Unreleased time.Time
 
 	s   *Store
 	ttl time.Duration
 
 	mu      sync.Mutex
 	expires time.Time
+	// lateUntil: writes of a holder may still land until then (see MayLand).
+	lateUntil time.Time
+}
+
+// MayLand records that the holder sent writes to a server whose outcome it
+// could not see (APPENDs on a connection that dropped) and that may still
+// take effect until t. Release keeps the latest such t in the migration,
+// and the next holder finds it in LateUntil.
+func (l *Lease) MayLand(t time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if t.After(l.lateUntil) {
+		l.lateUntil = t
+	}
+}
+
+// LateUntil is when writes of this or an earlier holder, sent but never
+// answered, can no longer land (see MayLand); zero if none may.
+func (l *Lease) LateUntil() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lateUntil
 }
 
 // Acquire takes the lease on the migration key for holder (a name such as
@@ -107,14 +134,24 @@ VALUES (?, ?, ?, ?) ON CONFLICT (source, target) DO NOTHING`),
 		key.Source, key.Target, now.UnixMicro(), now.UnixMicro()); err != nil {
 		return nil, nil, err
 	}
+	// Who held it before: a holder that never released it may have been
+	// sending until it died.
+	var prevHolder string
+	var prevExp int64
+	if err := tx.QueryRowContext(ctx, s.q(`SELECT holder, lease_expires_at_us FROM mailferry_migration WHERE source = ? AND target = ?`),
+		key.Source, key.Target).Scan(&prevHolder, &prevExp); err != nil {
+		return nil, nil, err
+	}
 	// One conditional update decides the race: PostgreSQL re-checks the
 	// WHERE clause after waiting for a competing update's row lock, and
-	// SQLite runs one write transaction at a time.
+	// SQLite runs one write transaction at a time. The previous holder
+	// read above must still be the one replaced (else no row: try again).
 	r, err := scanMigration(tx.QueryRowContext(ctx, s.q(`UPDATE mailferry_migration
 SET holder = ?, lease_expires_at_us = ?, epoch = epoch + 1
 WHERE source = ? AND target = ? AND (holder = '' OR lease_expires_at_us <= ? OR holder = ?)
+AND holder = ? AND lease_expires_at_us = ?
 RETURNING `+migrationColumns),
-		holder, expires.UnixMicro(), key.Source, key.Target, now.UnixMicro(), stale))
+		holder, expires.UnixMicro(), key.Source, key.Target, now.UnixMicro(), stale, prevHolder, prevExp))
 	if errors.Is(err, sql.ErrNoRows) {
 		var h string
 		var exp int64
@@ -133,7 +170,17 @@ RETURNING `+migrationColumns),
 	if err := tx.Commit(); err != nil {
 		return nil, nil, err
 	}
-	return &Lease{Migration: r.Migration, Holder: holder, Epoch: r.epoch, s: s, ttl: ttl, expires: r.expires}, nil, nil
+	l := &Lease{Migration: r.Migration, Holder: holder, Epoch: r.epoch, s: s, ttl: ttl, expires: r.expires}
+	switch e := fromMicro(prevExp); {
+	case prevHolder != "":
+		l.Unreleased = now
+		if e.Before(now) {
+			l.Unreleased = e
+		}
+	case prevExp != 0 && e.After(now):
+		l.lateUntil = e // released with writes that may still land (MayLand)
+	}
+	return l, nil, nil
 }
 
 // Expires returns when the lease runs out unless renewed.
@@ -170,11 +217,16 @@ WHERE id = ? AND epoch = ? AND holder = ?`), expires.UnixMicro(), l.Migration.ID
 
 // Release frees the lease so that another process may acquire the
 // migration at once. It fails with ErrLeaseLost if the lease was already
-// lost or released; the migration's state is kept.
+// lost or released; the migration's state is kept. A free lease's expiry
+// column keeps MayLand's time (0 if none) for the next holder.
 func (l *Lease) Release(ctx context.Context) error {
+	var late int64
+	if t := l.LateUntil(); !t.IsZero() && t.After(l.s.nowUTC()) {
+		late = t.UnixMicro()
+	}
 	unlock := l.s.writing()
-	res, err := l.s.db.ExecContext(ctx, l.s.q(`UPDATE mailferry_migration SET holder = '', lease_expires_at_us = 0
-WHERE id = ? AND epoch = ? AND holder = ?`), l.Migration.ID, l.Epoch, l.Holder)
+	res, err := l.s.db.ExecContext(ctx, l.s.q(`UPDATE mailferry_migration SET holder = '', lease_expires_at_us = ?
+WHERE id = ? AND epoch = ? AND holder = ?`), late, l.Migration.ID, l.Epoch, l.Holder)
 	unlock()
 	if err == nil {
 		err = l.checkOne(res)

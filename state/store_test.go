@@ -284,6 +284,13 @@ func TestLease(t *testing.T) {
 		if lb.Epoch != 2 || lb.Migration.ID != la.Migration.ID {
 			t.Errorf("takeover lease = epoch %d id %d", lb.Epoch, lb.Migration.ID)
 		}
+		// a never released it: it may have sent until its lease ran out.
+		if want := clk.Now().Add(-110 * time.Second); !lb.Unreleased.Equal(want) {
+			t.Errorf("takeover of an expired lease: Unreleased = %v, want its expiry %v", lb.Unreleased, want)
+		}
+		if !la.Unreleased.IsZero() {
+			t.Errorf("first lease: Unreleased = %v, want zero", la.Unreleased)
+		}
 		// Every write and Renew of the old lease now fails and changes nothing.
 		msg := []state.Message{{SrcUID: 1, DstUID: 1, Size: 3}}
 		for name, op := range map[string]func() error{
@@ -323,6 +330,32 @@ func TestLease(t *testing.T) {
 		lc := acquire(t, a, key, "host-c")
 		if lc.Epoch != 3 {
 			t.Errorf("epoch after release = %d", lc.Epoch)
+		}
+		if !lc.Unreleased.IsZero() || !lc.LateUntil().IsZero() {
+			t.Errorf("lease after a release: Unreleased = %v, LateUntil %v, want zero", lc.Unreleased, lc.LateUntil())
+		}
+		// Writes that may still land are handed to the next holder, while
+		// they may; the lease is free meanwhile.
+		land := clk.Now().Add(10 * time.Second)
+		lc.MayLand(land.Add(-time.Second))
+		lc.MayLand(land)
+		lc.MayLand(land.Add(-2 * time.Second))
+		if err := lc.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if sts, _ := a.List(ctx); len(sts) != 1 || sts[0].Holder != "" {
+			t.Errorf("a released lease with writes that may land is listed as held: %+v", sts)
+		}
+		ld := acquire(t, b, key, "host-d")
+		if !ld.LateUntil().Equal(land) || !ld.Unreleased.IsZero() {
+			t.Errorf("after a release with MayLand: LateUntil %v, Unreleased %v, want %v and zero", ld.LateUntil(), ld.Unreleased, land)
+		}
+		if err := ld.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		clk.Advance(11 * time.Second)
+		if le := acquire(t, a, key, "host-e"); !le.LateUntil().IsZero() {
+			t.Errorf("LateUntil %v passed on after it passed", le.LateUntil())
 		}
 	})
 }
@@ -691,7 +724,8 @@ func TestReplaceFolder(t *testing.T) {
 func TestAcquireFrom(t *testing.T) {
 	each(t, func(t *testing.T, url string) {
 		ctx := context.Background()
-		s := open(t, url, newClock())
+		clk := newClock()
+		s := open(t, url, clk)
 		dead := acquire(t, s, key, "h pid 1")
 		var held *state.HeldError
 		if _, err := s.AcquireFrom(ctx, key, "h pid 3", time.Minute, "h pid 2"); !errors.As(err, &held) || held.Holder != "h pid 1" {
@@ -703,6 +737,10 @@ func TestAcquireFrom(t *testing.T) {
 		}
 		if l.Epoch <= dead.Epoch {
 			t.Errorf("epoch %d not above the dead holder's %d", l.Epoch, dead.Epoch)
+		}
+		// The dead holder was alive moments ago: it may have sent until now.
+		if !l.Unreleased.Equal(clk.Now()) {
+			t.Errorf("takeover from a dead holder: Unreleased = %v, want now", l.Unreleased)
 		}
 		if err := dead.SetMark(ctx, 1, 1); !errors.Is(err, state.ErrLeaseLost) {
 			t.Errorf("write by the dead holder: err = %v, want ErrLeaseLost", err)

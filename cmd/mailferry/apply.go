@@ -44,6 +44,7 @@ type applyFlags struct {
 	windows        []string
 	exitOutside    bool
 	ioTimeout      time.Duration
+	lateWindow     time.Duration
 }
 
 func (a *applyFlags) register(f *pflag.FlagSet) {
@@ -62,6 +63,7 @@ func (a *applyFlags) register(f *pflag.FlagSet) {
 	f.StringArrayVar(&a.windows, "window", nil, "start new work only within local `HH:MM-HH:MM` (repeatable), on every cluster")
 	f.BoolVar(&a.exitOutside, "exit-outside-window", false, "outside the windows, finish in-flight work and exit 75 instead of waiting")
 	f.DurationVar(&a.ioTimeout, "io-timeout", 0, ioTimeoutUsage+" (default: each cluster's limits.io_timeout, else 2m0s)")
+	f.DurationVar(&a.lateWindow, "late-commit-window", migrate.DefaultLateCommitWindow, lateCommitWindowUsage)
 }
 
 func newApplyCommand(g *globalOptions) *cobra.Command {
@@ -257,6 +259,9 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	if a.ioTimeout < 0 {
 		return usageErrorf("--io-timeout %s: want a positive duration such as 30s", a.ioTimeout)
 	}
+	if a.lateWindow <= 0 {
+		return usageErrorf("--late-commit-window %s: want a positive duration such as 10s", a.lateWindow)
+	}
 	windows, err := throttle.ParseWindows(a.windows...)
 	if err != nil {
 		return usageErrorf("--window: %v", err)
@@ -336,7 +341,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 
 	view := newApplyView(g, moves)
 	opts := migrate.ApplyOptions{
-		Copy:     migrate.Options{Verify: mode, Connections: a.connections, KeepDeleted: a.keepDeleted, ExitOutsideWindow: a.exitOutside},
+		Copy:     migrate.Options{Verify: mode, Connections: a.connections, KeepDeleted: a.keepDeleted, ExitOutsideWindow: a.exitOutside, LateCommitWindow: a.lateWindow},
 		Acquire:  func(ctx context.Context, k state.Key) (*state.Lease, error) { return acquire(ctx, st, k) },
 		Parallel: a.parallel, ConvergeMessages: a.converge,
 		HoldAtReady: a.holdAtReady, Complete: complete, Named: complete && len(only) > 0,

@@ -35,8 +35,13 @@ type migrateOptions struct {
 	state                    string
 	keepDeleted              bool
 	ioTimeout                time.Duration
+	lateWindow               time.Duration
 	throttle                 throttleFlags
 }
+
+// lateCommitWindowUsage is the help of --late-commit-window (migrate,
+// apply, drain, rebalance, complete).
+const lateCommitWindowUsage = "a server may still store an APPEND for `D` after its connection dropped: look for such copies that long, and after a crash that long before a folder is done"
 
 // ioTimeoutUsage is the help of --io-timeout (migrate, apply, drain,
 // rebalance, complete).
@@ -146,6 +151,7 @@ Exit codes: 0 everything copied and verified; 3 some messages failed (listed);
 	f.StringVar(&o.state, "state", "mailferry.db", "durable state: a SQLite `FILE` (or sqlite:PATH), a postgres:// URL, or none")
 	f.BoolVar(&o.keepDeleted, "keep-deleted", false, "keep target copies of messages and folders deleted on the source since the last run")
 	f.DurationVar(&o.ioTimeout, "io-timeout", imapconn.DefaultIdleTimeout, ioTimeoutUsage)
+	f.DurationVar(&o.lateWindow, "late-commit-window", migrate.DefaultLateCommitWindow, lateCommitWindowUsage)
 	o.throttle.register(f)
 	return cmd
 }
@@ -164,6 +170,9 @@ func runMigrate(cmd *cobra.Command, g *globalOptions, o *migrateOptions) error {
 	if o.ioTimeout <= 0 {
 		return usageErrorf("--io-timeout %s: want a positive duration such as 30s", o.ioTimeout)
 	}
+	if o.lateWindow <= 0 {
+		return usageErrorf("--late-commit-window %s: want a positive duration such as 10s", o.lateWindow)
+	}
 	src, err := o.side("source", "--from", o.from, o.fromAdmin, o.fromPassFile, "MAILFERRY_FROM_PASSWORD", g)
 	if err != nil {
 		return err
@@ -173,7 +182,7 @@ func runMigrate(cmd *cobra.Command, g *globalOptions, o *migrateOptions) error {
 		return err
 	}
 	opts := migrate.Options{Verify: mode, Connections: o.connections, KeepDeleted: o.keepDeleted, Stop: stopChan(cmd.Context()),
-		ExitOutsideWindow: o.throttle.exitOutsideWindow}
+		ExitOutsideWindow: o.throttle.exitOutsideWindow, LateCommitWindow: o.lateWindow}
 	if opts.Source, opts.Target, err = o.throttle.limiters(o.connections); err != nil {
 		return err
 	}
