@@ -94,6 +94,10 @@ type Options struct {
 	// KeepDeleted keeps target copies of messages and folders deleted on
 	// the source since the last pass (State only).
 	KeepDeleted bool
+	// NoMultiAppend sends one APPEND per message even to a target that
+	// offers MULTIAPPEND (RFC 3502), which otherwise carries each batch
+	// in one command.
+	NoMultiAppend bool
 	// LateCommitWindow is how long after a client is gone a target may
 	// still store an APPEND it had received: a folder pass whose target
 	// connection dropped with APPENDs in flight looks for them until each

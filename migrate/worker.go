@@ -98,7 +98,10 @@ type folderCopy struct {
 	// inherited: the state holds suspects of a run that never released its
 	// lease (it crashed); their APPENDs may land until run.lateUntil.
 	inherited bool
-	perm      permSet
+	// split, when set, bounds the messages of a MULTIAPPEND batch after
+	// the target refused a larger one (see appendMulti).
+	split int
+	perm  permSet
 	mu        sync.Mutex // guards warned and late (the APPEND collector warns and loses sends too)
 	warned    map[string]bool
 	flagWarn  int
@@ -422,15 +425,22 @@ func (w *worker) copyPending(ctx context.Context, fc *folderCopy) error {
 			}
 			return err
 		}
-		n := min(len(pending), w.run.opts.BatchMessages)
+		n := w.batchLen(fc, pending)
 		batch := pending[:n]
 		pending = pending[n:]
-		next := pending[:min(len(pending), w.run.opts.BatchMessages)]
+		next := pending[:w.batchLen(fc, pending)]
 		if err := w.announce(ctx, fc, batch); err != nil {
 			return err
 		}
+		split := fc.split
 		if err := w.appendBatch(ctx, fc, batch); err != nil {
 			return err
+		}
+		if fc.split != split {
+			// The target refused the batch as a whole (MULTIAPPEND is
+			// atomic: nothing was stored): again, in smaller batches.
+			pending = append(slices.Clip(batch), pending...)
+			continue
 		}
 		if hi, ok := settleBound(fc, batch); ok {
 			if err := w.settle(ctx, fc, hi); err != nil {
@@ -594,6 +604,9 @@ func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*messa
 	if len(uids) == 0 {
 		return nil
 	}
+	if w.multi() {
+		return w.appendMulti(ctx, fc, batch, uids)
+	}
 	srcStream, dstStream, err := w.beginPair(ctx)
 	if err != nil {
 		return err
@@ -619,7 +632,9 @@ func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*messa
 			}
 		}
 	}()
-	err = w.streamBatch(ctx, fc, srcStream, uids, inflight)
+	err = w.streamBatch(ctx, fc, srcStream, uids, func(msg *message, lit imap.LiteralReader) error {
+		return w.appendOne(ctx, fc, msg, lit, inflight)
+	})
 	srcStream.End(sideErr(imapconn.Source, err))
 	close(inflight)
 	wg.Wait()
@@ -638,7 +653,10 @@ func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*messa
 	return err
 }
 
-func (w *worker) streamBatch(ctx context.Context, fc *folderCopy, st *imapconn.Stream, uids imap.UIDSet, inflight chan<- pendingAppend) (err error) {
+// streamBatch fetches the bodies of uids from the source and hands each to
+// sink as it comes (sink must read it to its end, or leave it unread for
+// the FETCH loop to discard, before it returns).
+func (w *worker) streamBatch(ctx context.Context, fc *folderCopy, st *imapconn.Stream, uids imap.UIDSet, sink func(*message, imap.LiteralReader) error) (err error) {
 	// One message at a time under the messages/s buckets. The source's
 	// latency is the wait for each message, counted from when it may
 	// come: for the first, from the command itself, so that a rate limit
@@ -692,13 +710,13 @@ func (w *worker) streamBatch(ctx context.Context, fc *folderCopy, st *imapconn.S
 					spooled, spooledSize = f, n
 					continue
 				}
-				if err := w.appendOne(ctx, fc, fc.byUID[uid], it.Literal, inflight); err != nil {
+				if err := sink(fc.byUID[uid], it.Literal); err != nil {
 					return err
 				}
 			}
 		}
 		if spooled != nil {
-			err := w.appendOne(ctx, fc, fc.byUID[uid], sizedReader{spooled, spooledSize}, inflight)
+			err := sink(fc.byUID[uid], sizedReader{spooled, spooledSize})
 			spooled.Close()
 			os.Remove(spooled.Name())
 			if err != nil {

@@ -453,7 +453,7 @@ echo "$MAILFERRY_MAILBOX" >> `+hookLog+"\n")
 	if code, stdout, stderr := runCLI(t, nil, "plan", "-i", r.inv, "--drain", "alpha", "-o", plan); code != exitOK {
 		t.Fatalf("plan: exit %d\n%s%s", code, stdout, stderr)
 	}
-	args := []string{"apply", plan, "-i", r.inv, "--state", db, "--parallel", "4", "--json", "--report", report, "--cutover-exec", hook}
+	args := []string{"apply", plan, "-i", r.inv, "--state", db, "--parallel", "4", "--json", "--report", report, "--cutover-exec", hook, "--late-commit-window", "1s"}
 
 	landed, finished := 0, 0
 	var killed []*binaryRun

@@ -367,7 +367,10 @@ func (r *crashRig) run(extraEnv []string, delay time.Duration, sig syscall.Signa
 	cmd := exec.Command(r.bin, "migrate",
 		"--from", "imap://"+crashUser+"@"+r.src.Addr,
 		"--to", "imap://"+crashUser+"@"+r.late.Addr,
-		"--state", r.state, "--json")
+		"--state", r.state, "--json",
+		// The proxy delivers a dead run's bytes at most 400 ms late; the
+		// default window would make each restart's folders wait 10 s.
+		"--late-commit-window", "1s")
 	cmd.Dir = r.work
 	cmd.Env = append(crashEnviron(),
 		"MAILFERRY_FROM_PASSWORD="+r.src.Users[crashUser],

@@ -54,6 +54,12 @@ type Config struct {
 type Features struct {
 	UIDPlus, CondStore, SpecialUse, ListStatus, StatusSize, Namespace,
 	LiteralPlus, ESearch, Move, ListExtended bool
+	// LiteralMinus: non-synchronising literals up to 4096 bytes (RFC 7888;
+	// LITERAL+ implies it). MultiAppend: several messages in one APPEND
+	// (RFC 3502). AppendLimit: the largest message the server accepts (RFC
+	// 7889), 0 if it names none.
+	LiteralMinus, MultiAppend bool
+	AppendLimit               int64
 }
 
 func featuresOf(caps imap.CapSet) Features {
@@ -68,7 +74,18 @@ func featuresOf(caps imap.CapSet) Features {
 		ESearch:      caps.Has(imap.CapESearch) || caps.Has(imap.CapIMAP4rev2),
 		Move:         caps.Has(imap.CapMove) || caps.Has(imap.CapIMAP4rev2),
 		ListExtended: caps.Has(imap.CapListExtended) || caps.Has(imap.CapIMAP4rev2),
+		LiteralMinus: caps.Has(imap.CapLiteralMinus),
+		MultiAppend:  caps.Has(imap.CapMultiAppend),
+		AppendLimit:  appendLimit(caps),
 	}
+}
+
+// appendLimit is the server's APPENDLIMIT (RFC 7889), 0 if none is given.
+func appendLimit(caps imap.CapSet) int64 {
+	if n, ok := caps.AppendLimit(); ok && n != nil {
+		return int64(*n)
+	}
+	return 0
 }
 
 // Conn is one authenticated IMAP connection. Commands go through a

@@ -40,6 +40,7 @@ type respFilter struct {
 	inLine bool   // inside a response whose start was classified
 	drop   bool   // the current response is dropped
 	hold   bool   // the current response is held whole (LIST, STATUS)
+	own    bool   // and it is for the command written beneath the library
 	held   []byte
 	tail   []byte // the current segment's last bytes, for the literal marker
 }
@@ -140,12 +141,22 @@ func (f *respFilter) segment(seg []byte, complete bool) {
 
 // overflow gives up holding a response too long to be a folder's.
 func (f *respFilter) overflow() {
+	if f.own && len(f.held) > maxHold {
+		f.held = f.held[:maxHold] // a status line this long is junk past here
+		return
+	}
 	if len(f.held) > maxHold {
 		f.out, f.held, f.hold = f.held, nil, false
 	}
 }
 
 func (f *respFilter) endResponse() {
+	if f.own {
+		f.w.deliverOwn(f.held)
+		f.held = nil
+		f.inLine, f.drop, f.hold, f.own = false, false, false, false
+		return
+	}
 	if f.hold {
 		if name, ok := heldMailbox(f.held); ok && !validModifiedUTF7(name) {
 			f.w.badName(name)
@@ -163,9 +174,13 @@ func (f *respFilter) classify(seg []byte) {
 	switch {
 	case len(seg) > 0 && seg[0] == '+':
 		f.w.onLine("+")
+		f.own = f.w.ownFor("+")
+		f.hold = f.own
 		return
 	case tag != "*":
 		f.w.onLine(tag)
+		f.own = f.w.ownFor(tag)
+		f.hold = f.own
 		return
 	}
 	kw, rest := token(rest)

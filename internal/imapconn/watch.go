@@ -72,6 +72,7 @@ type watchConn struct {
 	err          error
 	bad          []string
 	cmd          cmdScanner
+	own          *ownCmd // a command written beneath the library (MultiAppend)
 }
 
 // newWatchConn wraps c (raw is the TCP connection beneath it) and starts

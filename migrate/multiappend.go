@@ -1,0 +1,212 @@
+package migrate
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/emersion/go-imap/v2"
+
+	"mailferry/internal/failpoint"
+	"mailferry/internal/imapconn"
+)
+
+// maxMultiBytes bounds the bytes of one MULTIAPPEND batch (by the sizes
+// the source listed): the server holds the whole batch in one transaction,
+// and a dropped connection costs the whole batch again.
+const maxMultiBytes = 16 << 20
+
+// multi reports whether batches go to the target as MULTIAPPEND commands:
+// when it offers MULTIAPPEND and UIDPLUS (whose APPENDUID names the copy
+// of each message), unless Options.NoMultiAppend.
+func (w *worker) multi() bool {
+	f := w.dst.Features
+	return f.MultiAppend && f.UIDPlus && !w.run.opts.NoMultiAppend
+}
+
+// batchLen is how many of pending go into the next batch: at most
+// BatchMessages, and, for MULTIAPPEND, at most maxMultiBytes (at least one
+// message) and the split bound after a refusal.
+func (w *worker) batchLen(fc *folderCopy, pending []*message) int {
+	n := min(len(pending), w.run.opts.BatchMessages)
+	if !w.multi() {
+		return n
+	}
+	if fc.split > 0 {
+		n = min(n, fc.split)
+	}
+	var bytes int64
+	for i, msg := range pending[:n] {
+		bytes += msg.size
+		if i > 0 && bytes > maxMultiBytes {
+			return i
+		}
+	}
+	return n
+}
+
+// appendMulti streams the batch's bodies from the source into one
+// MULTIAPPEND (RFC 3502), hashing the exact bytes on the way. The target
+// stores the batch as one transaction, so the ledger sees the batch whole
+// or not at all:
+//
+//   - the command was not sent to its end (the source broke mid-batch,
+//     the connection dropped while it was written): the server cannot
+//     have stored any of it; every message is pending again;
+//   - it was sent and answered OK: each message's copy is at its UID of
+//     the APPENDUID, in order;
+//   - it was sent and the answer was lost: every message is a lost send
+//     (statusUnknown, looked for by content like a lost single APPEND:
+//     either all of them are found, or none);
+//   - it was refused (NO): nothing was stored. A batch of several is
+//     tried again in halves (fc.split), so that one bad message ends up
+//     alone and fails with the server's reason while the rest are copied.
+func (w *worker) appendMulti(ctx context.Context, fc *folderCopy, batch []*message, uids imap.UIDSet) error {
+	srcStream, dstStream, err := w.beginPair(ctx)
+	if err != nil {
+		return err
+	}
+	ma, err := dstStream.MultiAppend(fc.m.Target)
+	if err != nil {
+		srcStream.End(nil)
+		dstStream.End(nil)
+		return err
+	}
+	var order []*message
+	err = w.streamBatch(ctx, fc, srcStream, uids, func(msg *message, lit imap.LiteralReader) error {
+		m, err := w.addMulti(ctx, fc, ma, msg, lit)
+		if m != nil {
+			order = append(order, m)
+		}
+		return err
+	})
+	srcStream.End(sideErr(imapconn.Source, err))
+	if err != nil {
+		// The command never ended: the server stores none of it.
+		if ma.Len() > 0 {
+			ma.Abort()
+		}
+		for _, msg := range order {
+			msg.status = statusPending
+		}
+		dstStream.End(sideErr(imapconn.Target, err))
+		return err
+	}
+	got, _, err := ma.Send()
+	dstStream.End(sideErr(imapconn.Target, err))
+	if err == nil {
+		if len(order) > 0 {
+			failpoint.Hit("append-answered") // stored on the target, not yet recorded
+		}
+		for i, msg := range order {
+			if got != nil {
+				fc.ours(msg, got[i])
+			} // else statusUnknown: found by the check after the batch
+			w.run.emit(Event{Kind: EventMessageCopied, Folder: fc.m.Source, Messages: 1, Bytes: msg.size})
+		}
+		if fc.split > 0 && len(order) == fc.split {
+			fc.split = min(2*fc.split, w.run.opts.BatchMessages)
+		}
+		w.vanished(batch)
+		return nil
+	}
+	var ie *imap.Error
+	if !errors.As(err, &ie) {
+		if ma.Sent() {
+			// Sent to its end, the answer lost: stored whole, or not at all.
+			for _, msg := range order {
+				msg.status = statusUnknown
+				fc.lose(msg)
+			}
+		} else {
+			for _, msg := range order {
+				msg.status = statusPending
+			}
+		}
+		return &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, Err: err}
+	}
+	// Refused: nothing of the batch was stored.
+	for _, msg := range order {
+		msg.status = statusPending
+	}
+	d := imapconn.Decide(err)
+	switch {
+	case d.Action == imapconn.Retry || d.Action == imapconn.CreateRetry:
+		return &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, Err: err}
+	case len(order) > 1:
+		fc.split = max(1, len(order)/2)
+		return nil
+	case len(order) == 1:
+		msg := order[0]
+		if (d.Action == imapconn.FailMessage || d.Action == imapconn.Exists || d.Action == imapconn.FailMailbox) && w.fallBack(fc, msg, err) {
+			return nil // again, with fewer flags
+		}
+		msg.status, msg.reason = statusFailed, fmt.Sprintf("append refused by the target: %v", err)
+	}
+	w.vanished(batch)
+	return nil
+}
+
+// vanished fails the batch's messages the source no longer sent: expunged
+// on the source since the listing.
+func (w *worker) vanished(batch []*message) {
+	for _, msg := range batch {
+		if msg.status == statusPending && !msg.fetched {
+			msg.status, msg.reason = statusFailed, "vanished from the source during the copy"
+		}
+	}
+}
+
+// addMulti writes one body into the MULTIAPPEND. It returns msg when the
+// message went into the command.
+func (w *worker) addMulti(ctx context.Context, fc *folderCopy, ma *imapconn.MultiAppend, msg *message, lit imap.LiteralReader) (*message, error) {
+	if msg == nil || msg.status != statusPending {
+		return nil, nil // not asked for (or already handled): the FETCH loop discards it
+	}
+	msg.fetched = true
+	size := lit.Size()
+	switch limit := w.dst.Features.AppendLimit; {
+	case size == 0:
+		msg.status, msg.reason = statusFailed, "empty message: a zero-byte message cannot be appended"
+		return nil, nil
+	case limit > 0 && size > limit:
+		msg.status, msg.reason = statusFailed, fmt.Sprintf("%d bytes, larger than the target's APPENDLIMIT of %d", size, limit)
+		return nil, nil
+	}
+	flags, dropped := appendFlags(msg.flagsAt(msg.flagLevel), fc.perm)
+	msg.sent = flags
+	for _, f := range dropped {
+		w.flagWarning(fc, string(f))
+	}
+	if w.buf == nil {
+		w.buf = make([]byte, 64<<10)
+	}
+	dst, err := ma.Add(size, flags, msg.date)
+	if err != nil {
+		return nil, &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, UID: msg.uid, Err: err}
+	}
+	msg.status = statusUnknown
+	w.run.count(func(r *Report) { r.BodiesFetched++ })
+	ew := &errWriter{w: dst}
+	var dw io.Writer = ew
+	if size > 1<<20 {
+		dw = &failWriter{Writer: dw, at: size / 2}
+	}
+	h := sha256.New()
+	body := w.run.limitedReader(ctx, io.LimitReader(lit, size))
+	n, err := io.CopyBuffer(dw, io.TeeReader(body, h), w.buf)
+	if err == nil && n != size {
+		err = fmt.Errorf("source literal for uid %d ended after %d of %d bytes", msg.uid, n, size)
+	}
+	if err != nil {
+		if ew.err == nil {
+			return msg, fmt.Errorf("fetch uid %d from %q on the source: %w: %w", msg.uid, fc.m.Source, errLiteralBroken, err)
+		}
+		return msg, &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, UID: msg.uid, Err: err}
+	}
+	copy(msg.sha[:], h.Sum(nil))
+	msg.size, msg.hashed = size, true
+	return msg, nil
+}
