@@ -140,6 +140,15 @@ func testLateCommitAfterTheNextScan(t *testing.T, url string, opts migrate.Optio
 // account of its own, from nothing.
 func TestTargetDropsSwept(t *testing.T) {
 	dovecot.Require(t)
+	for _, mode := range appendModes {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel() // most of it is waiting for late commits
+			testTargetDropsSwept(t, mode.opts)
+		})
+	}
+}
+
+func testTargetDropsSwept(t *testing.T, mode migrate.Options) {
 	ns := []int{7, 9, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 83, 97}
 	users := map[string]string{"alice": "alice-pw"}
 	for i := range ns {
@@ -167,7 +176,8 @@ func TestTargetDropsSwept(t *testing.T) {
 		run := func() (*migrate.Report, error) {
 			return migrate.Copy(ctx, userCfg(t, "source", src, "alice"),
 				endpoint(t, "target", proxy.Addr, user, "round-pw"),
-				migrate.Options{State: lease, Connections: 2, LateCommitWindow: 5 * time.Second})
+				migrate.Options{State: lease, Connections: 2, LateCommitWindow: 5 * time.Second,
+					NoMultiAppend: mode.NoMultiAppend, BatchMessages: mode.BatchMessages})
 		}
 		proxy.DropAfter(n)
 		if i == 3 {

@@ -95,7 +95,10 @@ func (w *worker) appendMulti(ctx context.Context, fc *folderCopy, batch []*messa
 		return err
 	}
 	got, _, err := ma.Send()
-	dstStream.End(sideErr(imapconn.Target, err))
+	if err != nil {
+		err = &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, Err: err}
+	}
+	dstStream.End(err)
 	if err == nil {
 		if len(order) > 0 {
 			failpoint.Hit("append-answered") // stored on the target, not yet recorded
@@ -125,28 +128,41 @@ func (w *worker) appendMulti(ctx context.Context, fc *folderCopy, batch []*messa
 				msg.status = statusPending
 			}
 		}
-		return &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, Err: err}
+		return err
 	}
 	// Refused: nothing of the batch was stored.
 	for _, msg := range order {
 		msg.status = statusPending
 	}
-	d := imapconn.Decide(err)
+	d := decideAppend(err)
 	switch {
 	case d.Action == imapconn.Retry || d.Action == imapconn.CreateRetry:
-		return &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, Err: err}
+		return err
 	case len(order) > 1:
 		fc.split = max(1, len(order)/2)
 		return nil
 	case len(order) == 1:
 		msg := order[0]
-		if (d.Action == imapconn.FailMessage || d.Action == imapconn.Exists || d.Action == imapconn.FailMailbox) && w.fallBack(fc, msg, err) {
+		if (d.Action == imapconn.FailMessage || d.Action == imapconn.Exists || d.Action == imapconn.FailMailbox) && w.fallBack(fc, msg, ie) {
 			return nil // again, with fewer flags
 		}
-		msg.status, msg.reason = statusFailed, fmt.Sprintf("append refused by the target: %v", err)
+		msg.status, msg.reason = statusFailed, fmt.Sprintf("append refused by the target: %v", ie)
 	}
 	w.vanished(batch)
 	return nil
+}
+
+// decideAppend is imapconn.Decide for an APPEND's answer: there [LIMIT]
+// is a limit of the message (Dovecot: "Mail size is larger than the
+// maximum size allowed"; RFC 5530: too many flags), not of the server's
+// load, so it fails the message instead of waiting to try again.
+func decideAppend(err error) imapconn.Decision {
+	d := imapconn.Decide(err)
+	var ie *imap.Error
+	if errors.As(err, &ie) && ie.Code == imap.ResponseCodeLimit {
+		d.Action = imapconn.FailMessage
+	}
+	return d
 }
 
 // vanished fails the batch's messages the source no longer sent: expunged

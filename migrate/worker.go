@@ -623,7 +623,7 @@ func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*messa
 			data, err := p.cmd.Wait()
 			w.run.dstLim.Observe(time.Since(p.sent))
 			w.appended(fc, p.msg, data, err)
-			if a := imapconn.Decide(err).Action; a == imapconn.Reconnect || a == imapconn.FailMailbox || a == imapconn.Retry {
+			if a := decideAppend(err).Action; a == imapconn.Reconnect || a == imapconn.FailMailbox || a == imapconn.Retry {
 				lostMu.Lock()
 				if lost == nil {
 					lost = &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, UID: p.msg.uid, Err: err}
@@ -808,7 +808,7 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 		var ie *imap.Error
 		if errors.As(werr, &ie) {
 			msg.status, msg.reason = statusFailed, fmt.Sprintf("append refused by the target: %v", werr)
-			d := imapconn.Decide(werr)
+			d := decideAppend(werr)
 			refused := d.Action == imapconn.FailMessage || d.Action == imapconn.Exists
 			if d.Action == imapconn.Retry {
 				msg.status, msg.reason = statusPending, "" // a busy server stored nothing: again after the wait
@@ -991,7 +991,7 @@ func (w *worker) flagWarning(fc *folderCopy, flag string) {
 // appended records an APPEND's answer. It runs on the collector goroutine
 // while the batch streams; it only touches msg.
 func (w *worker) appended(fc *folderCopy, msg *message, data *imap.AppendData, err error) {
-	d := imapconn.Decide(err)
+	d := decideAppend(err)
 	switch {
 	case err == nil && data != nil && data.UID != 0 && w.dst.Features.UIDPlus:
 		failpoint.Hit("append-answered") // stored on the target, not yet recorded

@@ -45,6 +45,7 @@ type applyFlags struct {
 	exitOutside    bool
 	ioTimeout      time.Duration
 	lateWindow     time.Duration
+	noMulti        bool
 }
 
 func (a *applyFlags) register(f *pflag.FlagSet) {
@@ -64,6 +65,7 @@ func (a *applyFlags) register(f *pflag.FlagSet) {
 	f.BoolVar(&a.exitOutside, "exit-outside-window", false, "outside the windows, finish in-flight work and exit 75 instead of waiting")
 	f.DurationVar(&a.ioTimeout, "io-timeout", 0, ioTimeoutUsage+" (default: each cluster's limits.io_timeout, else 2m0s)")
 	f.DurationVar(&a.lateWindow, "late-commit-window", migrate.DefaultLateCommitWindow, lateCommitWindowUsage)
+	f.BoolVar(&a.noMulti, "no-multiappend", false, noMultiUsage)
 }
 
 func newApplyCommand(g *globalOptions) *cobra.Command {
@@ -341,7 +343,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 
 	view := newApplyView(g, moves)
 	opts := migrate.ApplyOptions{
-		Copy:     migrate.Options{Verify: mode, Connections: a.connections, KeepDeleted: a.keepDeleted, ExitOutsideWindow: a.exitOutside, LateCommitWindow: a.lateWindow},
+		Copy:     migrate.Options{Verify: mode, Connections: a.connections, KeepDeleted: a.keepDeleted, ExitOutsideWindow: a.exitOutside, LateCommitWindow: a.lateWindow, NoMultiAppend: a.noMulti},
 		Acquire:  func(ctx context.Context, k state.Key) (*state.Lease, error) { return acquire(ctx, st, k) },
 		Parallel: a.parallel, ConvergeMessages: a.converge,
 		HoldAtReady: a.holdAtReady, Complete: complete, Named: complete && len(only) > 0,

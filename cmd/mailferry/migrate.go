@@ -36,12 +36,16 @@ type migrateOptions struct {
 	keepDeleted              bool
 	ioTimeout                time.Duration
 	lateWindow               time.Duration
+	noMulti                  bool
 	throttle                 throttleFlags
 }
 
 // lateCommitWindowUsage is the help of --late-commit-window (migrate,
 // apply, drain, rebalance, complete).
 const lateCommitWindowUsage = "a server may still store an APPEND for `D` after its connection dropped: look for such copies that long, and after a crash that long before a folder is done"
+
+// noMultiUsage is the help of --no-multiappend.
+const noMultiUsage = "send one APPEND per message even to a target that offers MULTIAPPEND (which carries a batch in one command, stored all or nothing)"
 
 // ioTimeoutUsage is the help of --io-timeout (migrate, apply, drain,
 // rebalance, complete).
@@ -152,6 +156,7 @@ Exit codes: 0 everything copied and verified; 3 some messages failed (listed);
 	f.BoolVar(&o.keepDeleted, "keep-deleted", false, "keep target copies of messages and folders deleted on the source since the last run")
 	f.DurationVar(&o.ioTimeout, "io-timeout", imapconn.DefaultIdleTimeout, ioTimeoutUsage)
 	f.DurationVar(&o.lateWindow, "late-commit-window", migrate.DefaultLateCommitWindow, lateCommitWindowUsage)
+	f.BoolVar(&o.noMulti, "no-multiappend", false, noMultiUsage)
 	o.throttle.register(f)
 	return cmd
 }
@@ -182,7 +187,7 @@ func runMigrate(cmd *cobra.Command, g *globalOptions, o *migrateOptions) error {
 		return err
 	}
 	opts := migrate.Options{Verify: mode, Connections: o.connections, KeepDeleted: o.keepDeleted, Stop: stopChan(cmd.Context()),
-		ExitOutsideWindow: o.throttle.exitOutsideWindow, LateCommitWindow: o.lateWindow}
+		ExitOutsideWindow: o.throttle.exitOutsideWindow, LateCommitWindow: o.lateWindow, NoMultiAppend: o.noMulti}
 	if opts.Source, opts.Target, err = o.throttle.limiters(o.connections); err != nil {
 		return err
 	}
