@@ -100,11 +100,11 @@ type folderCopy struct {
 	inherited bool
 	// split, when set, bounds the messages of a MULTIAPPEND batch after
 	// the target refused a larger one (see appendMulti).
-	split int
-	perm  permSet
-	mu        sync.Mutex // guards warned and late (the APPEND collector warns and loses sends too)
-	warned    map[string]bool
-	flagWarn  int
+	split    int
+	perm     permSet
+	mu       sync.Mutex // guards warned and late (the APPEND collector warns and loses sends too)
+	warned   map[string]bool
+	flagWarn int
 
 	rec    state.Folder // the folder's state record (State only)
 	stored state.Folder // rec as last written
