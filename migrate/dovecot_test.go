@@ -19,7 +19,7 @@ import (
 )
 
 // endpoint builds a connection config for user on a rig server.
-func endpoint(t *testing.T, side, addr, login, password string) imapconn.Config {
+func endpoint(t testing.TB, side, addr, login, password string) imapconn.Config {
 	t.Helper()
 	ep, err := imapconn.ParseEndpoint("imap://" + login + "@" + addr)
 	if err != nil {
@@ -28,7 +28,7 @@ func endpoint(t *testing.T, side, addr, login, password string) imapconn.Config 
 	return imapconn.Config{Side: side, Endpoint: ep, Password: password}
 }
 
-func userCfg(t *testing.T, side string, s *dovecot.Server, user string) imapconn.Config {
+func userCfg(t testing.TB, side string, s *dovecot.Server, user string) imapconn.Config {
 	return endpoint(t, side, s.Addr, user, s.Users[user])
 }
 

@@ -94,6 +94,10 @@ type Options struct {
 	// KeepDeleted keeps target copies of messages and folders deleted on
 	// the source since the last pass (State only).
 	KeepDeleted bool
+	// AllConnections opens every one of the Connections pairs, however
+	// little the mailbox holds (by default a small mailbox gets fewer:
+	// see pairsFor).
+	AllConnections bool
 	// NoMultiAppend sends one APPEND per message even to a target that
 	// offers MULTIAPPEND (RFC 3502), which otherwise carries each batch
 	// in one command.
@@ -337,6 +341,9 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	}
 	close(queue)
 	n := min(opts.Connections, len(jobs))
+	if !opts.AllConnections {
+		n = min(n, r.pairsFor(totalMsgs, totalBytes))
+	}
 	var wg sync.WaitGroup
 	// The first worker has the copy's connections; the others help only if
 	// they get theirs before the folders run out: they never take a
@@ -411,6 +418,28 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 		r.progress(ctx, done, "")
 	}
 	return rep, nil
+}
+
+// Extra connection pairs pay off only with enough left to copy: each
+// costs two logins and a connection place on each cluster (one of which
+// may be struggling), and a small mailbox is done by one pair before the
+// others have logged in. One pair per this many messages, or bytes,
+// whichever asks for more.
+const (
+	messagesPerPair = 1000
+	bytesPerPair    = 32 << 20
+)
+
+// pairsFor is how many connection pairs the copy of a mailbox of msgs
+// messages and bytes bytes can use; what an earlier run copied (as the
+// state says) does not count.
+func (r *run) pairsFor(msgs int, bytes int64) int {
+	work, size := int64(msgs), bytes
+	if l := r.opts.State; l != nil {
+		work -= l.Migration.MessagesDone
+		size -= l.Migration.BytesDone
+	}
+	return int(1 + max(work/messagesPerPair, size/bytesPerPair, 0))
 }
 
 // dialPair opens a connection to each side, each under its cluster's

@@ -90,7 +90,7 @@ func TestThrottleBytesPerSecondHolds(t *testing.T) {
 	lim := newLimiter(t, "source", throttle.Config{MaxConnections: 4, BytesPerSecond: limit})
 	start := time.Now()
 	rep, err := migrate.Copy(context.Background(), userCfg(t, "source", src, "alice"), userCfg(t, "target", dst, "alice"),
-		migrate.Options{Source: lim, Connections: 4, Verify: migrate.VerifySize, Observer: obs})
+		migrate.Options{Source: lim, Connections: 4, AllConnections: true, Verify: migrate.VerifySize, Observer: obs})
 	whole := time.Since(start)
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +186,7 @@ func TestThrottleLatencyShrinksLimitAndRecovers(t *testing.T) {
 	go func() {
 		defer close(copyDone)
 		rep, copyErr = migrate.Copy(ctx, srcCfg, dstCfg, migrate.Options{
-			State: r.lease, Source: lim, Connections: conns, BatchMessages: 4, Stop: stop})
+			State: r.lease, Source: lim, Connections: conns, AllConnections: true, BatchMessages: 4, Stop: stop})
 	}()
 	// Registered after the servers start, so it runs before they stop.
 	t.Cleanup(func() { cancel(); <-copyDone })
@@ -265,7 +265,7 @@ func TestThrottleResetsAndUnavailableBackOff(t *testing.T) {
 	})
 	lim := newLimiter(t, "source", throttle.Config{MaxConnections: 4})
 	rep, err := migrate.Copy(context.Background(), endpoint(t, "source", proxy.Addr, "alice", src.Users["alice"]),
-		userCfg(t, "target", dst, "alice"), migrate.Options{Source: lim, Connections: 4, BatchMessages: 16, Observer: obs})
+		userCfg(t, "target", dst, "alice"), migrate.Options{Source: lim, Connections: 4, AllConnections: true, BatchMessages: 16, Observer: obs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,7 +464,7 @@ func TestThrottleMailboxRetryBudget(t *testing.T) {
 	proxy.ReplyUnavailable([]byte("FETCH"), -1)
 	lim := newLimiter(t, "source", throttle.Config{MaxConnections: 2, Backoff: throttle.Backoff{Base: time.Millisecond, Max: 5 * time.Millisecond, MaxHint: 5 * time.Millisecond}})
 	rep, err := migrate.Copy(context.Background(), endpoint(t, "source", proxy.Addr, "alice", src.Users["alice"]),
-		userCfg(t, "target", dst, "alice"), migrate.Options{Source: lim, Connections: 2, MailboxRetries: 4})
+		userCfg(t, "target", dst, "alice"), migrate.Options{Source: lim, Connections: 2, AllConnections: true, MailboxRetries: 4})
 	if err != nil {
 		t.Fatal(err)
 	}

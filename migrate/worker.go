@@ -621,7 +621,7 @@ func (w *worker) appendBatch(ctx context.Context, fc *folderCopy, batch []*messa
 		defer wg.Done()
 		for p := range inflight {
 			data, err := p.cmd.Wait()
-			w.run.dstLim.Observe(time.Since(p.sent))
+			w.run.dstLim.ObserveAppend(time.Since(p.sent), p.msg.size)
 			w.appended(fc, p.msg, data, err)
 			if a := decideAppend(err).Action; a == imapconn.Reconnect || a == imapconn.FailMailbox || a == imapconn.Retry {
 				lostMu.Lock()

@@ -36,18 +36,72 @@ const (
 	latencyFloor = 20 * time.Millisecond
 )
 
+// Kind is what a latency sample measures. Each kind has its own smoothed
+// p90 and baseline, so that one kind's normal cost is never read as
+// distress of another: a FETCH response that carries a big body, or an
+// APPEND answered after a batch was stored, takes longer than a SELECT on
+// a healthy server.
+type Kind int
+
+const (
+	// KindCommand: a short command, from sent to answered (Op.Done).
+	KindCommand Kind = iota
+	// KindFetch: the wait for one response of a streaming FETCH (Observe).
+	KindFetch
+	// KindAppend: the wait for an APPEND's answer once its last byte was
+	// sent, per MiB sent beyond the first (ObserveAppend).
+	KindAppend
+	numKinds
+)
+
+// kindStat is one kind's latency state.
+type kindStat struct {
+	smoothed, baseline time.Duration
+	samples            []time.Duration // of the current interval
+}
+
 // adaptive is the state of the concurrency limit, guarded by Limiter.mu.
 type adaptive struct {
 	limit    int
 	inflight int
 
-	smoothed time.Duration
-	baseline time.Duration
+	kinds [numKinds]kindStat
 
 	ivStart    time.Time
-	ivSamples  []time.Duration
 	ivDistress int
 	ivPeak     int // most commands in flight during the interval
+}
+
+// sample adds one latency sample of kind k to the interval.
+func (a *adaptive) sample(k Kind, d time.Duration) {
+	if ks := &a.kinds[k]; len(ks.samples) < maxSamples {
+		ks.samples = append(ks.samples, max(0, d))
+	}
+}
+
+func (a *adaptive) nSamples() int {
+	n := 0
+	for i := range a.kinds {
+		n += len(a.kinds[i].samples)
+	}
+	return n
+}
+
+// worst is the kind whose smoothed latency is highest against its
+// baseline: the one to report.
+func (a *adaptive) worst() *kindStat {
+	best, ratio := &a.kinds[KindCommand], -1.0
+	for i := range a.kinds {
+		ks := &a.kinds[i]
+		if ks.smoothed == 0 {
+			continue
+		}
+		r := float64(ks.smoothed) / float64(max(ks.baseline, 1))
+		if r > ratio {
+			best, ratio = ks, r
+		}
+	}
+	return best
 }
 
 // Op is one command admitted by Begin. Call Done when it ends.
@@ -111,18 +165,29 @@ func (l *Limiter) CountSent(n int) {
 	l.mu.Unlock()
 }
 
-// Observe records one command latency the caller measured itself, such as
-// the wait for each message of a streaming FETCH, without taking a slot.
-func (l *Limiter) Observe(d time.Duration) {
+// Observe records one latency the caller measured itself, the wait for
+// one message of a streaming FETCH (KindFetch), without taking a slot.
+func (l *Limiter) Observe(d time.Duration) { l.ObserveAs(KindFetch, d) }
+
+// ObserveAs records one latency of kind k the caller measured itself.
+func (l *Limiter) ObserveAs(k Kind, d time.Duration) {
 	now := l.clock.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	a := &l.adapt
 	l.st.Commands++
-	if len(a.ivSamples) < maxSamples {
-		a.ivSamples = append(a.ivSamples, max(0, d))
-	}
+	l.adapt.sample(k, d)
 	l.evaluate(now)
+}
+
+// ObserveAppend records the wait for an APPEND's answer (one message, or a
+// MULTIAPPEND batch) after its last byte of bytes was sent. A server needs
+// longer to store more; the wait counts per MiB beyond the first, so that
+// a healthy server storing 16 MiB is not taken for a slow one.
+func (l *Limiter) ObserveAppend(d time.Duration, bytes int64) {
+	if bytes > 1<<20 {
+		d = time.Duration(float64(d) * float64(1<<20) / float64(bytes))
+	}
+	l.ObserveAs(KindAppend, d)
 }
 
 func (o *Op) end(err error, v Verdict, timed bool) {
@@ -150,8 +215,8 @@ func (o *Op) end(err error, v Verdict, timed bool) {
 			return
 		}
 	}
-	if timed && len(a.ivSamples) < maxSamples {
-		a.ivSamples = append(a.ivSamples, max(0, now.Sub(o.start)))
+	if timed {
+		a.sample(KindCommand, now.Sub(o.start))
 	}
 	l.evaluate(now)
 }
@@ -167,25 +232,30 @@ func (l *Limiter) wake() {
 func (l *Limiter) evaluate(now time.Time) {
 	a := &l.adapt
 	elapsed := now.Sub(a.ivStart)
-	n := len(a.ivSamples) + a.ivDistress
+	n := a.nSamples() + a.ivDistress
 	if elapsed < evalInterval || n == 0 || n < minSamples && elapsed < 5*evalInterval {
 		return
 	}
-	if len(a.ivSamples) > 0 {
-		p := p90(a.ivSamples)
-		if a.smoothed == 0 {
-			a.smoothed = p
-		} else {
-			a.smoothed = (a.smoothed + p) / 2
+	slow := false
+	for i := range a.kinds {
+		ks := &a.kinds[i]
+		if len(ks.samples) > 0 {
+			p := p90(ks.samples)
+			if ks.smoothed == 0 {
+				ks.smoothed = p
+			} else {
+				ks.smoothed = (ks.smoothed + p) / 2
+			}
+			ks.samples = ks.samples[:0]
 		}
+		slow = slow || ks.smoothed > 0 &&
+			(ks.baseline > 0 && float64(ks.smoothed) > latencyFactor*float64(ks.baseline) && ks.smoothed-ks.baseline > latencyFloor ||
+				l.cfg.MaxLatency > 0 && ks.smoothed > l.cfg.MaxLatency)
 	}
 	distress := float64(a.ivDistress) / float64(n)
 	saturated := a.ivPeak >= a.limit
-	a.ivStart, a.ivSamples, a.ivDistress, a.ivPeak = now, a.ivSamples[:0], 0, a.inflight
+	a.ivStart, a.ivDistress, a.ivPeak = now, 0, a.inflight
 
-	slow := a.smoothed > 0 &&
-		(a.baseline > 0 && float64(a.smoothed) > latencyFactor*float64(a.baseline) && a.smoothed-a.baseline > latencyFloor ||
-			l.cfg.MaxLatency > 0 && a.smoothed > l.cfg.MaxLatency)
 	if slow || distress > maxDistressRate {
 		if a.limit > 1 {
 			a.limit = max(1, int(math.Floor(float64(a.limit)*decreaseFactor)))
@@ -193,14 +263,17 @@ func (l *Limiter) evaluate(now time.Time) {
 		}
 		return
 	}
-	switch {
-	case a.smoothed == 0:
-	case a.baseline == 0:
-		a.baseline = a.smoothed
-	case a.smoothed < a.baseline:
-		a.baseline += time.Duration(baselineDown * float64(a.smoothed-a.baseline))
-	default:
-		a.baseline += time.Duration(baselineUp * float64(a.smoothed-a.baseline))
+	for i := range a.kinds {
+		ks := &a.kinds[i]
+		switch {
+		case ks.smoothed == 0:
+		case ks.baseline == 0:
+			ks.baseline = ks.smoothed
+		case ks.smoothed < ks.baseline:
+			ks.baseline += time.Duration(baselineDown * float64(ks.smoothed-ks.baseline))
+		default:
+			ks.baseline += time.Duration(baselineUp * float64(ks.smoothed-ks.baseline))
+		}
 	}
 	if saturated && a.limit < l.cap {
 		a.limit++

@@ -383,3 +383,28 @@ func TestDoneAsTakesTheCallersVerdict(t *testing.T) {
 		t.Fatalf("%d errors, %d distress; want 5 errors, 3 of them distress (the verdicts, not the text)", s.Errors, s.Distress)
 	}
 }
+
+// A healthy target that stores big APPENDs: its short commands take 2 ms,
+// an APPEND of 8 MiB is answered 160 ms after its last byte (20 ms per
+// MiB). Judged by kind, and appends per MiB, that is no distress; when the
+// appends slow down per MiB, it is.
+func TestBigAppendsAreNotDistress(t *testing.T) {
+	l, clock := newTest(t, Config{MaxConnections: 8})
+	drive(t, l, clock, 5*time.Second, 2*time.Millisecond, nil) // baselines of short commands
+	appends := func(d time.Duration, each time.Duration) {
+		for end := clock.Now().Add(d); clock.Now().Before(end); {
+			drive(t, l, clock, 10*time.Millisecond, 2*time.Millisecond, nil)
+			clock.Advance(each)
+			l.ObserveAppend(each, 8<<20)
+		}
+	}
+	appends(10*time.Second, 160*time.Millisecond)
+	if s := l.Snapshot(); s.Decreases != 0 || s.Limit != 8 {
+		t.Fatalf("healthy big appends: limit %d of 8 after %d decreases (latency %v, baseline %v)", s.Limit, s.Decreases, s.Latency, s.Baseline)
+	}
+	// The same appends, ten times slower per byte: the server struggles.
+	appends(5*time.Second, 1600*time.Millisecond)
+	if s := l.Snapshot(); s.Decreases == 0 {
+		t.Fatalf("appends 10x slower per MiB left the limit at %d (latency %v, baseline %v)", s.Limit, s.Latency, s.Baseline)
+	}
+}

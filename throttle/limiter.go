@@ -285,7 +285,8 @@ func (l *Limiter) Snapshot() Stats {
 	s := l.st
 	s.Limit = l.adapt.limit
 	s.InFlight = l.adapt.inflight
-	s.Latency = l.adapt.smoothed
-	s.Baseline = l.adapt.baseline
+	w := l.adapt.worst()
+	s.Latency = w.smoothed
+	s.Baseline = w.baseline
 	return s
 }

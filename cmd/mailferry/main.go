@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"mailferry/migrate"
@@ -58,7 +59,30 @@ func main() {
 		<-sigs
 		cancel()
 	}()
-	os.Exit(run(withStop(ctx, stop), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	stopProfile := cpuProfile(os.Getenv("MAILFERRY_CPUPROFILE"))
+	code := run(withStop(ctx, stop), os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stopProfile()
+	os.Exit(code)
+}
+
+// cpuProfile writes a CPU profile of the whole run to path (the
+// MAILFERRY_CPUPROFILE variable, for `go tool pprof`); "" does nothing.
+func cpuProfile(path string) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mailferry: MAILFERRY_CPUPROFILE: %v\n", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 type stopKey struct{}

@@ -39,6 +39,7 @@ type MultiAppend struct {
 	w      *bufio.Writer
 	own    *ownCmd
 	n      int
+	bytes  int64 // literal bytes of all messages added
 	left   int64 // literal bytes the caller still owes the current message
 	err    error // the first write error: the command is broken
 	sent   bool  // the final CRLF went to the connection
@@ -136,6 +137,7 @@ func (m *MultiAppend) Add(size int64, flags []imap.Flag, date time.Time) (io.Wri
 		return nil, m.err
 	}
 	m.n++
+	m.bytes += size
 	m.left = size
 	return (*multiBody)(m), nil
 }
@@ -221,7 +223,7 @@ func (m *MultiAppend) Send() (uids []imap.UID, uidValidity uint32, err error) {
 		m.st.s.Close()
 		return nil, 0, err
 	}
-	m.st.Answered()
+	m.st.answeredAppend(m.bytes)
 	resp, err := parseTagged(line)
 	if err != nil {
 		return nil, 0, err

@@ -213,10 +213,18 @@ func (s *Session) Stream(ctx context.Context) (*Stream, error) {
 // wait since then.
 func (st *Stream) Asked() { st.t0 = time.Now() }
 
-// Answered records the wait since Asked.
+// Answered records the wait since Asked (a FETCH response).
 func (st *Stream) Answered() {
 	if st.s.lim != nil {
 		st.s.lim.Observe(time.Since(st.t0))
+	}
+}
+
+// answeredAppend records the wait since Asked for an APPEND's answer,
+// bytes having been sent (see throttle.Limiter.ObserveAppend).
+func (st *Stream) answeredAppend(bytes int64) {
+	if st.s.lim != nil {
+		st.s.lim.ObserveAppend(time.Since(st.t0), bytes)
 	}
 }
 
