@@ -386,9 +386,7 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 
 // NotRoutedReason is why a move without a cutover hook stays synced at
 // ready.
-const NotRoutedReason = "in sync at ready, NOT final: no cutover hook, so routing has not changed; " +
-	"each run copies what still reaches the source. Finish with --cutover-exec CMD, " +
-	"or once routing has changed: mailferry complete PLAN --all --routed"
+const NotRoutedReason = "in sync at ready, NOT final: no cutover hook ran, routing unchanged; each run copies what still reaches the source"
 
 func phaseName(p string) string {
 	if p == "" {
