@@ -92,7 +92,9 @@ func TestInventoryDigest(t *testing.T) {
 		"location": func(inv *inventory.Inventory) { inv.Mailboxes[0].Cluster = "b" },
 		"size":     func(inv *inventory.Inventory) { inv.Mailboxes[0].Bytes++ },
 		"pin":      func(inv *inventory.Inventory) { inv.Mailboxes[0].Pinned = true },
-		"added":    func(inv *inventory.Inventory) { inv.Mailboxes = append(inv.Mailboxes, inventory.Mailbox{Name: "new", Cluster: "b"}) },
+		"added": func(inv *inventory.Inventory) {
+			inv.Mailboxes = append(inv.Mailboxes, inventory.Mailbox{Name: "new", Cluster: "b"})
+		},
 	} {
 		inv := small()
 		edit(inv)
