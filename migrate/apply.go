@@ -139,7 +139,9 @@ func (r *ApplyReport) Unfinished() bool {
 
 // Apply runs the moves, at most Parallel at once, each from its recorded
 // phase to done: first copy, delta passes until converged, cutover hook,
-// final delta, final verification. A move that fails fails alone. It
+// final delta, final verification. Without a hook (and without Routed) a
+// move goes no further than ready (ResultSynced), following the source by
+// a delta pass on each Apply. A move that fails fails alone. It
 // returns ErrInterrupted (with the report) when Stop closed or ctx ended,
 // and ErrOutsideWindow when a closed time window stopped a move.
 func Apply(ctx context.Context, moves []Move, opts ApplyOptions) (*ApplyReport, error) {
