@@ -158,7 +158,15 @@ func newDrainCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "drain CLUSTER -i INVENTORY",
 		Short: "Move every mailbox off a cluster: plan, confirm, apply",
-		Args:  cobra.ExactArgs(1),
+		Long: `Plan a drain of CLUSTER from the inventory (as "mailferry plan --drain"), print
+it, ask, and apply it (as "mailferry apply"). A move becomes final only after
+its cutover hook (--cutover-exec) succeeded, or with --routed; without either
+every move stays in sync at ready, each run copies what still reaches the
+source, and the run exits 4. A second run on the same inventory while one
+runs exits 5, naming the holder.`,
+		Example: `  mailferry drain bravo -i inv.yaml --dry-run
+  mailferry drain bravo -i inv.yaml --yes --parallel 8 --cutover-exec ./switch-routing.sh`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			inv, err := loadInventory(a.inventory)
 			if err != nil {
