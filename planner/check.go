@@ -45,6 +45,22 @@ func InventoryDigest(inv *inventory.Inventory) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
+// SameMoves reports whether planning again from inv with p's policy gives
+// p's moves (mailbox, source and target, in order): false for a plan edited
+// by hand, or made from another inventory or by another planner version.
+func SameMoves(p *Plan, inv *inventory.Inventory) bool {
+	q, err := Make(inv, p.Policy)
+	if err != nil || len(q.Moves) != len(p.Moves) {
+		return false
+	}
+	for i, m := range q.Moves {
+		if o := p.Moves[i]; o.Mailbox != m.Mailbox || o.From != m.From || o.To != m.To {
+			return false
+		}
+	}
+	return true
+}
+
 // Problem is a move of a plan that the inventory says must not run.
 type Problem struct {
 	Mailbox string `json:"mailbox"`

@@ -102,7 +102,20 @@ func TestInventoryDigest(t *testing.T) {
 			t.Errorf("a changed %s keeps the digest", name)
 		}
 	}
-	if p := mustPlan(t, small(), DefaultPolicy(Drain, "a")); p.InventoryDigest != d {
+	p := mustPlan(t, small(), DefaultPolicy(Drain, "a"))
+	if !SameMoves(p, small()) {
+		t.Error("a fresh plan does not have the moves its inventory and policy give")
+	}
+	edited := *p
+	edited.Moves = append([]Move(nil), p.Moves...)
+	edited.Moves[0].To = "c"
+	if SameMoves(&edited, small()) {
+		t.Error("a plan with an edited target has the same moves")
+	}
+	if edited.Moves = p.Moves[1:]; SameMoves(&edited, small()) {
+		t.Error("a plan with a move removed has the same moves")
+	}
+	if p.InventoryDigest != d {
 		t.Errorf("the plan carries digest %q, want %q", p.InventoryDigest, d)
 	}
 }

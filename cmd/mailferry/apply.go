@@ -458,6 +458,9 @@ func checkPlan(g *globalOptions, a *applyFlags, inv *inventory.Inventory, plan *
 		fmt.Fprintf(g.stderr, "mailferry: warning: the inventory %s changed since the plan was made (plan %s, now %s): "+
 			"each move is checked against it; make a new plan if the moves no longer fit\n",
 			a.inventory, shortDigest(plan.InventoryDigest), shortDigest(digest))
+	case a.planPath != "" && !planner.SameMoves(plan, inv):
+		fmt.Fprintf(g.stderr, "mailferry: warning: the moves of %s are not what its inventory and policy give (edited by hand?): "+
+			"each move is checked against the inventory\n", a.planPath)
 	}
 	want := map[string]bool{}
 	for _, m := range only {
