@@ -426,22 +426,27 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	case t.Synced > 0:
 		return syncedError{fmt.Sprintf("%d of %d moves in sync but NOT final: no cutover hook ran, so routing has not changed "+
 			"and mail still reaches the source (each run copies it). Finish them with --cutover-exec CMD, or once routing "+
-			"has changed: %s", t.Synced, t.Moves, completeHint(a))}
+			"has changed: %s", t.Synced, t.Moves, completeHint(a, plan))}
 	}
 	return nil
 }
 
-// completeHint is the complete command that finishes synced moves.
-func completeHint(a *applyFlags) string {
-	plan := a.planPath
-	if plan == "" {
-		plan = "PLAN.json" // drain, rebalance: save the same plan with mailferry plan -o
-	}
+// completeHint is the command that finishes synced moves once routing
+// changed: complete of the plan file, or, for drain and rebalance, of the
+// same plan saved first.
+func completeHint(a *applyFlags, plan *planner.Plan) string {
 	inv := a.inventory
 	if inv == "" {
 		inv = "INVENTORY"
 	}
-	return fmt.Sprintf("mailferry complete %s -i %s --all --routed", plan, inv)
+	if a.planPath != "" {
+		return fmt.Sprintf("mailferry complete %s -i %s --all --routed", a.planPath, inv)
+	}
+	save := "mailferry plan -i " + inv + " ... -o plan.json (the same plan)"
+	if plan.Policy.Kind == planner.Drain {
+		save = fmt.Sprintf("mailferry plan -i %s --drain %s -o plan.json", inv, plan.Policy.Cluster)
+	}
+	return save + ", then mailferry complete plan.json -i " + inv + " --all --routed"
 }
 
 // checkPlan holds the plan's moves (only the named ones, if any) against

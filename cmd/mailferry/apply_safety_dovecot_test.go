@@ -61,7 +61,8 @@ func TestApplyE2ENoHookStaysSynced(t *testing.T) {
 	if !strings.Contains(stdout, "synced: in sync at ready, NOT final") || !strings.Contains(stdout, "3 synced (not final)") {
 		t.Errorf("the final table does not say the moves are in sync but not final:\n%s", stdout)
 	}
-	for _, want := range []string{"3 of 3 moves in sync but NOT final", "--cutover-exec", "--routed"} {
+	for _, want := range []string{"3 of 3 moves in sync but NOT final", "--cutover-exec",
+		"mailferry plan -i " + r.inv + " --drain alpha -o plan.json, then mailferry complete plan.json -i " + r.inv + " --all --routed"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
