@@ -17,7 +17,7 @@ import (
 const (
 	PhaseCopying    = "copying"     // the first pass
 	PhaseConverging = "converging"  // delta passes until little changes between passes
-	PhaseReady      = "ready"       // converged; waiting for the cutover (held, or the hook failed)
+	PhaseReady      = "ready"       // converged; waiting for the cutover (no hook, held, or the hook failed)
 	PhaseCutover    = "cutover"     // the hook said mail now goes to the target
 	PhaseFinal      = "final-delta" // catching what reached the source before the cutover
 	PhaseDone       = "done"        // every message on the target, verified
@@ -30,6 +30,10 @@ const (
 	ResultHeld        = "held"
 	ResultInterrupted = "interrupted"
 	ResultSkipped     = "skipped"
+	// ResultSynced: the move is in sync at ready but not final, because
+	// nothing said routing changed (no cutover hook, no Routed). Mail
+	// still reaches the source; every Apply follows it with a delta pass.
+	ResultSynced = "synced"
 )
 
 // Move is one mailbox to move, with the logins to use on both clusters.
@@ -60,9 +64,16 @@ type ApplyOptions struct {
 	// MaxPasses bounds the passes before the cutover, converged or not (the
 	// final delta catches the rest); 0 means 6.
 	MaxPasses int
-	// Cutover runs once per move when it has converged; nil means no hook.
-	// An error holds the move at ready (retried by the next Apply).
+	// Cutover runs once per move when it has converged; an error holds the
+	// move at ready (retried by the next Apply). A move becomes final only
+	// after Cutover succeeded or with Routed: with neither, it stays in
+	// sync at ready (ResultSynced) and each Apply runs one delta pass on
+	// it, so mail that still reaches the source is copied.
 	Cutover func(ctx context.Context, m Move) error
+	// Routed: the operator says mail for these moves already goes to their
+	// targets, so a move at ready goes on to the final delta without a
+	// hook (complete --routed).
+	Routed bool
 	// HoldAtReady stops every move at ready (an approval gate); Complete
 	// takes only moves that are at ready or later on to the end.
 	HoldAtReady, Complete bool
@@ -108,20 +119,29 @@ type ApplyReport struct {
 	// by the caller, which owns the limiters).
 	Throttle []Throttle `json:"throttle,omitempty"`
 	Totals   struct {
-		Moves, Done, Failed, Held, Interrupted, Skipped int
-		Messages, Copied, Verified                      int
-		Bytes                                           int64
+		Moves, Done, Failed, Held, Interrupted, Skipped, Synced int
+		Messages, Copied, Verified                              int
+		Bytes                                                   int64
 	} `json:"totals"`
 }
 
 // OK reports whether every move is done (skipped ones were done before).
+// A synced move is not done: see Unfinished.
 func (r *ApplyReport) OK() bool {
-	return r.Totals.Failed == 0 && r.Totals.Held == 0 && r.Totals.Interrupted == 0
+	return !r.Unfinished() && r.Totals.Synced == 0
+}
+
+// Unfinished reports whether some move failed, is held or was interrupted:
+// what is left is neither done nor merely waiting for the routing to change.
+func (r *ApplyReport) Unfinished() bool {
+	return r.Totals.Failed > 0 || r.Totals.Held > 0 || r.Totals.Interrupted > 0
 }
 
 // Apply runs the moves, at most Parallel at once, each from its recorded
 // phase to done: first copy, delta passes until converged, cutover hook,
-// final delta, final verification. A move that fails fails alone. It
+// final delta, final verification. Without a hook (and without Routed) a
+// move goes no further than ready (ResultSynced), following the source by
+// a delta pass on each Apply. A move that fails fails alone. It
 // returns ErrInterrupted (with the report) when Stop closed or ctx ended,
 // and ErrOutsideWindow when a closed time window stopped a move.
 func Apply(ctx context.Context, moves []Move, opts ApplyOptions) (*ApplyReport, error) {
@@ -180,6 +200,8 @@ func Apply(ctx context.Context, moves []Move, opts ApplyOptions) (*ApplyReport, 
 			t.Interrupted++
 		case ResultSkipped:
 			t.Skipped++
+		case ResultSynced:
+			t.Synced++
 		}
 		t.Messages += r.Messages
 		t.Copied += r.Copied
@@ -297,7 +319,9 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 		return res.Result
 	}
 
+	converged := false // this run's passes took the move to ready
 	if phase != PhaseReady && phase != PhaseCutover && phase != PhaseFinal {
+		converged = true
 		p := PhaseCopying
 		if phase != "" && phase != PhaseCopying {
 			p = PhaseConverging // a rerun of a started move
@@ -323,13 +347,27 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 		if o.HoldAtReady && !o.Complete {
 			return fail(ResultHeld, "held at ready (--hold-at-ready): finish with `mailferry complete`")
 		}
-		if o.Cutover != nil {
+		switch {
+		case o.Cutover != nil:
 			// No connection sits idle, holding its places, while the hook runs.
 			sessions.Close()
 			if err := o.Cutover(ctx, m); err != nil {
 				setPhase(PhaseReady, "cutover hook: "+err.Error())
 				return fail(ResultHeld, "cutover hook failed, held at ready (retried by the next apply): "+err.Error())
 			}
+		case o.Routed:
+			// The operator switched the routing: nothing to run.
+		default:
+			// Routing has not changed: the source still receives this
+			// mailbox's mail. Stay at ready, following the source: a move
+			// that was ready before this run gets a delta pass.
+			if !converged {
+				rep, err := pass(PhaseReady, PhaseReady)
+				if outcome(rep, err) != "" {
+					return res
+				}
+			}
+			return fail(ResultSynced, NotRoutedReason)
 		}
 		setPhase(PhaseCutover, "")
 		phase = PhaseCutover
@@ -347,6 +385,10 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 	res.Result = ResultDone
 	return res
 }
+
+// NotRoutedReason is why a move without a cutover hook stays synced at
+// ready.
+const NotRoutedReason = "in sync at ready, NOT final: no cutover hook ran, routing unchanged; each run copies what still reaches the source"
 
 func phaseName(p string) string {
 	if p == "" {

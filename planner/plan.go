@@ -123,7 +123,11 @@ type Plan struct {
 	Version int `json:"version"`
 	// Inventory is the inventory file the plan was made from, if any.
 	Inventory string `json:"inventory,omitempty"`
-	Policy    Policy `json:"policy"`
+	// InventoryDigest is InventoryDigest of the inventory the plan was made
+	// from (before what-ifs); apply compares it with the inventory it runs
+	// with. Plans of older versions have none.
+	InventoryDigest string `json:"inventory_digest,omitempty"`
+	Policy          Policy `json:"policy"`
 	// Moves in the order they should start: most relief first.
 	Moves []Move `json:"moves"`
 	// Clusters in inventory order, added clusters last.

@@ -18,6 +18,7 @@ func Make(inv *inventory.Inventory, pol Policy) (*Plan, error) {
 		return nil, err
 	}
 	pol.Throughput = pol.Throughput.withDefaults()
+	digest := InventoryDigest(inv)
 	e, err := newEngine(inv, pol)
 	if err != nil {
 		return nil, err
@@ -54,7 +55,9 @@ func Make(inv *inventory.Inventory, pol Policy) (*Plan, error) {
 	case Rebalance:
 		goal = e.rebalance()
 	}
-	return e.plan(pol, goal), nil
+	p := e.plan(pol, goal)
+	p.InventoryDigest = digest
+	return p, nil
 }
 
 func (p *Policy) check() error {

@@ -138,7 +138,7 @@ func applyOnce(t *env, o options, bin string, src, dst *dovecot.Server) (time.Du
 		t.Fatalf("mailferry plan: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin, "apply", plan, "-i", invPath, "--state", "sqlite:"+filepath.Join(dir, "state.db"),
-		"--parallel", fmt.Sprint(o.parallel), "--connections", fmt.Sprint(o.connections), "--verify", o.verify, "--json")
+		"--parallel", fmt.Sprint(o.parallel), "--connections", fmt.Sprint(o.connections), "--verify", o.verify, "--json", "--routed")
 	cmd.Env = childEnv()
 	m, err := runMeasured(cmd)
 	if err != nil || m.ExitCode != 0 {

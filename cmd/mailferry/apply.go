@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -46,6 +45,9 @@ type applyFlags struct {
 	ioTimeout      time.Duration
 	lateWindow     time.Duration
 	noMulti        bool
+	routed         bool
+	force          bool   // apply, complete: run moves Check refuses
+	planPath       string // apply, complete: the plan file, for hints
 }
 
 func (a *applyFlags) register(f *pflag.FlagSet) {
@@ -58,6 +60,7 @@ func (a *applyFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&a.cutoverExec, "cutover-exec", "", "run `CMD` (sh -c) once per mailbox when it has converged; exit 0 means mail now goes to the target. Env: MAILFERRY_MAILBOX, MAILFERRY_FROM, MAILFERRY_TO")
 	f.DurationVar(&a.cutoverTimeout, "cutover-timeout", 5*time.Minute, "give up on a cutover hook after `D` (the move holds at ready)")
 	f.BoolVar(&a.holdAtReady, "hold-at-ready", false, "stop every move at ready; finish them with `mailferry complete`")
+	f.BoolVar(&a.routed, "routed", false, "routing already sends these mailboxes' mail to their targets: moves at ready become final without a hook")
 	f.StringVar(&a.report, "report", "", "also write the final report as JSON to `FILE`")
 	f.StringVar(&a.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on `ADDR` (e.g. :9464) while running")
 	f.BoolVar(&a.keepDeleted, "keep-deleted", false, "keep target copies of messages and folders deleted on the source")
@@ -83,9 +86,24 @@ A move that fails (bad login, target over quota, a folder the target
 refuses) fails alone; the others go on. The first Ctrl-C stops starting
 work and finishes what is in flight; a second stops at once.
 
+A move becomes final (done) only after the cutover hook succeeded, or with
+--routed. Without either it stays in sync at ready: each run copies what
+still reaches the source, and the run exits 4.
+
+Before anything moves, each move is held against the inventory: a target
+that is not in it, may not receive (degraded, draining, readonly, the
+cluster the plan drains) or would be full, or a mailbox the inventory no
+longer has on the move's source, refuses the whole run (exit 2), naming
+each move, unless --force. An inventory changed since the plan was made
+is reported as a warning.
+
+One run at a time per inventory: apply, drain, complete and rebalance take
+a run lock in the state; a second run exits 5, naming the holder.
+
 Exit codes: 0 every move done and verified; 3 finished with failed or held
-moves; 1 could not run; 2 usage or configuration error; 75 stopped outside
-the windows; 130 interrupted.`,
+moves; 4 every move not done is in sync but not final (no hook ran); 5
+another run holds the lock; 1 could not run; 2 usage or configuration
+error (or a plan refused); 75 stopped outside the windows; 130 interrupted.`,
 		Example: `  mailferry plan -i inv.yaml --drain bravo -o drain.json
   mailferry apply drain.json -i inv.yaml --parallel 8 --cutover-exec ./switch-routing.sh`,
 		Args: cobra.ExactArgs(1),
@@ -94,10 +112,12 @@ the windows; 130 interrupted.`,
 			if err != nil {
 				return err
 			}
+			a.planPath = args[0]
 			return runApply(cmd, g, a, inv, plan, false, nil)
 		},
 	}
 	a.register(cmd.Flags())
+	cmd.Flags().BoolVar(&a.force, "force", false, "run moves the inventory check refuses (a target that may not receive, a mailbox no longer on its source)")
 	return cmd
 }
 
@@ -107,23 +127,32 @@ func newCompleteCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "complete PLAN.json -i INVENTORY [MAILBOX...|--all]",
 		Short: "Finish moves held at ready: cutover hook, final delta, verification",
-		Long: `Finish moves that an "apply --hold-at-ready" (or a failed cutover hook) left
-at ready: run the cutover hook, the final delta and the final verification.
-Name the mailboxes, or --all for every move of the plan that is ready.`,
+		Long: `Finish moves left at ready by "apply --hold-at-ready", a failed cutover hook,
+or an apply without a hook: run the cutover hook (--cutover-exec), or take
+the operator's word that routing already changed (--routed), then the final
+delta and the final verification. One of the two is required. Name the
+mailboxes, or --all for every move of the plan that is ready.`,
+		Example: `  mailferry complete drain.json -i inv.yaml --all --cutover-exec ./switch-routing.sh
+  mailferry complete drain.json -i inv.yaml user17 --routed   # routing switched by hand`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if all == (len(args) > 1) {
 				return usageErrorf("complete: name mailboxes or say --all (not both)")
 			}
+			if a.cutoverExec == "" && !a.routed {
+				return usageErrorf("complete: say --cutover-exec CMD (the hook switches routing) or --routed (routing already changed): without either no move may become final")
+			}
 			inv, plan, err := a.load(args[0])
 			if err != nil {
 				return err
 			}
+			a.planPath = args[0]
 			return runApply(cmd, g, a, inv, plan, true, args[1:])
 		},
 	}
 	a.register(cmd.Flags())
 	cmd.Flags().BoolVar(&all, "all", false, "every ready move of the plan")
+	cmd.Flags().BoolVar(&a.force, "force", false, "run moves the inventory check refuses")
 	return cmd
 }
 
@@ -133,7 +162,15 @@ func newDrainCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "drain CLUSTER -i INVENTORY",
 		Short: "Move every mailbox off a cluster: plan, confirm, apply",
-		Args:  cobra.ExactArgs(1),
+		Long: `Plan a drain of CLUSTER from the inventory (as "mailferry plan --drain"), print
+it, ask, and apply it (as "mailferry apply"). A move becomes final only after
+its cutover hook (--cutover-exec) succeeded, or with --routed; without either
+every move stays in sync at ready, each run copies what still reaches the
+source, and the run exits 4. A second run on the same inventory while one
+runs exits 5, naming the holder.`,
+		Example: `  mailferry drain bravo -i inv.yaml --dry-run
+  mailferry drain bravo -i inv.yaml --yes --parallel 8 --cutover-exec ./switch-routing.sh`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			inv, err := loadInventory(a.inventory)
 			if err != nil {
@@ -181,8 +218,10 @@ func newRebalanceCommand(g *globalOptions) *cobra.Command {
 		Short: "Plan and apply a rebalance, non-interactively (for cron and systemd timers)",
 		Long: `Plan a rebalance (every cluster into the band around the mean utilisation)
 and apply it without asking. A lock in the state keeps two runs from
-overlapping: a second run refuses while the first holds it. Exit 0 when
-every move is done, 3 when some failed or are held.`,
+overlapping (nor a rebalance and an apply or drain of the same inventory):
+a second run exits 5, naming the holder. Without --cutover-exec no move
+becomes final: each run keeps them in sync (exit 4). Exit 0 when every move
+is done, 3 when some failed or are held.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			inv, err := loadInventory(a.inventory)
@@ -264,6 +303,12 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	if a.lateWindow <= 0 {
 		return usageErrorf("--late-commit-window %s: want a positive duration such as 10s", a.lateWindow)
 	}
+	if a.routed && a.cutoverExec != "" {
+		return usageErrorf("--routed says routing already changed, --cutover-exec changes it: say one")
+	}
+	if err := checkPlan(g, a, inv, plan, only); err != nil {
+		return err
+	}
 	windows, err := throttle.ParseWindows(a.windows...)
 	if err != nil {
 		return usageErrorf("--window: %v", err)
@@ -320,17 +365,14 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 		return usageErrorf("apply needs a state (--state none is for single migrations)")
 	}
 	defer st.Close()
-	if cmd.Name() == "rebalance" {
-		abs, _ := filepath.Abs(a.inventory)
-		lock, err := acquireFor(ctx, st, state.Key{Source: "rebalance", Target: abs}, "two rebalances never overlap")
-		if err != nil {
-			return fmt.Errorf("another rebalance is running: %w", err)
-		}
-		defer lock.Release(context.WithoutCancel(ctx))
-		held, release := migrate.Hold(ctx, lock)
-		defer release()
-		ctx = held
+	lock, err := acquireRunLock(ctx, st, a.inventory)
+	if err != nil {
+		return err
 	}
+	defer lock.Release(context.WithoutCancel(ctx))
+	held, release := migrate.Hold(ctx, lock)
+	defer release()
+	ctx = held
 	var served *metrics
 	if a.metricsAddr != "" {
 		m, stopMetrics, err := serveMetrics(a.metricsAddr, limiters)
@@ -346,7 +388,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 		Copy:     migrate.Options{Verify: mode, Connections: a.connections, KeepDeleted: a.keepDeleted, ExitOutsideWindow: a.exitOutside, LateCommitWindow: a.lateWindow, NoMultiAppend: a.noMulti},
 		Acquire:  func(ctx context.Context, k state.Key) (*state.Lease, error) { return acquire(ctx, st, k) },
 		Parallel: a.parallel, ConvergeMessages: a.converge,
-		HoldAtReady: a.holdAtReady, Complete: complete, Named: complete && len(only) > 0,
+		HoldAtReady: a.holdAtReady, Complete: complete, Named: complete && len(only) > 0, Routed: a.routed,
 		Limiter:  func(name string) *throttle.Limiter { return limiters[name] },
 		Observer: migrate.ObserverFunc(func(e migrate.Event) { view.event(e); served.record(e) }),
 		Stop:     stopChan(cmd.Context()),
@@ -380,11 +422,84 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 		return err
 	}
 	t := rep.Totals
-	if !rep.OK() {
-		return partialError{fmt.Sprintf("%d of %d moves not done (%d failed, %d held, %d interrupted)",
-			t.Failed+t.Held+t.Interrupted, t.Moves, t.Failed, t.Held, t.Interrupted)}
+	switch {
+	case rep.Unfinished():
+		synced := ""
+		if t.Synced > 0 {
+			synced = fmt.Sprintf("; %d more in sync but not final: routing has not changed", t.Synced)
+		}
+		return partialError{fmt.Sprintf("%d of %d moves not done (%d failed, %d held, %d interrupted)%s",
+			t.Failed+t.Held+t.Interrupted, t.Moves, t.Failed, t.Held, t.Interrupted, synced)}
+	case t.Synced > 0:
+		return syncedError{fmt.Sprintf("%d of %d moves in sync but NOT final: no cutover hook ran, so routing has not changed "+
+			"and mail still reaches the source (each run copies it). Finish them with --cutover-exec CMD, or once routing "+
+			"has changed: %s", t.Synced, t.Moves, completeHint(a, plan))}
 	}
 	return nil
+}
+
+// completeHint is the command that finishes synced moves once routing
+// changed: complete of the plan file, or, for drain and rebalance, of the
+// same plan saved first.
+func completeHint(a *applyFlags, plan *planner.Plan) string {
+	inv := a.inventory
+	if inv == "" {
+		inv = "INVENTORY"
+	}
+	if a.planPath != "" {
+		return fmt.Sprintf("mailferry complete %s -i %s --all --routed", a.planPath, inv)
+	}
+	save := "mailferry plan -i " + inv + " ... -o plan.json (the same plan)"
+	if plan.Policy.Kind == planner.Drain {
+		save = fmt.Sprintf("mailferry plan -i %s --drain %s -o plan.json", inv, plan.Policy.Cluster)
+	}
+	return save + ", then mailferry complete plan.json -i " + inv + " --all --routed"
+}
+
+// checkPlan holds the plan's moves (only the named ones, if any) against
+// the inventory before anything moves: what planner.Check finds refuses the
+// run as a configuration error, naming each move, unless --force. An
+// inventory that changed since the plan was made, or a plan without the
+// digest, is a warning: the moves were checked against today's inventory.
+func checkPlan(g *globalOptions, a *applyFlags, inv *inventory.Inventory, plan *planner.Plan, only []string) error {
+	switch digest := planner.InventoryDigest(inv); {
+	case plan.InventoryDigest == "":
+		fmt.Fprintf(g.stderr, "mailferry: warning: the plan carries no inventory digest (made by an older mailferry): "+
+			"each move is checked against the inventory %s\n", a.inventory)
+	case plan.InventoryDigest != digest:
+		fmt.Fprintf(g.stderr, "mailferry: warning: the inventory %s changed since the plan was made (plan %s, now %s): "+
+			"each move is checked against it; make a new plan if the moves no longer fit\n",
+			a.inventory, shortDigest(plan.InventoryDigest), shortDigest(digest))
+	case a.planPath != "" && !planner.SameMoves(plan, inv):
+		fmt.Fprintf(g.stderr, "mailferry: warning: the moves of %s are not what its inventory and policy give (edited by hand?): "+
+			"each move is checked against the inventory\n", a.planPath)
+	}
+	want := map[string]bool{}
+	for _, m := range only {
+		want[m] = true
+	}
+	var problems []string
+	for _, p := range planner.Check(plan, inv) {
+		if len(only) == 0 || want[p.Mailbox] {
+			problems = append(problems, "  "+p.String())
+		}
+	}
+	switch {
+	case len(problems) == 0:
+		return nil
+	case a.force:
+		fmt.Fprintf(g.stderr, "mailferry: warning: --force: running %d moves the inventory refuses:\n%s\n", len(problems), strings.Join(problems, "\n"))
+		return nil
+	}
+	return usageErrorf("the plan has %d moves that must not run, per the inventory %s; nothing was moved "+
+		"(make a new plan, fix the inventory, or say --force):\n%s", len(problems), a.inventory, strings.Join(problems, "\n"))
+}
+
+func shortDigest(d string) string {
+	if len(d) > len("sha256:")+12 {
+		return d[:len("sha256:")+12]
+	}
+	return d
 }
 
 // cutoverHook runs the operator's command once per converged mailbox. Its
@@ -442,9 +557,9 @@ func renderApplyReport(g *globalOptions, rep *migrate.ApplyReport) error {
 			time.Duration(m.Seconds*float64(time.Second)).Round(100*time.Millisecond), m.Verified, result)
 	}
 	t := rep.Totals
-	fmt.Fprintf(tw, "total\t\t\t%d\t%s\t%s\t%d\t%d done, %d failed, %d held, %d interrupted, %d skipped\n",
+	fmt.Fprintf(tw, "total\t\t\t%d\t%s\t%s\t%d\t%d done, %d failed, %d held, %d interrupted, %d skipped, %d synced (not final)\n",
 		t.Messages, humanBytes(t.Bytes), time.Duration(rep.Seconds*float64(time.Second)).Round(100*time.Millisecond), t.Verified,
-		t.Done, t.Failed, t.Held, t.Interrupted, t.Skipped)
+		t.Done, t.Failed, t.Held, t.Interrupted, t.Skipped, t.Synced)
 	if err := tw.Flush(); err != nil {
 		return err
 	}

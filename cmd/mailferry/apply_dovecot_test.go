@@ -59,9 +59,11 @@ func newApplyRig(t *testing.T, n int) *applyRig {
 
 // rigInventory varies the rig's inventory.
 type rigInventory struct {
-	load  map[string]int    // a cluster's capacity load; default 100
-	auth  map[string]string // a cluster's auth as YAML flow; default its master login
-	extra []string          // more mailbox entries (YAML flow mappings)
+	load   map[string]int    // a cluster's capacity load; default 100
+	auth   map[string]string // a cluster's auth as YAML flow; default its master login
+	extra  []string          // more mailbox entries (YAML flow mappings)
+	health map[string]string // a cluster's health; default degraded for alpha, healthy for the others
+	on     map[string]string // the cluster a mailbox is on; default alpha
 }
 
 // writeInventory writes an inventory of the rig's clusters and mailboxes
@@ -79,6 +81,9 @@ func (r *applyRig) writeInventory(name string, o rigInventory) string {
 		if l, ok := o.load[c]; ok {
 			load = l
 		}
+		if h, ok := o.health[c]; ok {
+			health = h
+		}
 		auth := fmt.Sprintf("{method: master, user: %s, password_file: %s}", s.MasterUser, filepath.Join(r.dir, c+".pw"))
 		if a, ok := o.auth[c]; ok {
 			auth = a
@@ -88,7 +93,11 @@ func (r *applyRig) writeInventory(name string, o rigInventory) string {
 	}
 	yaml.WriteString("mailboxes:\n")
 	for _, mb := range r.mailboxes {
-		fmt.Fprintf(&yaml, "  - {name: %s, cluster: alpha, bytes: %d, load: 1}\n", mb, r.corpora[mb].TotalBytes())
+		on := "alpha"
+		if c, ok := o.on[mb]; ok {
+			on = c
+		}
+		fmt.Fprintf(&yaml, "  - {name: %s, cluster: %s, bytes: %d, load: 1}\n", mb, on, r.corpora[mb].TotalBytes())
 	}
 	for _, e := range o.extra {
 		fmt.Fprintf(&yaml, "  - %s\n", e)

@@ -291,7 +291,7 @@ func TestApplyE2EHoldAtReadyComplete(t *testing.T) {
 	}
 
 	// complete before apply: nothing is ready, nothing moves.
-	code, stdout, stderr := runCLI(t, nil, "complete", plan, "-i", r.inv, "--all", "--state", db, "--report", report)
+	code, stdout, stderr := runCLI(t, nil, "complete", plan, "-i", r.inv, "--all", "--state", db, "--report", report, "--cutover-exec", hook)
 	for _, m := range readReport(t, report).Moves {
 		if m.Result != migrate.ResultSkipped || !strings.Contains(m.Reason, "not ready") || m.Copied != 0 {
 			t.Errorf("complete before apply (exit %d): move %+v, want skipped as not ready\nstderr:\n%s", code, m, stderr)
@@ -354,7 +354,7 @@ func TestApplyE2EHoldAtReadyComplete(t *testing.T) {
 // TestApplyE2EWrongPasswordFailsAlone: alpha logs in with each mailbox's
 // own password from a credentials file; one password is wrong and one
 // mailbox has no line at all. Those two moves fail with their reasons, the
-// others are done (exit 3).
+// others are in sync (no hook: not final) (exit 3).
 func TestApplyE2EWrongPasswordFailsAlone(t *testing.T) {
 	r := newApplyRig(t, 5)
 	const wrong, missing = "user03", "user04"
@@ -398,8 +398,8 @@ func TestApplyE2EWrongPasswordFailsAlone(t *testing.T) {
 				t.Errorf("move of %s (no credentials): result %q, reason %q; want failed, naming the missing line", missing, m.Result, m.Reason)
 			}
 		default:
-			if m.Result != migrate.ResultDone {
-				t.Errorf("move of %s: result %q (%s), want done", m.Mailbox, m.Result, m.Reason)
+			if m.Result != migrate.ResultSynced || m.Phase != migrate.PhaseReady {
+				t.Errorf("move of %s: result %q at %q (%s), want synced at ready (no hook)", m.Mailbox, m.Result, m.Phase, m.Reason)
 			}
 			done = append(done, m)
 		}
@@ -407,8 +407,8 @@ func TestApplyE2EWrongPasswordFailsAlone(t *testing.T) {
 			t.Errorf("the final table lacks the reason of %s (%q):\n%s", m.Mailbox, m.Reason, stdout)
 		}
 	}
-	if tot := rep.Totals; tot.Done != 3 || tot.Failed != 2 {
-		t.Errorf("report totals %+v, want 3 done, 2 failed", tot)
+	if tot := rep.Totals; tot.Synced != 3 || tot.Failed != 2 || tot.Done != 0 {
+		t.Errorf("report totals %+v, want 3 synced, 2 failed", tot)
 	}
 	r.exact(&migrate.ApplyReport{Moves: done})
 	for _, mb := range []string{wrong, missing} {
@@ -517,8 +517,8 @@ echo "$MAILFERRY_MAILBOX" >> `+hookLog+"\n")
 }
 
 // TestApplyE2ERebalanceOverlap runs two rebalances at once: the first (the
-// real binary) holds its lock while its cutover hook waits; the second
-// refuses with exit 1, naming the holder, and moves nothing. A lock held by
+// real binary) holds the run lock while its cutover hook waits; the second
+// refuses with exit 5, naming the holder, and moves nothing. A lock held by
 // another host refuses the same way.
 func TestApplyE2ERebalanceOverlap(t *testing.T) {
 	bin := mailferryBinary(t)
@@ -539,9 +539,9 @@ while [ ! -e `+release+` ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
 
 	code, stdout, stderr := runCLI(t, nil, "rebalance", "-i", inv, "--state", db, "--cutover-exec", "echo ran >> "+filepath.Join(r.dir, "second.log"))
 	holder := fmt.Sprintf("pid %d", first.cmd.Process.Pid)
-	if code != exitFailure || !strings.Contains(stderr, "another rebalance is running") || !strings.Contains(stderr, holder) {
-		t.Errorf("second rebalance while the first runs: exit %d, want %d with \"another rebalance is running\" naming %q\nstderr:\n%s\nstdout:\n%s",
-			code, exitFailure, holder, stderr, stdout)
+	if code != exitLocked || !strings.Contains(stderr, "another mailferry run") || !strings.Contains(stderr, holder) {
+		t.Errorf("second rebalance while the first runs: exit %d, want %d with \"another mailferry run\" naming %q\nstderr:\n%s\nstdout:\n%s",
+			code, exitLocked, holder, stderr, stdout)
 	}
 	t.Logf("the second rebalance refused: %s", strings.TrimSpace(stderr))
 	if _, err := os.Stat(filepath.Join(r.dir, "second.log")); err == nil {
@@ -562,16 +562,14 @@ while [ ! -e `+release+` ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
 
 	// A lock held by a process on another host: refused as well (its lease
 	// has not expired, and it cannot be seen to have died).
-	abs, err := filepath.Abs(inv)
-	must(t, err)
 	st, err := state.Open(context.Background(), db)
 	must(t, err)
 	defer st.Close()
-	lock, err := st.Acquire(context.Background(), state.Key{Source: "rebalance", Target: abs}, "elsewhere.example pid 4242", time.Minute)
+	lock, err := st.Acquire(context.Background(), runLockKey(inv), "elsewhere.example pid 4242", time.Minute)
 	must(t, err)
 	code, _, stderr = runCLI(t, nil, "rebalance", "-i", inv, "--state", db)
-	if code != exitFailure || !strings.Contains(stderr, "another rebalance is running") || !strings.Contains(stderr, "elsewhere.example pid 4242") {
-		t.Errorf("rebalance while another host holds the lock: exit %d, want %d naming the holder\nstderr:\n%s", code, exitFailure, stderr)
+	if code != exitLocked || !strings.Contains(stderr, "another mailferry run") || !strings.Contains(stderr, "elsewhere.example pid 4242") {
+		t.Errorf("rebalance while another host holds the lock: exit %d, want %d naming the holder\nstderr:\n%s", code, exitLocked, stderr)
 	}
 	must(t, lock.Release(context.Background()))
 	code, stdout, stderr = runCLI(t, nil, "rebalance", "-i", inv, "--state", db)
@@ -736,6 +734,9 @@ func statusByMailbox(t *testing.T, db string) map[string]statusEntry {
 	must(t, json.Unmarshal([]byte(stdout), &list))
 	out := map[string]statusEntry{}
 	for _, e := range list {
+		if e.Phase == "run lock" {
+			continue // not a mailbox
+		}
 		u, err := url.Parse(e.Source)
 		must(t, err)
 		mb, _, _ := strings.Cut(u.User.Username(), "*")
@@ -912,8 +913,9 @@ func waitFile(t *testing.T, path string, limit time.Duration, p *binaryRun) {
 
 // TestApplyE2EMoveHeldElsewhere: a move whose migration another mailferry
 // holds (a second apply of an overlapping plan, on another host) is not
-// done: apply reports it with the holder and exits 3; the others are done.
-// Once the other process let go, a rerun finishes it.
+// done: apply reports it with the holder and exits 3; the others are in
+// sync (no hook). Once the other process let go, a rerun brings it in sync
+// too (exit 4: synced, not final).
 func TestApplyE2EMoveHeldElsewhere(t *testing.T) {
 	r := newApplyRig(t, 3)
 	const busy = "user01"
@@ -955,19 +957,19 @@ func TestApplyE2EMoveHeldElsewhere(t *testing.T) {
 			if m.Result == migrate.ResultDone || m.Result == migrate.ResultSkipped || !strings.Contains(m.Reason, holder) {
 				t.Errorf("move of %s held elsewhere: result %q, reason %q; want not done, naming %q", busy, m.Result, m.Reason, holder)
 			}
-		case m.Result != migrate.ResultDone:
-			t.Errorf("move of %s: result %q (%s), want done", m.Mailbox, m.Result, m.Reason)
+		case m.Result != migrate.ResultSynced:
+			t.Errorf("move of %s: result %q (%s), want synced", m.Mailbox, m.Result, m.Reason)
 		}
 	}
 
 	must(t, lease.Release(context.Background()))
 	code, stdout, stderr = runCLI(t, nil, "apply", plan, "-i", r.inv, "--state", db, "--report", report)
-	if code != exitOK {
-		t.Fatalf("rerun: exit %d\nstderr:\n%s\nstdout:\n%s", code, stderr, stdout)
+	if code != exitSynced {
+		t.Fatalf("rerun: exit %d, want %d\nstderr:\n%s\nstdout:\n%s", code, exitSynced, stderr, stdout)
 	}
 	rep = readReport(t, report)
-	if m := moveOf(t, rep, busy); m.Result != migrate.ResultDone {
-		t.Errorf("rerun: move of %s %+v, want done", busy, m)
+	if m := moveOf(t, rep, busy); m.Result != migrate.ResultSynced {
+		t.Errorf("rerun: move of %s %+v, want synced", busy, m)
 	}
 	r.exact(rep)
 }
@@ -1042,7 +1044,8 @@ func (s *syncBuf) String() string {
 func (p *binaryRun) stdoutText() string { return p.stdout.String() }
 
 // Outside its windows with --exit-outside-window, apply moves nothing and
-// exits 75; inside them the rerun finishes every move.
+// exits 75; inside them the rerun brings every move in sync (no hook: exit
+// 4).
 func TestApplyE2EOutsideWindowExits75(t *testing.T) {
 	r := newApplyRig(t, 2)
 	db := filepath.Join(r.dir, "state.db")
@@ -1052,7 +1055,7 @@ func TestApplyE2EOutsideWindowExits75(t *testing.T) {
 	if code != exitLater || !strings.Contains(stderr, "inside a window") {
 		t.Fatalf("outside the window: exit %d, want %d\nstderr:\n%s\nstdout:\n%s", code, exitLater, stderr, stdout)
 	}
-	if code, stdout, stderr := runCLI(t, nil, "drain", "alpha", "-i", r.inv, "--yes", "--state", db); code != exitOK || !strings.Contains(stdout, "2 done") {
+	if code, stdout, stderr := runCLI(t, nil, "drain", "alpha", "-i", r.inv, "--yes", "--state", db); code != exitSynced || !strings.Contains(stdout, "2 synced") {
 		t.Fatalf("inside: exit %d\n%s\n%s", code, stderr, stdout)
 	}
 }
@@ -1060,7 +1063,7 @@ func TestApplyE2EOutsideWindowExits75(t *testing.T) {
 // TestApplyE2ESilentClusterFailsAlone drains alpha onto bravo and charlie
 // where charlie's server goes silent after login: its moves fail with a
 // timeout naming the target once --io-timeout passes without progress,
-// bravo's moves complete, and apply exits 3 instead of hanging.
+// bravo's moves are in sync (no hook), and apply exits 3 instead of hanging.
 func TestApplyE2ESilentClusterFailsAlone(t *testing.T) {
 	bin := mailferryBinary(t)
 	r := newApplyRig(t, 6)
@@ -1096,13 +1099,13 @@ func TestApplyE2ESilentClusterFailsAlone(t *testing.T) {
 			}
 		case "bravo":
 			toBravo++
-			if mv.Result != "done" {
-				t.Errorf("%s to bravo: %s, %q; want done", mv.Mailbox, mv.Result, mv.Reason)
+			if mv.Result != migrate.ResultSynced {
+				t.Errorf("%s to bravo: %s, %q; want synced", mv.Mailbox, mv.Result, mv.Reason)
 			}
 		}
 	}
 	if toCharlie == 0 || toBravo == 0 {
 		t.Fatalf("the plan sends %d moves to charlie and %d to bravo; want some of each", toCharlie, toBravo)
 	}
-	t.Logf("apply ended after %v: %d moves to bravo done, %d to the silent charlie failed", took.Round(time.Millisecond), toBravo, toCharlie)
+	t.Logf("apply ended after %v: %d moves to bravo in sync, %d to the silent charlie failed", took.Round(time.Millisecond), toBravo, toCharlie)
 }

@@ -18,10 +18,17 @@ import (
 
 // Exit codes, as documented in the README and DESIGN.md.
 const (
-	exitOK       = 0
-	exitFailure  = 1
-	exitUsage    = 2
-	exitPartial  = 3
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+	exitPartial = 3
+	// exitSynced: every move that is not done is in sync at ready, waiting
+	// for the routing to change (no cutover hook ran): nothing failed,
+	// nothing is final.
+	exitSynced = 4
+	// exitLocked: another mailferry run holds the run lock; nothing was
+	// done.
+	exitLocked   = 5
 	exitCanceled = 130
 	// exitLater: stopped outside the allowed time windows; run again later
 	// (EX_TEMPFAIL).
@@ -43,6 +50,17 @@ func usageErrorf(format string, args ...any) error {
 type partialError struct{ msg string }
 
 func (e partialError) Error() string { return e.msg }
+
+// syncedError marks a run whose moves are in sync but not final (exit 4).
+type syncedError struct{ msg string }
+
+func (e syncedError) Error() string { return e.msg }
+
+// lockedError marks a run refused because another holds the run lock (exit 5).
+type lockedError struct{ err error }
+
+func (e lockedError) Error() string { return e.err.Error() }
+func (e lockedError) Unwrap() error { return e.err }
 
 // The first SIGINT or SIGTERM asks the command to stop starting work and
 // finish what is in flight; the second stops it at once.
@@ -116,11 +134,19 @@ func exitCode(ctx context.Context, err error, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mailferry: %s\n", pe.msg)
 		return exitPartial
 	}
+	var se syncedError
+	if errors.As(err, &se) {
+		fmt.Fprintf(stderr, "mailferry: %s\n", se.msg)
+		return exitSynced
+	}
 	fmt.Fprintf(stderr, "mailferry: %s\n", err)
 	var ue usageError
+	var le lockedError
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage
+	case errors.As(err, &le):
+		return exitLocked
 	case errors.Is(err, migrate.ErrOutsideWindow):
 		return exitLater
 	case ctx.Err() != nil, errors.Is(err, migrate.ErrInterrupted):

@@ -141,7 +141,10 @@ func runPlan(cmd *cobra.Command, g *globalOptions, o *planOptions) error {
 		return err
 	}
 	if o.output != "" {
-		_, err = fmt.Fprintf(g.stdout, "\nPlan written to %s; run it with: mailferry apply %s -i %s\n", o.output, o.output, o.inventory)
+		_, err = fmt.Fprintf(g.stdout, "\nPlan written to %s; run it with:\n  mailferry apply %s -i %s --cutover-exec ./switch-routing.sh\n"+
+			"(the hook switches one mailbox's routing to its target, named in MAILFERRY_MAILBOX and MAILFERRY_TO;\n"+
+			"without it every move stays in sync at ready, not final, until mailferry complete --routed)\n",
+			o.output, o.output, o.inventory)
 	}
 	return err
 }

@@ -89,6 +89,10 @@ func TestPlanOutputFile(t *testing.T) {
 	if !strings.Contains(out, "Plan written to "+path) || !strings.Contains(out, "CLUSTER") {
 		t.Fatalf("stdout: %s", out)
 	}
+	// The hint runs the plan with a cutover hook: without one no move is final.
+	if hint := "mailferry apply " + path + " -i " + exampleInventory + " --cutover-exec "; !strings.Contains(out, hint) {
+		t.Errorf("the run-it-with hint lacks %q:\n%s", hint, out)
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -63,13 +64,56 @@ func acquire(ctx context.Context, st *state.Store, key state.Key) (*state.Lease,
 
 // acquireFor is acquire with the refusal's explanation.
 func acquireFor(ctx context.Context, st *state.Store, key state.Key, refusal string) (*state.Lease, error) {
+	l, err := takeLease(ctx, st, key)
+	var held *state.HeldError
+	if errors.As(err, &held) {
+		return nil, fmt.Errorf("%w; %s", err, refusal)
+	}
+	return l, err
+}
+
+// takeLease acquires key's lease, at once from a dead holder on this host.
+func takeLease(ctx context.Context, st *state.Store, key state.Key) (*state.Lease, error) {
 	l, err := st.Acquire(ctx, key, holderName(), leaseTTL)
 	var held *state.HeldError
 	if errors.As(err, &held) && held.Holder != "" && deadLocalHolder(held.Holder) {
 		l, err = st.AcquireFrom(ctx, key, holderName(), leaseTTL, held.Holder)
 	}
-	if errors.As(err, &held) {
-		return nil, fmt.Errorf("%w; %s", err, refusal)
-	}
 	return l, err
+}
+
+// runLockSource is the Key.Source of run locks (status shows them as such).
+const runLockSource = "run"
+
+// runLockKey is the lock that apply, drain, complete and rebalance of one
+// inventory file share: one run at a time moves its mailboxes.
+func runLockKey(inventoryPath string) state.Key {
+	target := "(inventory without a file)"
+	if inventoryPath != "" {
+		target = inventoryPath
+		if abs, err := filepath.Abs(inventoryPath); err == nil {
+			target = abs
+		}
+	}
+	return state.Key{Source: runLockSource, Target: target}
+}
+
+// acquireRunLock takes the run lock of the inventory, at once from a dead
+// holder on this host. While another run holds it, it refuses with a
+// lockedError naming the holder (host and pid); the caller has done nothing
+// yet. The lock must be held (migrate.Hold) and released by the caller.
+func acquireRunLock(ctx context.Context, st *state.Store, inventoryPath string) (*state.Lease, error) {
+	key := runLockKey(inventoryPath)
+	l, err := takeLease(ctx, st, key)
+	var held *state.HeldError
+	switch {
+	case errors.As(err, &held):
+		return nil, lockedError{fmt.Errorf("another mailferry run is moving the mailboxes of %s: its run lock is held by %q "+
+			"(until %s, renewed while it runs; it expires %v after that process dies, at once if it died on this host); "+
+			"nothing was done: run again once it has finished",
+			key.Target, held.Holder, held.Expires.UTC().Format("15:04:05 UTC"), leaseTTL)}
+	case err != nil:
+		return nil, fmt.Errorf("run lock: %w", err)
+	}
+	return l, nil
 }

@@ -63,8 +63,8 @@ counts, the last error, the last activity, and the process working on it now.`,
 					Holder: s.Holder,
 				}
 				switch {
-				case s.Key.Source == "rebalance":
-					e.Phase = "rebalance lock" // not a mailbox: the lock two rebalances share
+				case s.Key.Source == runLockSource, s.Key.Source == "rebalance": // "rebalance": the lock of older versions
+					e.Phase = "run lock" // not a mailbox: the lock runs of one inventory share
 				case e.Phase == "":
 					e.Phase = "new"
 				}
