@@ -144,6 +144,21 @@ func settleStrangers(strangers []targetMsg, suspects []*message) settlement {
 	return s
 }
 
+// existingCopies pairs source messages with target messages that were
+// there before this state knew the folder (a lost state, another
+// migration key, a mailbox moved back to a cluster that kept its old
+// copy): a target message is a copy of a source message when its bytes and
+// its INTERNALDATE (to the second, which mailferry's copies carry from the
+// source) are the same. Twins pair by multiplicity, in the order given.
+// Only hashed messages take part.
+func existingCopies(msgs []*message, targets []targetMsg) [][2]int {
+	pairs, _, _ := contentMatch(msgs,
+		func(m *message) ([32]byte, bool) { return withDate(m.sha, m.date), m.hashed && !m.date.IsZero() },
+		targets,
+		func(t targetMsg) ([32]byte, bool) { return withDate(t.sha, t.date), t.hashed && !t.date.IsZero() })
+	return pairs
+}
+
 // nextMark is the mark after a check that listed every target message
 // in [mark, hi] (hi 0: up to the newest one, whose UIDs are listed): one
 // above the highest UID checked, never lower than before.

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -261,4 +262,37 @@ func FuzzParseSuspects(f *testing.F) {
 			t.Fatalf("%q -> %v -> %v", s, set, again)
 		}
 	})
+}
+
+// What a target held before the state knew it is a copy only with the
+// same bytes and the same INTERNALDATE; twins pair by multiplicity.
+func TestFastExistingCopies(t *testing.T) {
+	msgs := []*message{
+		dated(src(1, "a", statusPending), 100),
+		dated(src(2, "a", statusPending), 100), // a's twin
+		dated(src(3, "b", statusPending), 200),
+		dated(src(4, "c", statusPending), 300),
+	}
+	for _, m := range msgs {
+		m.hashed = true
+	}
+	targets := []targetMsg{
+		dstDated(10, "a", 100),
+		dstDated(11, "b", 999), // b's bytes, another date: the target's own
+		dstDated(12, "c", 300),
+		dstDated(13, "z", 100), // a's date, other bytes
+	}
+	got := existingCopies(msgs, targets)
+	want := [][2]int{{0, 0}, {3, 2}}
+	if !slices.Equal(flatten(got), flatten(want)) {
+		t.Errorf("pairs %v, want %v", got, want)
+	}
+}
+
+func flatten(p [][2]int) []int {
+	var out []int
+	for _, x := range p {
+		out = append(out, x[0], x[1])
+	}
+	return out
 }

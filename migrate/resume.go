@@ -51,6 +51,11 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 				return err
 			}
 		}
+		// Without a state nothing on the target is known: what is
+		// there already is adopted or left alone, never copied twice.
+		if err := w.adoptExisting(ctx, fc, sel); err != nil {
+			return err
+		}
 		fc.listed = true
 		return nil
 	}
@@ -155,6 +160,9 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 			return stateErr(err)
 		}
 		fc.stored = fc.rec
+		if err := w.adoptExisting(ctx, fc, sel); err != nil {
+			return err
+		}
 	default:
 		if err := w.expungeGone(ctx, fc, gone, true); err != nil {
 			return err
@@ -165,6 +173,74 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 		return err
 	}
 	return w.syncFlags(ctx, fc)
+}
+
+// adoptExisting looks, before anything is appended, at what a target
+// folder the state does not know already holds (below the mark: it was
+// there before this pass): a message with the bytes and INTERNALDATE of a
+// source message is that message's copy, adopted instead of appended again
+// (its flags recorded as they are, so the flag sync corrects them); every
+// other is the target's own, left alone and counted as target_only. Only
+// target messages whose date a source message has, and those source
+// messages, are read: nothing when the target folder is empty.
+func (w *worker) adoptExisting(ctx context.Context, fc *folderCopy, sel *imap.SelectData) error {
+	if sel.NumMessages == 0 || fc.mark <= 1 {
+		return nil
+	}
+	var below imap.UIDSet
+	below.AddRange(1, fc.mark-1)
+	meta, err := w.fetchTarget(ctx, below, false)
+	if err != nil {
+		return err
+	}
+	srcDates := map[int64]bool{}
+	for _, msg := range fc.msgs {
+		if msg.needsCopy() {
+			srcDates[msg.date.Unix()] = true
+		}
+	}
+	dstDates := map[int64]bool{}
+	var read imap.UIDSet
+	for _, t := range meta {
+		dstDates[t.date.Unix()] = true
+		if srcDates[t.date.Unix()] {
+			read.AddNum(t.uid)
+		}
+	}
+	var cands []*message
+	for _, msg := range fc.msgs {
+		if msg.needsCopy() && dstDates[msg.date.Unix()] {
+			cands = append(cands, msg)
+		}
+	}
+	adopted := 0
+	if len(cands) > 0 {
+		got, err := w.fetchTarget(ctx, read, true)
+		if err != nil {
+			return err
+		}
+		if err := w.hashSource(ctx, fc, cands); err != nil {
+			return err
+		}
+		for _, p := range existingCopies(cands, got) {
+			msg, t := cands[p[0]], got[p[1]]
+			fc.ours(msg, t.uid)
+			msg.copyFlags = normFlags(t.flags)
+			if w.run.opts.Verify != VerifyNone {
+				w.accept(fc, msg, t) // its exact bytes were just read: that is the check
+			}
+			adopted++
+		}
+	}
+	if adopted > 0 {
+		w.run.warn(fmt.Sprintf("folder %q: %d messages were on the target already (same bytes and date), unknown to the state: adopted, not copied again",
+			fc.m.Target, adopted))
+	}
+	w.run.count(func(r *Report) {
+		r.Adopted += adopted
+		r.TargetOnly += len(meta) - adopted
+	})
+	return nil
 }
 
 // stateErr marks an error of the state store: no mailbox can go on
