@@ -94,6 +94,11 @@ type Options struct {
 	// KeepDeleted keeps target copies of messages and folders deleted on
 	// the source since the last pass (State only).
 	KeepDeleted bool
+	// AllowMassExpunge mirrors the deletion of more than 10% (and more
+	// than 5) of a folder's messages on the source, or of a whole folder
+	// holding more than 5 copies; without it such a folder stops, naming
+	// what it would have expunged.
+	AllowMassExpunge bool
 	// AllConnections opens every one of the Connections pairs, however
 	// little the mailbox holds (by default a small mailbox gets fewer:
 	// see pairsFor).

@@ -100,8 +100,8 @@ func (w *worker) appendMulti(ctx context.Context, fc *folderCopy, batch []*messa
 	}
 	dstStream.End(err)
 	if err == nil {
-		if len(order) > 0 {
-			failpoint.Hit("append-answered") // stored on the target, not yet recorded
+		for range order {
+			failpoint.Hit("append-answered") // stored on the target, not yet recorded (counted per message)
 		}
 		for i, msg := range order {
 			if got != nil {

@@ -164,6 +164,9 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 			return err
 		}
 	default:
+		if err := w.run.massExpunge(fc.m.Source, len(gone), len(known)); err != nil {
+			return err
+		}
 		if err := w.expungeGone(ctx, fc, gone, true); err != nil {
 			return err
 		}
@@ -887,6 +890,14 @@ func (r *run) deleteFolder(ctx context.Context, dc *imapconn.Session, f state.Fo
 	if err != nil {
 		return err
 	}
+	if err := r.massExpunge(f.Source, len(msgs), len(msgs)); err != nil {
+		r.warn(fmt.Sprintf("folder %q is gone from the source; its %d copies on the target are kept: %v", f.Source, len(msgs), err))
+		r.mu.Lock()
+		r.report.Failures = append(r.report.Failures, Failure{Folder: f.Source, Reason: err.Error()})
+		r.report.Failed++
+		r.mu.Unlock()
+		return nil
+	}
 	sel, err := dc.Select(ctx, f.Target, nil)
 	if err == nil && sel.UIDValidity == f.DstUIDValidity && len(msgs) > 0 {
 		uids := dstUIDs(msgs)
@@ -915,6 +926,31 @@ func (r *run) deleteFolder(ctx context.Context, dc *imapconn.Session, f state.Fo
 	r.warn(fmt.Sprintf("folder %q was deleted on the source; its copies were expunged and %q %s", f.Source, f.Target, what))
 	f.Deleted = true
 	return lease.PutFolder(ctx, f)
+}
+
+// Mass expunges: a folder pass (or a folder deleted on the source) that
+// would expunge more than massExpungeShare of a folder's copies, and more
+// than massExpungeMin of them, stops instead (unless
+// Options.AllowMassExpunge): a source folder that suddenly looks empty is
+// more often a fault (a broken index, a restore, the wrong account) than
+// a user's wish, and after the cutover the target is the user's mailbox.
+const (
+	massExpungeShare = 0.10
+	massExpungeMin   = 5
+)
+
+// errFolderStopped ends a folder without a retry: going on needs the
+// operator.
+var errFolderStopped = errors.New("folder stopped")
+
+// massExpunge returns an error when expunging gone of a folder's copies
+// copies is a mass expunge.
+func (r *run) massExpunge(folder string, gone, copies int) error {
+	if r.opts.AllowMassExpunge || r.opts.KeepDeleted || gone <= massExpungeMin || float64(gone) <= massExpungeShare*float64(copies) {
+		return nil
+	}
+	return fmt.Errorf("%w: %d of the %d messages copied from %q are gone from the source; their copies are not expunged from the target (more than %.0f%%: the source may be broken, or the wrong account). If it is meant, run again with --allow-mass-expunge",
+		errFolderStopped, gone, copies, folder, 100*massExpungeShare)
 }
 
 // dstUIDs are the target UIDs of records (those the target reported).

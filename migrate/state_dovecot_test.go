@@ -419,7 +419,7 @@ func TestStateFolderRenameAndDelete(t *testing.T) {
 				must(t, c.Rename(renamed.Key(), "Renamed "+renamed.Key(), nil).Wait())
 				must(t, c.Delete(strings.Join(deleted.Path, ".")).Wait())
 			})
-			rep := r.copy(migrate.Options{KeepDeleted: keep}, nil)
+			rep := r.copy(migrate.Options{KeepDeleted: keep, AllowMassExpunge: true}, nil)
 			if rep.Copied != 0 || rep.BodiesFetched != 0 {
 				t.Errorf("after rename/delete: copied %d, bodies %d; want 0, 0", rep.Copied, rep.BodiesFetched)
 			}

@@ -185,7 +185,7 @@ func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 			break
 		}
 		lastErr = err
-		if ctx.Err() != nil || errors.Is(err, ErrInterrupted) || errors.Is(err, ErrOutsideWindow) {
+		if ctx.Err() != nil || errors.Is(err, ErrInterrupted) || errors.Is(err, ErrOutsideWindow) || errors.Is(err, errFolderStopped) {
 			break
 		}
 		switch imapconn.Decide(err).Action {

@@ -45,6 +45,7 @@ type applyFlags struct {
 	ioTimeout      time.Duration
 	lateWindow     time.Duration
 	noMulti        bool
+	allowMass      bool
 	routed         bool
 	force          bool   // apply, complete: run moves Check refuses
 	planPath       string // apply, complete: the plan file, for hints
@@ -69,6 +70,7 @@ func (a *applyFlags) register(f *pflag.FlagSet) {
 	f.DurationVar(&a.ioTimeout, "io-timeout", 0, ioTimeoutUsage+" (default: each cluster's limits.io_timeout, else 2m0s)")
 	f.DurationVar(&a.lateWindow, "late-commit-window", migrate.DefaultLateCommitWindow, lateCommitWindowUsage)
 	f.BoolVar(&a.noMulti, "no-multiappend", false, noMultiUsage)
+	f.BoolVar(&a.allowMass, "allow-mass-expunge", false, allowMassUsage)
 }
 
 func newApplyCommand(g *globalOptions) *cobra.Command {
@@ -300,7 +302,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	if a.ioTimeout < 0 {
 		return usageErrorf("--io-timeout %s: want a positive duration such as 30s", a.ioTimeout)
 	}
-	if a.lateWindow <= 0 {
+	if a.lateWindow < 0 {
 		return usageErrorf("--late-commit-window %s: want a positive duration such as 10s", a.lateWindow)
 	}
 	if a.routed && a.cutoverExec != "" {
@@ -385,7 +387,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 
 	view := newApplyView(g, moves)
 	opts := migrate.ApplyOptions{
-		Copy:     migrate.Options{Verify: mode, Connections: a.connections, KeepDeleted: a.keepDeleted, ExitOutsideWindow: a.exitOutside, LateCommitWindow: a.lateWindow, NoMultiAppend: a.noMulti},
+		Copy:     migrate.Options{Verify: mode, Connections: a.connections, KeepDeleted: a.keepDeleted, ExitOutsideWindow: a.exitOutside, LateCommitWindow: a.lateWindow, NoMultiAppend: a.noMulti, AllowMassExpunge: a.allowMass},
 		Acquire:  func(ctx context.Context, k state.Key) (*state.Lease, error) { return acquire(ctx, st, k) },
 		Parallel: a.parallel, ConvergeMessages: a.converge,
 		HoldAtReady: a.holdAtReady, Complete: complete, Named: complete && len(only) > 0, Routed: a.routed,

@@ -37,12 +37,16 @@ type migrateOptions struct {
 	ioTimeout                time.Duration
 	lateWindow               time.Duration
 	noMulti                  bool
+	allowMass                bool
 	throttle                 throttleFlags
 }
 
 // lateCommitWindowUsage is the help of --late-commit-window (migrate,
 // apply, drain, rebalance, complete).
 const lateCommitWindowUsage = "a server may still store an APPEND for `D` after its connection dropped: look for such copies that long, and after a crash that long before a folder is done"
+
+// allowMassUsage is the help of --allow-mass-expunge.
+const allowMassUsage = "mirror deletions of more than 10% (and 5) of a folder's messages, or of a whole folder, on the source; without it such a folder stops and its copies stay"
 
 // noMultiUsage is the help of --no-multiappend.
 const noMultiUsage = "send one APPEND per message even to a target that offers MULTIAPPEND (which carries a batch in one command, stored all or nothing)"
@@ -157,6 +161,7 @@ Exit codes: 0 everything copied and verified; 3 some messages failed (listed);
 	f.DurationVar(&o.ioTimeout, "io-timeout", imapconn.DefaultIdleTimeout, ioTimeoutUsage)
 	f.DurationVar(&o.lateWindow, "late-commit-window", migrate.DefaultLateCommitWindow, lateCommitWindowUsage)
 	f.BoolVar(&o.noMulti, "no-multiappend", false, noMultiUsage)
+	f.BoolVar(&o.allowMass, "allow-mass-expunge", false, allowMassUsage)
 	o.throttle.register(f)
 	return cmd
 }
@@ -187,7 +192,7 @@ func runMigrate(cmd *cobra.Command, g *globalOptions, o *migrateOptions) error {
 		return err
 	}
 	opts := migrate.Options{Verify: mode, Connections: o.connections, KeepDeleted: o.keepDeleted, Stop: stopChan(cmd.Context()),
-		ExitOutsideWindow: o.throttle.exitOutsideWindow, LateCommitWindow: o.lateWindow, NoMultiAppend: o.noMulti}
+		ExitOutsideWindow: o.throttle.exitOutsideWindow, LateCommitWindow: o.lateWindow, NoMultiAppend: o.noMulti, AllowMassExpunge: o.allowMass}
 	if opts.Source, opts.Target, err = o.throttle.limiters(o.connections); err != nil {
 		return err
 	}
