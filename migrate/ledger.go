@@ -3,6 +3,7 @@ package migrate
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -157,6 +158,36 @@ func existingCopies(msgs []*message, targets []targetMsg) [][2]int {
 		targets,
 		func(t targetMsg) ([32]byte, bool) { return withDate(t.sha, t.date), t.hashed && !t.date.IsZero() })
 	return pairs
+}
+
+// mergeFlags is a three-way merge of a message's flags (each sorted, as
+// normFlags gives them): base is the source's flags when they were last
+// carried to the target copy, src the source's flags now, dst the target
+// copy's now. A flag where the target differs from base is the target's
+// (the user changed it there, or the target cannot keep it) and stays as
+// it is; any other follows the source. The result is sorted.
+func mergeFlags(base, src, dst []string) []string {
+	in := func(s []string, f string) bool { _, ok := slices.BinarySearch(s, f); return ok }
+	var out []string
+	seen := map[string]bool{}
+	for _, set := range [][]string{base, src, dst} {
+		for _, f := range set {
+			if seen[f] {
+				continue
+			}
+			seen[f] = true
+			b, s, d := in(base, f), in(src, f), in(dst, f)
+			keep := d
+			if d == b { // the target did not change it: the source decides
+				keep = s
+			}
+			if keep {
+				out = append(out, f)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // nextMark is the mark after a check that listed every target message

@@ -296,3 +296,26 @@ func flatten(p [][2]int) []int {
 	}
 	return out
 }
+
+func TestFastMergeFlags(t *testing.T) {
+	for _, tc := range []struct {
+		base, src, dst, want []string
+	}{
+		// Only the source changed: it decides.
+		{[]string{`\Seen`}, []string{`\Flagged`, `\Seen`}, []string{`\Seen`}, []string{`\Flagged`, `\Seen`}},
+		{[]string{`\Seen`}, nil, []string{`\Seen`}, nil},
+		// The user flagged and labelled on the target; the source read it.
+		{nil, []string{`\Seen`}, []string{"$UserLabel", `\Flagged`}, []string{"$UserLabel", `\Flagged`, `\Seen`}},
+		// The user cleared \Answered on the target; the source keeps it.
+		{[]string{`\Answered`}, []string{`\Answered`, `\Seen`}, nil, []string{`\Seen`}},
+		// Both changed the same flag the same way.
+		{nil, []string{`\Deleted`}, []string{`\Deleted`}, []string{`\Deleted`}},
+		// The source cleared a flag the target did not touch: cleared.
+		{[]string{`\Flagged`}, nil, []string{`\Flagged`}, nil},
+		{[]string{`\Flagged`}, nil, []string{`\Flagged`, `\Seen`}, []string{`\Seen`}},
+	} {
+		if got := mergeFlags(tc.base, tc.src, tc.dst); !slices.Equal(got, tc.want) {
+			t.Errorf("mergeFlags(base %v, src %v, dst %v) = %v, want %v", tc.base, tc.src, tc.dst, got, tc.want)
+		}
+	}
+}

@@ -741,54 +741,106 @@ func (w *worker) expungeGone(ctx context.Context, fc *folderCopy, gone []state.M
 }
 
 // syncFlags carries flag changes made on the source since a message was
-// copied onto its target copy, one STORE per distinct flag set.
+// last recorded onto its target copy, merged flag by flag with changes
+// made on the target since (see mergeFlags): a flag the user set or
+// cleared on the target (after the cutover the target is theirs) is never
+// undone by the source. One FETCH of the target's flags, then one STORE
+// per distinct result.
 func (w *worker) syncFlags(ctx context.Context, fc *folderCopy) error {
-	groups := map[string][]*message{}
+	var cands []*message
+	var uids imap.UIDSet
 	for _, msg := range fc.msgs {
 		if !msg.rec || msg.dstUID == 0 || (msg.status != statusVerified && msg.status != statusAppended) {
 			continue
 		}
-		now := normFlags(msg.flags)
-		if slices.Equal(now, msg.recFlags) {
+		if slices.Equal(normFlags(msg.flags), msg.recFlags) {
 			continue
 		}
-		k := strings.Join(now, " ")
-		groups[k] = append(groups[k], msg)
+		cands = append(cands, msg)
+		uids.AddNum(msg.dstUID)
 	}
-	if len(groups) == 0 {
+	if len(cands) == 0 {
 		return nil
 	}
-	var changed []*message
-	for _, msgs := range groups {
-		flags, dropped := appendFlags(msgs[0].flags, fc.perm)
+	got, err := w.fetchTarget(ctx, uids, false)
+	if err != nil {
+		return err
+	}
+	onTarget := make(map[imap.UID][]string, len(got))
+	for _, t := range got {
+		onTarget[t.uid] = normFlags(t.flags)
+	}
+	groups := map[string][]*message{}
+	results := map[*message][]string{}
+	kept := 0
+	for _, msg := range cands {
+		tgt, ok := onTarget[msg.dstUID]
+		if !ok {
+			continue // gone from the target: the settle's business
+		}
+		res := mergeFlags(msg.recFlags, normFlags(msg.flags), tgt)
+		results[msg] = res
+		if !slices.Equal(res, normFlags(msg.flags)) {
+			kept++
+		}
+		if slices.Equal(res, tgt) {
+			continue // nothing to store: only the record follows
+		}
+		k := strings.Join(res, " ")
+		groups[k] = append(groups[k], msg)
+	}
+	stored := 0
+	for k, msgs := range groups {
+		var want []imap.Flag
+		if k != "" {
+			for _, f := range strings.Split(k, " ") {
+				want = append(want, imap.Flag(f))
+			}
+		}
+		flags, dropped := appendFlags(want, fc.perm)
 		for _, f := range dropped {
 			w.flagWarning(fc, string(f))
 		}
-		var uids imap.UIDSet
+		var set imap.UIDSet
 		for _, msg := range msgs {
-			uids.AddNum(msg.dstUID)
+			set.AddNum(msg.dstUID)
 		}
-		err := w.dst.Store(ctx, fc.m.Target, uids, &imap.StoreFlags{Op: imap.StoreFlagsSet, Silent: true, Flags: flags})
+		err := w.dst.Store(ctx, fc.m.Target, set, &imap.StoreFlags{Op: imap.StoreFlagsSet, Silent: true, Flags: flags})
 		var ie *imap.Error
 		if errors.As(err, &ie) {
 			w.run.warn(fmt.Sprintf("folder %q: the target refused flags %s: %v", fc.m.Target, flagList(flags), ie))
 		} else if err != nil {
 			return err
 		}
-		changed = append(changed, msgs...)
+		stored += len(msgs)
 	}
-	recs := make([]state.Message, len(changed))
-	for i, msg := range changed {
-		recs[i] = msg.record()
-		recs[i].Flags = normFlags(msg.flags) // now on the target
+	if kept > 0 {
+		w.run.warn(fmt.Sprintf("folder %q: %d messages had flags changed on the target too; the target's changes are kept", fc.m.Target, kept))
 	}
-	if err := w.run.opts.State.PutMessages(ctx, fc.rec.ID, recs, fc.rec.DstUIDNextMark); err != nil {
-		return stateErr(err)
+	var changed []*message
+	var recs []state.Message
+	for _, msg := range cands {
+		if _, ok := results[msg]; !ok {
+			continue
+		}
+		// The base of the next merge is the source's flags as synced
+		// now: a flag where the target differs from it is one the target
+		// changed (it stays the target's to decide), any other follows
+		// the source.
+		r := msg.record()
+		r.Flags = normFlags(msg.flags)
+		recs = append(recs, r)
+		changed = append(changed, msg)
+	}
+	if lease := w.run.opts.State; lease != nil && len(recs) > 0 {
+		if err := lease.PutMessages(ctx, fc.rec.ID, recs, fc.rec.DstUIDNextMark); err != nil {
+			return stateErr(err)
+		}
 	}
 	for i, msg := range changed {
 		msg.recorded(recs[i])
 	}
-	w.run.count(func(r *Report) { r.FlagsUpdated += len(changed) })
+	w.run.count(func(r *Report) { r.FlagsUpdated += stored })
 	return nil
 }
 
