@@ -94,8 +94,11 @@ type fleetSummary struct {
 	ToolCPUPer1k    float64 `json:"tool_cpu_seconds_per_1000_messages"`
 	ServersCPUPer1k float64 `json:"tool_and_dovecot_cpu_seconds_per_1000_messages"`
 	MachineCPUPer1k float64 `json:"machine_cpu_seconds_per_1000_messages"`
-	PeakRSSMiB      float64 `json:"peak_rss_mib"`
-	Exact           bool    `json:"exact"` // every run
+	// The Dovecots' part of ServersCPUPer1k.
+	SourceCPUPer1k float64 `json:"source_dovecot_cpu_seconds_per_1000_messages"`
+	TargetCPUPer1k float64 `json:"target_dovecot_cpu_seconds_per_1000_messages"`
+	PeakRSSMiB     float64 `json:"peak_rss_mib"`
+	Exact          bool    `json:"exact"` // every run
 	// Ratios of this entry's medians over a peer's in the same group:
 	// "mbsync" and "doveadm backup" -> metric -> ratio.
 	Ratios map[string]map[string]float64 `json:"ratios,omitempty"`
@@ -478,12 +481,14 @@ func summarizeFleet(e entry, runs []fleetRun, c realisticCorpus) *fleetSummary {
 	if e.Group == groupSingle {
 		s.Messages, s.MB = c.SingleMessages, c.SingleMB
 	}
-	var wall, tool, servers, mach, rss []float64
+	var wall, tool, servers, mach, rss, src, dst []float64
 	for _, r := range runs {
 		wall = append(wall, r.WallSeconds)
 		tool = append(tool, r.ToolCPU)
 		servers = append(servers, r.ToolCPU+r.SourceCPU+r.TargetCPU)
 		mach = append(mach, r.MachineCPU)
+		src = append(src, r.SourceCPU)
+		dst = append(dst, r.TargetCPU)
 		rss = append(rss, float64(r.PeakRSSKiB)/1024)
 		s.Exact = s.Exact && r.Differences == 0 && r.Stderr == ""
 	}
@@ -499,6 +504,7 @@ func summarizeFleet(e entry, runs []fleetRun, c realisticCorpus) *fleetSummary {
 		return median(v) * 1000 / float64(s.Messages)
 	}
 	s.ToolCPUPer1k, s.ServersCPUPer1k, s.MachineCPUPer1k = per1k(tool), per1k(servers), per1k(mach)
+	s.SourceCPUPer1k, s.TargetCPUPer1k = per1k(src), per1k(dst)
 	s.PeakRSSMiB = median(rss)
 	return s
 }
@@ -703,6 +709,12 @@ func printRealistic(w io.Writer, res *realisticResults) {
 	p("tool = the tool's processes (rusage, their children included); +dovecot = tool + source and target Dovecot;")
 	p("machine = /proc/stat busy time of all CPUs over the run (includes anything else running). RSS = largest")
 	p("process's peak (ru_maxrss): the one apply process, or the largest of the per-mailbox processes.")
+	p("")
+	p("where the CPU goes, s per 1,000 messages (medians; the parts' medians need not add up to the total's):")
+	p("%-7s %-22s %9s %9s %9s %9s", "group", "tool", "tool", "source", "target", "total")
+	for _, s := range res.Entries {
+		p("%-7s %-22s %9.3f %9.3f %9.3f %9.3f", s.Group, s.Tool, s.ToolCPUPer1k, s.SourceCPUPer1k, s.TargetCPUPer1k, s.ServersCPUPer1k)
+	}
 	p("")
 	p("ratios     mailferry / peer (msg/s above 1 favours mailferry; CPU and RSS below 1 favour mailferry)")
 	p("%-7s %-22s %-15s %8s %9s %9s %9s %8s", "group", "mailferry", "vs", "msg/s", "tool CPU", "+dovecot", "machine", "RSS")
