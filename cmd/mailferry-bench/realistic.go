@@ -674,7 +674,11 @@ func printRealistic(w io.Writer, res *realisticResults) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	m, c := res.Machine, res.Corpus
 	p("")
-	p("realistic corpus: mailferry vs mbsync vs doveadm backup, same machine, same source, median of %d round(s); every copy into a fresh empty target", res.Config.Rounds)
+	vs := "mailferry"
+	for _, peer := range res.Config.Peers {
+		vs += " vs " + peerTool(peer)
+	}
+	p("realistic corpus: %s, same machine, same source, median of %d round(s); every copy into a fresh empty target", vs, res.Config.Rounds)
 	p("")
 	p("machine    %d CPUs (%s), %d MiB RAM, Linux %s, Go %s", m.CPUs, m.CPUModel, m.MemoryMiB, m.Kernel, m.GoVersion)
 	p("servers    Dovecot %s on loopback, plaintext; source Maildir++ (\".\"), targets Maildir LAYOUT=fs (\"/\")", m.Dovecot)
