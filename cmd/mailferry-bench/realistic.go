@@ -132,6 +132,7 @@ type realisticResults struct {
 		Connections string   `json:"mailferry_connections"`
 		Doveadm     string   `json:"doveadm_command"`
 		DoveadmConf string   `json:"doveadm_config"` // password masked
+		RSS         string   `json:"peak_rss_measured_by"`
 	} `json:"config"`
 	Entries       []*fleetSummary `json:"entries"`
 	SourceChanged []string        `json:"source_changed,omitempty"`
@@ -163,6 +164,7 @@ func runRealistic(t *env, o options) *realisticResults {
 	}
 	res.Config.Rounds, res.Config.Parallel, res.Config.Verify = o.rounds, o.parallel, o.verify
 	res.Config.Modes, res.Config.Peers = o.modes, o.peers
+	res.Config.RSS = rssSource()
 	res.Config.Connections = "tool defaults (migrate 4, apply 2)"
 	if o.connections > 0 {
 		res.Config.Connections = strconv.Itoa(o.connections)
@@ -712,7 +714,7 @@ func printRealistic(w io.Writer, res *realisticResults) {
 	p("")
 	p("tool = the tool's processes (rusage, their children included); +dovecot = tool + source and target Dovecot;")
 	p("machine = /proc/stat busy time of all CPUs over the run (includes anything else running). RSS = largest")
-	p("process's peak (ru_maxrss): the one apply process, or the largest of the per-mailbox processes.")
+	p("process's peak: the one apply process, or the largest of the per-mailbox processes (%s).", res.Config.RSS)
 	p("")
 	p("where the CPU goes, s per 1,000 messages (medians; the parts' medians need not add up to the total's):")
 	p("%-7s %-22s %9s %9s %9s %9s", "group", "tool", "tool", "source", "target", "total")

@@ -2,6 +2,8 @@ package main
 
 import (
 	"math"
+	"os/exec"
+	"runtime"
 	"sync"
 	"testing"
 )
@@ -72,4 +74,29 @@ func TestMachineBusy(t *testing.T) {
 	if a <= 0 || b < a {
 		t.Errorf("busy time %v then %v: want positive and not decreasing", a, b)
 	}
+}
+
+// TestPeakRSSIsTheTools checks that a tool's peak RSS is its own, not the
+// bench's: a child started directly would report at least the parent's
+// high-water mark (see gnuTime).
+func TestPeakRSSIsTheTools(t *testing.T) {
+	if gnuTime == "" {
+		t.Skip("GNU time is not installed (/usr/bin/time)")
+	}
+	// The bench grows to 64 MiB, touched.
+	ballast := make([]byte, 64<<20)
+	for i := range ballast {
+		ballast[i] = byte(i)
+	}
+	m, err := runMeasured(exec.Command("/bin/sh", "-c", "exit 3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.ExitCode != 3 {
+		t.Errorf("exit code %d, want 3 (through GNU time)", m.ExitCode)
+	}
+	if m.MaxRSSKiB <= 0 || m.MaxRSSKiB > 16<<10 {
+		t.Errorf("peak RSS of sh %d KiB with a bench of 64 MiB: want the tool's own, a few MiB", m.MaxRSSKiB)
+	}
+	runtime.KeepAlive(ballast)
 }
