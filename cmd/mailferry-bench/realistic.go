@@ -713,8 +713,9 @@ func printRealistic(w io.Writer, res *realisticResults) {
 	}
 	p("")
 	p("tool = the tool's processes (rusage, their children included); +dovecot = tool + source and target Dovecot;")
-	p("machine = /proc/stat busy time of all CPUs over the run (includes anything else running). RSS = largest")
-	p("process's peak: the one apply process, or the largest of the per-mailbox processes (%s).", res.Config.RSS)
+	p("machine = /proc/stat busy time of all CPUs over the run (includes anything else running).")
+	p("RSS = the largest process's peak: the one apply process, or the largest per-mailbox process")
+	p("(%s).", res.Config.RSS)
 	p("")
 	p("where the CPU goes, s per 1,000 messages (medians; the parts' medians need not add up to the total's):")
 	p("%-7s %-22s %9s %9s %9s %9s", "group", "tool", "tool", "source", "target", "total")
