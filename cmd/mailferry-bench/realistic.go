@@ -97,8 +97,12 @@ type fleetSummary struct {
 	// The Dovecots' part of ServersCPUPer1k.
 	SourceCPUPer1k float64 `json:"source_dovecot_cpu_seconds_per_1000_messages"`
 	TargetCPUPer1k float64 `json:"target_dovecot_cpu_seconds_per_1000_messages"`
-	PeakRSSMiB     float64 `json:"peak_rss_mib"`
-	Exact          bool    `json:"exact"` // every run
+	// OtherCPUPer1k is the machine's busy time beyond the tool's and the
+	// Dovecots': other work on the machine (and the kernel's share not
+	// charged to a process). Large values mean a noisy machine.
+	OtherCPUPer1k float64 `json:"other_cpu_seconds_per_1000_messages"`
+	PeakRSSMiB    float64 `json:"peak_rss_mib"`
+	Exact         bool    `json:"exact"` // every run
 	// Ratios of this entry's medians over a peer's in the same group:
 	// "mbsync" and "doveadm backup" -> metric -> ratio.
 	Ratios map[string]map[string]float64 `json:"ratios,omitempty"`
@@ -483,7 +487,7 @@ func summarizeFleet(e entry, runs []fleetRun, c realisticCorpus) *fleetSummary {
 	if e.Group == groupSingle {
 		s.Messages, s.MB = c.SingleMessages, c.SingleMB
 	}
-	var wall, tool, servers, mach, rss, src, dst []float64
+	var wall, tool, servers, mach, rss, src, dst, other []float64
 	for _, r := range runs {
 		wall = append(wall, r.WallSeconds)
 		tool = append(tool, r.ToolCPU)
@@ -491,6 +495,7 @@ func summarizeFleet(e entry, runs []fleetRun, c realisticCorpus) *fleetSummary {
 		mach = append(mach, r.MachineCPU)
 		src = append(src, r.SourceCPU)
 		dst = append(dst, r.TargetCPU)
+		other = append(other, max(r.MachineCPU-r.ToolCPU-r.SourceCPU-r.TargetCPU, 0))
 		rss = append(rss, float64(r.PeakRSSKiB)/1024)
 		s.Exact = s.Exact && r.Differences == 0 && r.Stderr == ""
 	}
@@ -506,7 +511,7 @@ func summarizeFleet(e entry, runs []fleetRun, c realisticCorpus) *fleetSummary {
 		return median(v) * 1000 / float64(s.Messages)
 	}
 	s.ToolCPUPer1k, s.ServersCPUPer1k, s.MachineCPUPer1k = per1k(tool), per1k(servers), per1k(mach)
-	s.SourceCPUPer1k, s.TargetCPUPer1k = per1k(src), per1k(dst)
+	s.SourceCPUPer1k, s.TargetCPUPer1k, s.OtherCPUPer1k = per1k(src), per1k(dst), per1k(other)
 	s.PeakRSSMiB = median(rss)
 	return s
 }
@@ -718,9 +723,17 @@ func printRealistic(w io.Writer, res *realisticResults) {
 	p("(%s).", res.Config.RSS)
 	p("")
 	p("where the CPU goes, s per 1,000 messages (medians; the parts' medians need not add up to the total's):")
-	p("%-7s %-22s %9s %9s %9s %9s", "group", "tool", "tool", "source", "target", "total")
+	p("%-7s %-22s %9s %9s %9s %9s %9s", "group", "tool", "tool", "source", "target", "total", "other")
+	noisy := false
 	for _, s := range res.Entries {
-		p("%-7s %-22s %9.3f %9.3f %9.3f %9.3f", s.Group, s.Tool, s.ToolCPUPer1k, s.SourceCPUPer1k, s.TargetCPUPer1k, s.ServersCPUPer1k)
+		p("%-7s %-22s %9.3f %9.3f %9.3f %9.3f %9.3f", s.Group, s.Tool, s.ToolCPUPer1k, s.SourceCPUPer1k, s.TargetCPUPer1k,
+			s.ServersCPUPer1k, s.OtherCPUPer1k)
+		noisy = noisy || s.OtherCPUPer1k > 0.25*s.MachineCPUPer1k
+	}
+	p("other = the machine's busy time beyond the tool's and the Dovecots' (other work on the machine).")
+	if noisy {
+		p("NOTE: other work used a large part of the machine during some runs: the machine column and the")
+		p("wall-clock figures (msg/s, MB/s) are noisy; the tool and +dovecot CPU columns are much less affected.")
 	}
 	p("")
 	p("ratios     mailferry / peer (msg/s above 1 favours mailferry; CPU and RSS below 1 favour mailferry)")
