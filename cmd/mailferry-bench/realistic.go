@@ -699,7 +699,7 @@ func printRealistic(w io.Writer, res *realisticResults) {
 	p("")
 	p("%-7s %-22s %8s %7s %8s %9s %9s %9s %8s %6s", "group", "tool", "msg/s", "MB/s", "wall s",
 		"tool", "+dovecot", "machine", "RSS MiB", "exact")
-	p("%-7s %-22s %8s %7s %8s %29s %8s", "", "", "", "", "", "CPU s per 1,000 messages", "")
+	p("%-7s %-22s %8s %7s %8s %29s", "", "", "", "", "", "CPU s per 1,000 messages")
 	for _, s := range res.Entries {
 		tool := s.Tool
 		if s.Group == groupFleet && !strings.HasSuffix(tool, "apply") {
