@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what the test suites and the benchmark need that Go does not
 # bring: Dovecot (real IMAP servers for the integration tests) and, with
-# --bench, isync (mbsync, the baseline the benchmark compares against).
+# --bench, isync (mbsync, the baseline the benchmark compares against) and
+# GNU time (how the benchmark measures each tool's peak RSS).
 # Debian packages; run as root or with sudo available.
 set -eu
 
@@ -9,6 +10,10 @@ want="dovecot-imapd"
 command -v dovecot >/dev/null 2>&1 && want=""
 if [ "${1:-}" = "--bench" ] && ! command -v mbsync >/dev/null 2>&1; then
 	want="$want isync"
+fi
+# GNU time: the benchmark reads each tool's own peak RSS through it.
+if [ "${1:-}" = "--bench" ] && ! [ -x /usr/bin/time ]; then
+	want="$want time"
 fi
 [ -z "$want" ] && exit 0
 

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -14,7 +10,6 @@ import (
 
 	"mailferry/internal/testrig/corpus"
 	"mailferry/internal/testrig/dovecot"
-	"mailferry/migrate"
 )
 
 // applyResults is what -mode apply measured: a drain of many mailboxes by
@@ -112,44 +107,13 @@ func runApplyBench(t *env, o options) *applyResults {
 // applyOnce plans a drain of src onto dst and applies it.
 func applyOnce(t *env, o options, bin string, src, dst *dovecot.Server) (time.Duration, time.Duration) {
 	dir := t.TempDir()
-	var inv strings.Builder
-	inv.WriteString("clusters:\n")
-	for _, c := range []struct {
-		name string
-		s    *dovecot.Server
-	}{{"src", src}, {"dst", dst}} {
-		pw := filepath.Join(dir, c.name+".pw")
-		if err := os.WriteFile(pw, []byte(c.s.MasterPassword+"\n"), 0o600); err != nil {
-			t.Fatalf("%v", err)
-		}
-		fmt.Fprintf(&inv, "  - name: %s\n    url: imap://%s\n    tls: none\n    auth: {method: master, user: %s, password_file: %s}\n"+
-			"    capacity: {bytes: 1TiB, load: 100000}\n    limits: {connections: %d}\n", c.name, c.s.Addr, c.s.MasterUser, pw, 4*o.parallel*o.connections)
-	}
-	inv.WriteString("mailboxes:\n")
-	for u := range src.Users {
-		fmt.Fprintf(&inv, "  - {name: %s, cluster: src, bytes: 1MiB, load: 1}\n", u)
-	}
-	invPath := filepath.Join(dir, "inv.yaml")
-	if err := os.WriteFile(invPath, []byte(inv.String()), 0o600); err != nil {
-		t.Fatalf("%v", err)
-	}
-	plan := filepath.Join(dir, "plan.json")
-	if out, err := exec.Command(bin, "plan", "-i", invPath, "--drain", "src", "-o", plan).CombinedOutput(); err != nil {
-		t.Fatalf("mailferry plan: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, "apply", plan, "-i", invPath, "--state", "sqlite:"+filepath.Join(dir, "state.db"),
-		"--parallel", fmt.Sprint(o.parallel), "--connections", fmt.Sprint(o.connections), "--verify", o.verify, "--json", "--routed")
-	cmd.Env = childEnv()
-	m, err := runMeasured(cmd)
+	plan, inv := planDrain(t, o, bin, src, dst, dir)
+	m, rep, err := runApply(bin, o, plan, inv, dir)
 	if err != nil || m.ExitCode != 0 {
 		t.Fatalf("mailferry apply: exit %d, %v\n%s", m.ExitCode, err, tail(m.Stderr, 20))
 	}
-	var rep struct {
-		migrate.ApplyReport
-	}
-	lines := strings.Split(strings.TrimSpace(string(m.Stdout)), "\n")
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rep); err != nil || rep.Totals.Done != len(src.Users) {
-		t.Fatalf("mailferry apply: report %v %+v", err, rep.Totals)
+	if rep.Totals.Done != len(src.Users) {
+		t.Fatalf("mailferry apply: report %+v", rep.Totals)
 	}
 	return m.Wall, m.User + m.Sys
 }
@@ -168,17 +132,7 @@ func mbsyncEach(t *env, o options, bin string, major, minor int, src, dst *dovec
 		go func() {
 			defer wg.Done()
 			for u := range jobs {
-				state := filepath.Join(dir, u)
-				if err := os.MkdirAll(state, 0o700); err != nil {
-					t.Fatalf("%v", err)
-				}
-				conf := filepath.Join(state, "mbsyncrc")
-				if err := os.WriteFile(conf, []byte(mbsyncConfigFor(major, minor, src, dst, state, u)), 0o600); err != nil {
-					t.Fatalf("%v", err)
-				}
-				cmd := exec.Command(bin, "-c", conf, "-a", "-q")
-				cmd.Env, cmd.Dir = childEnv(), state
-				m, err := runMeasured(cmd)
+				m, err := runMbsyncFor(dir, bin, major, minor, src, dst, u)
 				mu.Lock()
 				cpu += m.User + m.Sys
 				if err != nil {

@@ -1,12 +1,21 @@
-// Command bench measures mailferry against mbsync (isync) in one run, on
-// one machine and one generated corpus: both copy the same mailbox between
-// two local Dovecot servers, each copy into a fresh, empty target server,
-// and the bench reports messages/s, MB/s, wall time and peak RSS of each
-// tool (median of the rounds) and their ratio.
+// Command bench measures mailferry against other tools in one run, on one
+// machine and one generated corpus, every copy into a fresh, empty target
+// Dovecot, and reports medians of the rounds and ratios.
+//
+// -corpus realistic (the default): many mailboxes of mostly small messages
+// (corpus.GenerateRealistic), copied one mailbox alone, one mailferry
+// migrate per mailbox K at a time, and by mailferry apply --parallel K,
+// against mbsync and doveadm backup over imapc in the same rounds; it
+// reports messages/s, MB/s, CPU seconds per 1,000 messages (the tool's,
+// with the Dovecots', and the machine's) and peak RSS (realistic.go).
+//
+// -corpus large: one mailbox of large messages, mailferry migrate against
+// mbsync (-mode copy), or a drain by mailferry apply against mbsync per
+// mailbox (-mode apply): messages/s, MB/s, wall time and peak RSS.
 //
 // Every copy is checked against the source with corpus.Compare. The bench
 // fails (exit 1) when mailferry reports a failure or its copy is not
-// exact; mbsync's differences are reported and explained, not fatal.
+// exact; the peers' differences are reported and explained, not fatal.
 //
 // Run it with ./scripts/bench.sh (or make bench) from the module root.
 package main
@@ -54,28 +63,92 @@ type options struct {
 	mode              string
 	mailboxes         int
 	parallel          int
+	// The realistic corpus (-corpus realistic).
+	corpus string
+	modes  []string
+	peers  []string
 }
 
 func main() {
 	started := time.Now()
 	log.SetFlags(0)
 	o := options{maxSize: 8 << 20}
-	flag.IntVar(&o.folders, "folders", 20, "folders in the corpus")
-	flag.IntVar(&o.messages, "messages", 100, "average messages per folder")
-	flag.Var(&o.maxSize, "max-size", "largest message size (bytes, or with K/M/KiB/MiB suffix)")
+	flag.StringVar(&o.corpus, "corpus", "realistic", "realistic: many mailboxes of small messages, in -modes, against -peers; large: the large-message corpus (-folders, -max-size, -mode)")
+	var modes, peers string
+	flag.StringVar(&modes, "modes", "single,migrate,apply", "-corpus realistic: single (one mailbox alone), migrate (one mailferry migrate per mailbox, -parallel at a time), apply (mailferry apply --parallel over all mailboxes)")
+	flag.StringVar(&peers, "peers", "mbsync,doveadm", "-corpus realistic: the tools mailferry is compared with in the same rounds (mbsync, doveadm: doveadm backup over imapc); empty for none")
+	flag.IntVar(&o.folders, "folders", 20, "-corpus large: folders in the corpus")
+	flag.IntVar(&o.messages, "messages", 0, "messages per mailbox (-corpus realistic, default 500), or average messages per folder (-corpus large, default 100)")
+	flag.Var(&o.maxSize, "max-size", "-corpus large: largest message size (bytes, or with K/M/KiB/MiB suffix)")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds; each copies the corpus once with every tool, into fresh targets")
 	flag.Uint64Var(&o.seed, "seed", 1, "corpus seed")
-	flag.IntVar(&o.connections, "connections", 4, "mailferry --connections")
+	flag.IntVar(&o.connections, "connections", 0, "mailferry --connections (default: -corpus large 4, -corpus realistic mailferry's own defaults)")
 	flag.StringVar(&o.verify, "verify", "full", "mailferry --verify: full, size or none")
-	flag.BoolVar(&o.stateCost, "state-cost", false, "also run mailferry with --state none (and with -postgres), to measure what the state costs")
+	flag.BoolVar(&o.stateCost, "state-cost", false, "-corpus large: also run mailferry with --state none (and with -postgres), to measure what the state costs")
 	flag.StringVar(&o.postgres, "postgres", "", "with -state-cost: a PostgreSQL `URL` for the mailferry-postgres variant")
 	flag.BoolVar(&o.json, "json", false, "print the results as one JSON object on stdout (progress stays on stderr)")
-	flag.StringVar(&o.profile, "profile", "", "after the measured rounds, copy once more with each tool under system-wide perf record and write the profiles and reports into `DIR` (not counted)")
-	flag.StringVar(&o.mode, "mode", "copy", "copy: one mailbox, mailferry migrate vs mbsync; apply: -mailboxes mailboxes drained by mailferry apply vs one mbsync per mailbox")
-	flag.IntVar(&o.mailboxes, "mailboxes", 32, "-mode apply: mailboxes")
-	flag.IntVar(&o.parallel, "parallel", 8, "-mode apply: mailboxes at a time (mailferry --parallel, concurrent mbsync processes)")
+	flag.StringVar(&o.profile, "profile", "", "-corpus large: after the measured rounds, copy once more with each tool under system-wide perf record and write the profiles and reports into `DIR` (not counted)")
+	flag.StringVar(&o.mode, "mode", "copy", "-corpus large: copy: one mailbox, mailferry migrate vs mbsync; apply: -mailboxes mailboxes drained by mailferry apply vs one mbsync per mailbox")
+	flag.IntVar(&o.mailboxes, "mailboxes", 0, "mailboxes (-corpus realistic, default 20; -corpus large -mode apply, default 32)")
+	flag.IntVar(&o.parallel, "parallel", 0, "mailboxes at a time: mailferry apply --parallel, concurrent migrate, mbsync and doveadm processes (default: -corpus realistic 4, -corpus large 8)")
 	flag.Parse()
-	if flag.NArg() > 0 || o.folders < 1 || o.messages < 1 || o.rounds < 1 || o.connections < 1 || o.maxSize < 4096 {
+	// Flags only the large corpus has select it, as before -corpus existed.
+	explicit := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	if !explicit["corpus"] && (explicit["mode"] || explicit["folders"] || explicit["max-size"] || explicit["state-cost"] || explicit["profile"]) {
+		o.corpus = "large"
+	}
+	split := func(s string) []string {
+		var out []string
+		for _, v := range strings.Split(s, ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	o.modes, o.peers = split(modes), split(peers)
+	defaults := func(messages, mailboxes, parallel, connections int) {
+		if o.messages == 0 {
+			o.messages = messages
+		}
+		if o.mailboxes == 0 {
+			o.mailboxes = mailboxes
+		}
+		if o.parallel == 0 {
+			o.parallel = parallel
+		}
+		if o.connections == 0 {
+			o.connections = connections
+		}
+	}
+	switch o.corpus {
+	case "realistic":
+		defaults(500, 20, 4, 0)
+		for _, m := range o.modes {
+			if m != modeSingle && m != modeMigrate && m != modeApply {
+				log.Printf("bench: -modes: %q: want single, migrate or apply", m)
+				os.Exit(2)
+			}
+		}
+		for _, p := range o.peers {
+			if p != peerMbsync && p != peerDoveadm {
+				log.Printf("bench: -peers: %q: want mbsync or doveadm", p)
+				os.Exit(2)
+			}
+		}
+		if len(o.modes) == 0 {
+			log.Printf("bench: -modes: want at least one of single, migrate, apply")
+			os.Exit(2)
+		}
+	case "large":
+		defaults(100, 32, 8, 4)
+	default:
+		log.Printf("bench: -corpus %q: want realistic or large", o.corpus)
+		os.Exit(2)
+	}
+	if flag.NArg() > 0 || o.folders < 1 || o.messages < 1 || o.rounds < 1 || o.connections < 0 || o.maxSize < 4096 ||
+		o.mailboxes < 1 || o.parallel < 1 {
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -87,6 +160,20 @@ func main() {
 	}
 
 	t := newEnv()
+	if o.corpus == "realistic" {
+		rr := runRealistic(t, o)
+		if o.json {
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(rr); err != nil {
+				t.Fatalf("write JSON: %v", err)
+			}
+		} else {
+			printRealistic(os.Stdout, rr)
+		}
+		t.close()
+		return
+	}
 	if o.mode == "apply" {
 		ar := runApplyBench(t, o)
 		if o.json {
@@ -239,12 +326,6 @@ func run(t *env, o options) *results {
 		res.Tools = append(res.Tools, summarize(tool, runs[tool], res.Corpus))
 	}
 	mf, mb := res.Tools[0], res.Tools[1]
-	ratio := func(a, b float64) float64 {
-		if b == 0 {
-			return 0
-		}
-		return a / b
-	}
 	res.Ratios = map[string]float64{
 		"messages_per_second": ratio(mf.MessagesPerSecond, mb.MessagesPerSecond),
 		"mb_per_second":       ratio(mf.MBPerSecond, mb.MBPerSecond),

@@ -32,13 +32,55 @@ type measurement struct {
 	Stderr    []byte
 }
 
+// gnuTime is the path of GNU time when it is installed; the tools run
+// under it, so that their peak RSS is their own. A child the bench starts
+// itself reports at least the bench's own peak as its ru_maxrss: Go starts
+// children with vfork (CLONE_VM), and when the child execs, Linux credits
+// the high-water mark of the memory it leaves (the bench's) to the child.
+// GNU time fork()s from a process of about 1 MiB and reports its child's
+// ru_maxrss (%M).
+var gnuTime = findGNUTime()
+
+func findGNUTime() string {
+	const p = "/usr/bin/time"
+	out, err := exec.Command(p, "--version").CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("GNU")) {
+		return ""
+	}
+	return p
+}
+
+// rssSource says how peak RSS is measured, for the output.
+func rssSource() string {
+	if gnuTime != "" {
+		return "ru_maxrss of each tool process, via GNU time"
+	}
+	return "ru_maxrss; GNU time is not installed, so each value is at least the bench's own peak"
+}
+
 // runMeasured runs cmd to completion and measures its wall time, peak
-// resident set and CPU time.
+// resident set and CPU time (its own and its children's). With GNU time
+// installed, cmd runs under it (see gnuTime): its CPU time is still the
+// rusage of the whole tree (GNU time's own is negligible), its peak RSS
+// the tool's. If the bench dies, its child (GNU time) is killed; the tool
+// under it then loses its servers, which die with the bench.
 func runMeasured(cmd *exec.Cmd) (measurement, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	// If the bench dies, its children go too.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	rssFile := ""
+	if gnuTime != "" && cmd.Err == nil {
+		f, err := os.CreateTemp("", "mailferry-bench-rss-")
+		if err != nil {
+			return measurement{}, err
+		}
+		rssFile = f.Name()
+		f.Close()
+		defer os.Remove(rssFile)
+		cmd.Args = append([]string{gnuTime, "-f", "%M", "-o", rssFile, cmd.Path}, cmd.Args[1:]...)
+		cmd.Path = gnuTime
+	}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return measurement{}, err
@@ -53,6 +95,20 @@ func runMeasured(cmd *exec.Cmd) (measurement, error) {
 	m.ExitCode = st.ExitCode()
 	if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
 		m.MaxRSSKiB = ru.Maxrss
+	}
+	if rssFile != "" {
+		// "%M\n", after a line such as "Command exited with non-zero
+		// status 3" when the tool failed.
+		data, err := os.ReadFile(rssFile)
+		lines := strings.Fields(string(data))
+		if err != nil || len(lines) == 0 {
+			return m, fmt.Errorf("GNU time wrote no peak RSS (%v): %q", err, data)
+		}
+		kib, err := strconv.ParseInt(lines[len(lines)-1], 10, 64)
+		if err != nil {
+			return m, fmt.Errorf("GNU time's peak RSS %q: %v", data, err)
+		}
+		m.MaxRSSKiB = kib
 	}
 	m.User, m.Sys = st.UserTime(), st.SystemTime()
 	return m, nil
