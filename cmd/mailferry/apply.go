@@ -53,7 +53,7 @@ type applyFlags struct {
 
 func (a *applyFlags) register(f *pflag.FlagSet) {
 	f.StringVarP(&a.inventory, "inventory", "i", "", "inventory YAML `FILE` (clusters, logins, limits)")
-	f.StringVar(&a.state, "state", "mailferry.db", "durable state: a SQLite `FILE` (or sqlite:PATH) or a postgres:// URL")
+	f.StringVar(&a.state, "state", defaultState(), stateUsage)
 	f.IntVar(&a.parallel, "parallel", 4, "mailboxes moved at once")
 	f.IntVar(&a.connections, "connections", 2, "folders copied at once per mailbox (connections per side)")
 	f.StringVar(&a.verify, "verify", "full", "check each copy on the target: full, size, or none")

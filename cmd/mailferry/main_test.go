@@ -14,6 +14,20 @@ import (
 	"mailferry/internal/testrig/memserver"
 )
 
+// TestMain points the default state (and that of every mailferry the tests
+// start) into a temporary directory, never the user's home.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "mailferry-test-state-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("XDG_STATE_HOME", dir)
+	os.Unsetenv(stateEnv)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 // runCLI runs the command tree as main does and returns exit code, stdout
 // and stderr.
 func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, string) {
@@ -21,9 +35,11 @@ func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, s
 	for k, v := range env {
 		t.Setenv(k, v)
 	}
-	if len(args) > 0 && args[0] == "migrate" {
-		// Its default state file lands in the working directory.
-		t.Chdir(t.TempDir())
+	_, ownState := env[stateEnv]
+	if _, ownXDG := env["XDG_STATE_HOME"]; !ownState && !ownXDG {
+		// Each run its own default state (TestMain keeps every test
+		// away from the real home's state too).
+		t.Setenv("XDG_STATE_HOME", t.TempDir())
 	}
 	var out, errb bytes.Buffer
 	code := run(context.Background(), args, strings.NewReader(""), &out, &errb)
@@ -153,6 +169,57 @@ func TestMigrateJSONReport(t *testing.T) {
 	n := float64(mbox.TotalMessages())
 	if rep["mailbox"] != "alice" || rep["messages"] != n || rep["verified"] != n || rep["failed"] != 0.0 || rep["bytes"] != float64(mbox.TotalBytes()) {
 		t.Errorf("report %v: want alice, %v messages of %d bytes, all verified, 0 failed", rep, n, mbox.TotalBytes())
+	}
+}
+
+// The default state does not depend on the working directory: a run from
+// another directory (cron) resumes the migration instead of starting over.
+// It lives in the XDG state directory, created 0700, or $MAILFERRY_STATE.
+func TestDefaultStateIgnoresWorkingDirectory(t *testing.T) {
+	src, dst, mbox := seededPair(t)
+	xdg := t.TempDir()
+	env := map[string]string{"MAILFERRY_FROM_PASSWORD": "src-pw", "MAILFERRY_TO_PASSWORD": "dst-pw", "XDG_STATE_HOME": xdg}
+	args := []string{"migrate", "--json", "--from", "imap://alice@" + src.Addr, "--to", "imap://alice@" + dst.Addr}
+	var reps []map[string]any
+	for _, dir := range []string{t.TempDir(), t.TempDir()} {
+		t.Chdir(dir)
+		code, stdout, stderr := runCLI(t, env, args...)
+		if code != exitOK {
+			t.Fatalf("exit %d; stderr %q", code, stderr)
+		}
+		var rep map[string]any
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatal(err)
+		}
+		reps = append(reps, rep)
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Errorf("the run left %d files in its working directory", len(entries))
+		}
+	}
+	n := float64(mbox.TotalMessages())
+	if reps[1]["already_copied"] != n || reps[1]["adopted"] != 0.0 {
+		t.Errorf("second run from another directory: already copied %v, adopted %v; want %v and 0 (the state resumed)", reps[1]["already_copied"], reps[1]["adopted"], n)
+	}
+	fi, err := os.Stat(filepath.Join(xdg, "mailferry"))
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("default state directory: %v, mode %v; want it, 0700", err, fi)
+	}
+	// $MAILFERRY_STATE names another state: a new migration there (which
+	// adopts what the target has instead of copying it again).
+	env[stateEnv] = filepath.Join(t.TempDir(), "other.db")
+	code, stdout, stderr := runCLI(t, env, args...)
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr %q", code, stderr)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep["adopted"] != n {
+		t.Errorf("with $MAILFERRY_STATE: adopted %v, want %v", rep["adopted"], n)
+	}
+	if _, err := os.Stat(env[stateEnv]); err != nil {
+		t.Errorf("$MAILFERRY_STATE not used: %v", err)
 	}
 }
 

@@ -156,7 +156,7 @@ Exit codes: 0 everything copied and verified; 3 some messages failed (listed);
 	f.StringArrayVar(&o.folderMap, "folder-map", nil, "copy source folder SRC to target folder DST, paths joined by / (`SRC=DST`, repeatable)")
 	f.IntVar(&o.connections, "connections", 4, "folders copied at once (one connection per side each)")
 	f.BoolVar(&o.debugIMAP, "debug-imap", false, "trace the IMAP protocol to stderr (credentials redacted)")
-	f.StringVar(&o.state, "state", "mailferry.db", "durable state: a SQLite `FILE` (or sqlite:PATH), a postgres:// URL, or none")
+	f.StringVar(&o.state, "state", defaultState(), stateUsage+"; none for no state")
 	f.BoolVar(&o.keepDeleted, "keep-deleted", false, "keep target copies of messages and folders deleted on the source since the last run")
 	f.DurationVar(&o.ioTimeout, "io-timeout", imapconn.DefaultIdleTimeout, ioTimeoutUsage)
 	f.DurationVar(&o.lateWindow, "late-commit-window", migrate.DefaultLateCommitWindow, lateCommitWindowUsage)

@@ -24,7 +24,10 @@ func openState(ctx context.Context, url string) (*state.Store, error) {
 		return nil, nil
 	}
 	if url == "" {
-		return nil, usageErrorf("--state is empty (give a file, sqlite:PATH, postgres://..., or none)")
+		return nil, usageErrorf("--state is empty and there is no home directory for the default (give a file, sqlite:PATH, postgres://..., or none, or set $%s)", stateEnv)
+	}
+	if err := makeStateDir(url); err != nil {
+		return nil, err
 	}
 	st, err := state.Open(ctx, url)
 	if err != nil {

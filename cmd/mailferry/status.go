@@ -83,7 +83,7 @@ counts, the last error, the last activity, and the process working on it now.`,
 			return renderStatus(g, out)
 		},
 	}
-	cmd.Flags().StringVar(&stateURL, "state", "mailferry.db", "durable state: a SQLite `FILE` (or sqlite:PATH) or a postgres:// URL")
+	cmd.Flags().StringVar(&stateURL, "state", defaultState(), stateUsage)
 	return cmd
 }
 
