@@ -47,6 +47,20 @@ type Move struct {
 	Err error
 }
 
+// MoveKey is the state's key of a move: the mailbox on its source and
+// target clusters, by the inventory's names (never a login or a URL, so a
+// changed admin name or address does not start the move over).
+func MoveKey(m Move) state.Key {
+	return state.Key{Source: "cluster:" + m.From + "/" + m.Mailbox, Target: "cluster:" + m.To + "/" + m.Mailbox}
+}
+
+// LegacyMoveKey is the key mailferry up to schema 2 gave a move (its URLs,
+// with the login), so that a state written then is taken over (see
+// state.Store.Rekey).
+func LegacyMoveKey(m Move) state.Key {
+	return state.Key{Source: m.Src.Endpoint.String(), Target: m.Dst.Endpoint.String()}
+}
+
 // ApplyOptions say how to run a plan's moves.
 type ApplyOptions struct {
 	// Copy is the template of each pass's options (Verify, Connections,
@@ -245,7 +259,7 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 	if m.Err != nil {
 		return fail(ResultFailed, m.Err.Error())
 	}
-	lease, err := o.Acquire(ctx, state.Key{Source: m.Src.Endpoint.String(), Target: m.Dst.Endpoint.String()})
+	lease, err := o.Acquire(ctx, MoveKey(m))
 	if err != nil {
 		// Held by another process (*state.HeldError) is not done either:
 		// the move fails alone, naming the holder, and the next Apply

@@ -183,6 +183,25 @@ RETURNING `+migrationColumns),
 	return l, nil, nil
 }
 
+// Rekey renames the migration keyed old to new, when old exists and is not
+// held, and new does not exist yet; it reports whether it did. It carries
+// a migration over to a new way of naming it, with all its state.
+func (s *Store) Rekey(ctx context.Context, old, new Key) (bool, error) {
+	if old == new {
+		return false, nil
+	}
+	defer s.writing()()
+	res, err := s.db.ExecContext(ctx, s.q(`UPDATE mailferry_migration SET source = ?, target = ?
+WHERE source = ? AND target = ? AND (holder = '' OR lease_expires_at_us <= ?)
+AND NOT EXISTS (SELECT 1 FROM mailferry_migration m2 WHERE m2.source = ? AND m2.target = ?)`),
+		new.Source, new.Target, old.Source, old.Target, s.nowUTC().UnixMicro(), new.Source, new.Target)
+	if err != nil {
+		return false, fmt.Errorf("rekey migration %s to %s: %w", old, new, err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
 // Expires returns when the lease runs out unless renewed.
 func (l *Lease) Expires() time.Time {
 	l.mu.Lock()

@@ -769,3 +769,44 @@ func TestOpenExisting(t *testing.T) {
 	}
 	s.Close()
 }
+
+// Rekey carries a migration, with its state, over to a new key; never one
+// that is held, and never onto a key in use.
+func TestRekey(t *testing.T) {
+	each(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		s := open(t, url, newClock())
+		old := state.Key{Source: "imap://admin*alice@src:143", Target: "imap://alice@dst:143"}
+		nu := state.Key{Source: "imap://src:143/alice", Target: "imap://dst:143/alice"}
+		l := acquire(t, s, old, "h pid 1")
+		if _, err := l.Folder(ctx, "INBOX"); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := s.Rekey(ctx, old, nu); err != nil || ok {
+			t.Fatalf("rekey of a held migration: %v %v, want not done", ok, err)
+		}
+		if err := l.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := s.Rekey(ctx, old, nu); err != nil || !ok {
+			t.Fatalf("rekey: %v %v, want done", ok, err)
+		}
+		l2 := acquire(t, s, nu, "h pid 2")
+		if fs, err := l2.Folders(ctx); err != nil || len(fs) != 1 || fs[0].Source != "INBOX" {
+			t.Errorf("after rekey the new key has folders %v (%v), want INBOX", fs, err)
+		}
+		must := func(err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		must(l2.Release(ctx))
+		// The old key again (a new migration under it) is not moved onto
+		// the one in use.
+		l3 := acquire(t, s, old, "h pid 3")
+		must(l3.Release(ctx))
+		if ok, err := s.Rekey(ctx, old, nu); err != nil || ok {
+			t.Errorf("rekey onto a key in use: %v %v, want not done", ok, err)
+		}
+	})
+}

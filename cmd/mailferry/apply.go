@@ -386,9 +386,20 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	}
 
 	view := newApplyView(g, moves)
+	byKey := make(map[state.Key]migrate.Move, len(moves))
+	for _, m := range moves {
+		byKey[migrate.MoveKey(m)] = m
+	}
 	opts := migrate.ApplyOptions{
-		Copy:     migrate.Options{Verify: mode, Connections: a.connections, KeepDeleted: a.keepDeleted, ExitOutsideWindow: a.exitOutside, LateCommitWindow: a.lateWindow, NoMultiAppend: a.noMulti, AllowMassExpunge: a.allowMass},
-		Acquire:  func(ctx context.Context, k state.Key) (*state.Lease, error) { return acquire(ctx, st, k) },
+		Copy: migrate.Options{Verify: mode, Connections: a.connections, KeepDeleted: a.keepDeleted, ExitOutsideWindow: a.exitOutside, LateCommitWindow: a.lateWindow, NoMultiAppend: a.noMulti, AllowMassExpunge: a.allowMass},
+		Acquire: func(ctx context.Context, k state.Key) (*state.Lease, error) {
+			if m, ok := byKey[k]; ok {
+				if _, err := st.Rekey(ctx, migrate.LegacyMoveKey(m), k); err != nil {
+					return nil, err
+				}
+			}
+			return acquire(ctx, st, k)
+		},
 		Parallel: a.parallel, ConvergeMessages: a.converge,
 		HoldAtReady: a.holdAtReady, Complete: complete, Named: complete && len(only) > 0, Routed: a.routed,
 		Limiter:  func(name string) *throttle.Limiter { return limiters[name] },

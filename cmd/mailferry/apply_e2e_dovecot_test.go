@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"mailferry/internal/testrig/corpus"
-	"mailferry/inventory/discover"
 	"mailferry/migrate"
 	"mailferry/state"
 )
@@ -925,18 +924,12 @@ func TestApplyE2EMoveHeldElsewhere(t *testing.T) {
 	if code, stdout, stderr := runCLI(t, nil, "plan", "-i", r.inv, "--drain", "alpha", "-o", plan); code != exitOK {
 		t.Fatalf("plan: exit %d\n%s%s", code, stdout, stderr)
 	}
-	inv, err := loadInventory(r.inv)
-	must(t, err)
 	p, err := readPlanFile(plan)
 	must(t, err)
 	var key state.Key
 	for _, m := range p.Moves {
 		if m.Mailbox == busy {
-			src, err := discover.Config(inv.Cluster(m.From), m.Mailbox)
-			must(t, err)
-			dst, err := discover.Config(inv.Cluster(m.To), m.Mailbox)
-			must(t, err)
-			key = state.Key{Source: src.Endpoint.String(), Target: dst.Endpoint.String()}
+			key = migrate.MoveKey(migrate.Move{Mailbox: m.Mailbox, From: m.From, To: m.To})
 		}
 	}
 	st, err := state.Open(context.Background(), db)

@@ -223,7 +223,13 @@ func runMigrate(cmd *cobra.Command, g *globalOptions, o *migrateOptions) error {
 	}
 	if st != nil {
 		defer st.Close()
-		lease, err := acquire(ctx, st, state.Key{Source: src.Endpoint.String(), Target: dst.Endpoint.String()})
+		// The mailboxes, not the logins, name the migration; a state
+		// written under the URLs with logins is carried over.
+		key := state.Key{Source: src.Endpoint.Key(), Target: dst.Endpoint.Key()}
+		if _, err := st.Rekey(ctx, state.Key{Source: src.Endpoint.String(), Target: dst.Endpoint.String()}, key); err != nil {
+			return err
+		}
+		lease, err := acquire(ctx, st, key)
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"io"
 	"strconv"
 	"strings"
@@ -45,3 +46,42 @@ func TestMigrateExit3ListsFailures(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// A migration is the mailbox on its two servers, not the way mailferry
+// logs in or the working directory it runs from: reaching the same
+// mailboxes as localhost instead of 127.0.0.1, through an admin login, and
+// from another directory (the default state is not in it) resumes the
+// migration instead of starting it over.
+func TestMigrateStateIdentity(t *testing.T) {
+	dovecot.Require(t)
+	src := dovecot.Start(t, dovecot.Options{Name: "src"})
+	dst := dovecot.Start(t, dovecot.Options{Name: "dst", Separator: "/"})
+	m := corpus.Generate(corpus.Options{Seed: 4, Folders: 4, MessagesPerFolder: 8, MaxSize: 16 << 10})
+	corpus.Seed(t, src.Addr, "alice", src.Users["alice"], m)
+	env := map[string]string{"XDG_STATE_HOME": t.TempDir()}
+	run := func(args ...string) map[string]any {
+		t.Helper()
+		t.Chdir(t.TempDir())
+		code, stdout, stderr := runCLI(t, env, append([]string{"migrate", "--json"}, args...)...)
+		if code != exitOK {
+			t.Fatalf("exit %d; stderr %q", code, stderr)
+		}
+		var rep map[string]any
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	srcPort := src.Addr[strings.LastIndex(src.Addr, ":")+1:]
+	env["MAILFERRY_FROM_PASSWORD"], env["MAILFERRY_TO_PASSWORD"] = src.Users["alice"], dst.Users["alice"]
+	first := run("--from", "imap://alice@"+src.Addr, "--to", "imap://alice@"+dst.Addr)
+	if first["copied"] != float64(m.TotalMessages()) {
+		t.Fatalf("first run copied %v of %d", first["copied"], m.TotalMessages())
+	}
+	env["MAILFERRY_FROM_PASSWORD"] = src.MasterPassword
+	again := run("--from", "imap://alice@localhost:"+srcPort, "--from-admin", src.MasterUser, "--to", "imap://alice@"+dst.Addr)
+	if again["already_copied"] != float64(m.TotalMessages()) || again["adopted"] != 0.0 {
+		t.Errorf("same mailboxes through localhost and an admin login: already copied %v, adopted %v; want %d, 0 (the migration resumed)",
+			again["already_copied"], again["adopted"], m.TotalMessages())
+	}
+}

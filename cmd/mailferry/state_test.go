@@ -28,7 +28,7 @@ func migrationKey(t *testing.T, from, to string) state.Key {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return state.Key{Source: s.String(), Target: d.String()}
+	return state.Key{Source: s.Key(), Target: d.Key()}
 }
 
 // migrate records its progress; status lists it (text and JSON); a rerun

@@ -65,6 +65,18 @@ func (e Endpoint) String() string {
 	return fmt.Sprintf("%s://%s@%s", scheme, url.PathEscape(e.Login), e.Addr())
 }
 
+// Key names the mailbox this endpoint reaches, for the state: the server
+// (host lower-cased, localhost as 127.0.0.1, and port) and the mailbox,
+// never the login, an admin name or the TLS mode, which change how
+// mailferry gets there, not where the mail is.
+func (e Endpoint) Key() string {
+	host := strings.ToLower(e.Host)
+	if host == "localhost" {
+		host = "127.0.0.1"
+	}
+	return fmt.Sprintf("imap://%s/%s", net.JoinHostPort(host, strconv.Itoa(e.Port)), url.PathEscape(e.Mailbox))
+}
+
 // ParseEndpoint parses imap://user@host[:port] or imaps://user@host[:port].
 // The user part names the mailbox; "alice*admin" is a Dovecot master login
 // acting for alice. A password in the URL is refused: secrets are passed by
