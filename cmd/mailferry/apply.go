@@ -381,8 +381,10 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 }
 
 // cutoverHook runs the operator's command once per converged mailbox. Its
-// environment names the move and holds no secret: mailferry's own password
-// variables and every variable the inventory names as a secret are removed.
+// environment names the move and holds no secret: mailferry's own
+// variables, every variable the inventory names as a secret, and every
+// PostgreSQL client variable (PGPASSWORD, PGPASSFILE, PGSERVICE...) are
+// removed.
 func cutoverHook(say func(format string, args ...any), command string, timeout time.Duration, inv *inventory.Inventory) func(context.Context, migrate.Move) error {
 	secret := map[string]bool{}
 	for _, c := range inv.Clusters {
@@ -393,7 +395,7 @@ func cutoverHook(say func(format string, args ...any), command string, timeout t
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if !secret[k] && !strings.HasPrefix(k, "MAILFERRY_") {
+		if !secret[k] && !strings.HasPrefix(k, "MAILFERRY_") && !strings.HasPrefix(k, "PG") {
 			env = append(env, kv)
 		}
 	}

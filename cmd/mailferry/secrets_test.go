@@ -1,0 +1,47 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"mailferry/inventory"
+	"mailferry/migrate"
+)
+
+// The cutover hook's environment holds no secret: no PostgreSQL client
+// variable (PGPASSWORD, PGPASSFILE...), no MAILFERRY_ variable but the
+// move's own, no variable the inventory names as a password; the rest of
+// the environment is kept.
+func TestCutoverHookEnvHoldsNoSecret(t *testing.T) {
+	for k, v := range map[string]string{
+		"PGPASSWORD": "pg-secret", "PGPASSFILE": "/etc/pgpass-secret", "PGSERVICE": "svc-secret", "PGUSER": "pguser-secret",
+		"MAILFERRY_STATE_PASSWORD": "state-secret", "INV_ADMIN_PW": "inv-secret", "KEEP_ME": "kept",
+	} {
+		t.Setenv(k, v)
+	}
+	inv := &inventory.Inventory{Clusters: []inventory.Cluster{{Name: "a", Auth: inventory.Auth{Method: inventory.AuthMaster, PasswordEnv: "INV_ADMIN_PW"}}}}
+	out := filepath.Join(t.TempDir(), "env")
+	hook := cutoverHook(func(string, ...any) {}, "env > "+out, time.Minute, inv)
+	if err := hook(context.Background(), migrate.Move{Mailbox: "alice", From: "a", To: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := string(data)
+	for _, line := range strings.Split(env, "\n") {
+		if strings.HasPrefix(line, "PG") || strings.Contains(line, "secret") {
+			t.Errorf("hook environment holds %q", line)
+		}
+	}
+	for _, want := range []string{"KEEP_ME=kept", "MAILFERRY_MAILBOX=alice", "MAILFERRY_FROM=a", "MAILFERRY_TO=b"} {
+		if !strings.Contains(env, want+"\n") {
+			t.Errorf("hook environment lacks %s:\n%s", want, env)
+		}
+	}
+}
