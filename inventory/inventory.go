@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"mailferry/internal/secret"
 	"mailferry/throttle"
 )
 
@@ -291,13 +292,14 @@ func (a *Auth) check() []fieldProblem {
 
 // parseURL checks an IMAP URL and returns the TLS mode it implies together
 // with the explicit tls setting ("" when unset).
-func parseURL(raw string, tls TLSMode) (TLSMode, error) {
-	u, err := url.Parse(raw)
+func parseURL(rawURL string, tls TLSMode) (TLSMode, error) {
+	raw := secret.RedactURL(rawURL) // for messages
+	u, err := url.Parse(rawURL)
 	if err != nil {
 		return "", fmt.Errorf("not a URL: %q", raw)
 	}
 	if u.User != nil {
-		return "", fmt.Errorf("%q carries user information: credentials belong in auth, passwords in password_file or password_env", u.Redacted())
+		return "", fmt.Errorf("%q carries user information: credentials belong in auth, passwords in password_file or password_env", raw)
 	}
 	if u.Hostname() == "" {
 		return "", fmt.Errorf("%q has no host", raw)

@@ -45,3 +45,35 @@ func TestCutoverHookEnvHoldsNoSecret(t *testing.T) {
 		}
 	}
 }
+
+// A malformed --from or --to URL holding a password is quoted in the error
+// with the password masked.
+func TestMalformedURLErrorsHidePassword(t *testing.T) {
+	pw := writeFile(t, "x\n")
+	for _, bad := range []string{
+		"imap://alice:s3cr3t@127.0.0.1:bad",
+		"imap://alice:s3cr3t@127.0.0.1:99999",
+		"alice:s3cr3t@127.0.0.1",
+		"imap://alice:s3cr3t%zz@127.0.0.1",
+		"pop3://alice:s3cr3t@127.0.0.1",
+	} {
+		for _, flag := range []string{"--from", "--to"} {
+			args := []string{"migrate", "--from", "imap://a@127.0.0.1:1", "--to", "imap://a@127.0.0.1:2", "--from-password-file", pw, "--to-password-file", pw}
+			if flag == "--from" {
+				args[2] = bad
+			} else {
+				args[4] = bad
+			}
+			code, stdout, stderr := runCLI(t, nil, args...)
+			if code != exitUsage {
+				t.Errorf("%s %s: exit %d, want %d (%s)", flag, bad, code, exitUsage, stderr)
+			}
+			if strings.Contains(stdout+stderr, "s3cr3t") {
+				t.Errorf("%s %s: the error shows the password: %s", flag, bad, stderr)
+			}
+			if !strings.Contains(stderr, flag) {
+				t.Errorf("%s %s: the error does not name the flag: %s", flag, bad, stderr)
+			}
+		}
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"mailferry/internal/secret"
 )
 
 // TLSMode says how a connection is protected.
@@ -69,9 +71,17 @@ func (e Endpoint) String() string {
 // The user part names the mailbox; "alice*admin" is a Dovecot master login
 // acting for alice. A password in the URL is refused: secrets are passed by
 // reference only.
-func ParseEndpoint(raw string) (Endpoint, error) {
-	u, err := url.Parse(raw)
+//
+// Errors quote the URL with any password masked, also when it does not
+// parse.
+func ParseEndpoint(rawURL string) (Endpoint, error) {
+	raw := secret.RedactURL(rawURL) // for messages
+	u, err := url.Parse(rawURL)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error repeats the URL, password and all
+		}
 		return Endpoint{}, fmt.Errorf("parse URL %q: %w", raw, err)
 	}
 	var e Endpoint
