@@ -31,6 +31,7 @@ import (
 type applyFlags struct {
 	inventory      string
 	state          string
+	statePassword  string
 	parallel       int
 	connections    int
 	verify         string
@@ -49,6 +50,7 @@ type applyFlags struct {
 func (a *applyFlags) register(f *pflag.FlagSet) {
 	f.StringVarP(&a.inventory, "inventory", "i", "", "inventory YAML `FILE` (clusters, logins, limits)")
 	f.StringVar(&a.state, "state", "mailferry.db", "durable state: a SQLite `FILE` (or sqlite:PATH) or a postgres:// URL")
+	f.StringVar(&a.statePassword, "state-password-file", "", statePasswordUsage)
 	f.IntVar(&a.parallel, "parallel", 4, "mailboxes moved at once")
 	f.IntVar(&a.connections, "connections", 2, "folders copied at once per mailbox (connections per side)")
 	f.StringVar(&a.verify, "verify", "full", "check each copy on the target: full, size, or none")
@@ -305,7 +307,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 		return usageErrorf("%s is not a move of this plan", m)
 	}
 
-	st, err := openState(ctx, a.state)
+	st, err := openState(ctx, a.state, a.statePassword)
 	if err != nil {
 		return err
 	}

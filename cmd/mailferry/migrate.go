@@ -33,6 +33,7 @@ type migrateOptions struct {
 	connections              int
 	debugIMAP                bool
 	state                    string
+	statePasswordFile        string
 	keepDeleted              bool
 	ioTimeout                time.Duration
 	throttle                 throttleFlags
@@ -144,6 +145,7 @@ Exit codes: 0 everything copied and verified; 3 some messages failed (listed);
 	f.IntVar(&o.connections, "connections", 4, "folders copied at once (one connection per side each)")
 	f.BoolVar(&o.debugIMAP, "debug-imap", false, "trace the IMAP protocol to stderr (credentials redacted)")
 	f.StringVar(&o.state, "state", "mailferry.db", "durable state: a SQLite `FILE` (or sqlite:PATH), a postgres:// URL, or none")
+	f.StringVar(&o.statePasswordFile, "state-password-file", "", statePasswordUsage)
 	f.BoolVar(&o.keepDeleted, "keep-deleted", false, "keep target copies of messages and folders deleted on the source since the last run")
 	f.DurationVar(&o.ioTimeout, "io-timeout", imapconn.DefaultIdleTimeout, ioTimeoutUsage)
 	o.throttle.register(f)
@@ -198,7 +200,7 @@ func runMigrate(cmd *cobra.Command, g *globalOptions, o *migrateOptions) error {
 		fmt.Fprintln(g.stderr, "mailferry: warning: --insecure-skip-verify: TLS certificates are not checked; credentials can be intercepted")
 	}
 	ctx := cmd.Context()
-	st, err := openState(ctx, o.state)
+	st, err := openState(ctx, o.state, o.statePasswordFile)
 	if err != nil {
 		return err
 	}
