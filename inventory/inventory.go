@@ -115,14 +115,24 @@ type Limits struct {
 
 // Cluster is one IMAP cluster.
 type Cluster struct {
-	Name     string
-	URL      string
-	TLS      TLSMode
-	Auth     Auth
-	Capacity Capacity
-	Limits   Limits
-	Health   Health
-	Tags     map[string]string
+	Name string
+	URL  string
+	TLS  TLSMode
+	// CAFile is a PEM bundle of the CAs trusted for this cluster's
+	// certificates (in a file, resolved against the inventory's directory);
+	// "" means the system's roots.
+	CAFile string
+	// InsecureSkipVerify accepts any certificate (mailferry warns).
+	InsecureSkipVerify bool
+	Auth               Auth
+	Capacity           Capacity
+	Limits             Limits
+	Health             Health
+	Tags               map[string]string
+
+	// lines holds the line of each field ("auth.password_file") in the
+	// file the cluster was loaded from, for later checks (CheckSecrets).
+	lines map[string]int
 }
 
 // Mailbox is one mailbox and what it weighs. Messages is zero when unknown.
@@ -212,6 +222,12 @@ func (c *Cluster) check() []fieldProblem {
 		add("url", err.Error())
 	} else {
 		c.TLS = mode
+		if mode == TLSNone && c.CAFile != "" {
+			add("ca_file", "not used with tls: none (no certificate is checked)")
+		}
+		if mode == TLSNone && c.InsecureSkipVerify {
+			add("insecure_skip_verify", "not used with tls: none (no certificate is checked)")
+		}
 	}
 	ps = append(ps, c.Auth.check()...)
 	if c.Capacity.Bytes <= 0 {

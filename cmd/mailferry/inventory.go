@@ -23,7 +23,8 @@ func newInventoryCommand(g *globalOptions) *cobra.Command {
 }
 
 type inventoryCheckOptions struct {
-	inventory string
+	inventory   string
+	skipSecrets bool
 }
 
 func newInventoryCheckCommand(g *globalOptions) *cobra.Command {
@@ -34,11 +35,16 @@ func newInventoryCheckCommand(g *globalOptions) *cobra.Command {
 		Long: `Check an inventory file and the mailbox CSV it names: every problem is
 reported with its file, line and field (unknown fields, duplicate mailboxes,
 mailboxes on unknown clusters, negative sizes, passwords written inline, bad
-URLs). Secrets are only referenced (password_file, password_env), never read.
+URLs). Secrets are only referenced (password_file, password_env), never
+read; check makes sure they resolve: each password_file and credentials_file
+exists with mode 0600 or stricter, each password_env variable is set, each
+ca_file holds a PEM certificate (--skip-secrets leaves that out, e.g. on a
+machine that is not the one that runs the moves). Relative paths in an
+inventory are relative to the inventory file's directory.
 
 Exit codes: 0 valid; 2 problems found (all listed).`,
 		Example: `  # validate before planning
-  mailferry inventory check -i testdata/inventory/example.yaml
+  mailferry inventory check -i testdata/inventory/example.yaml --skip-secrets
 
   # in CI, as JSON
   mailferry inventory check -i inv.yaml --json`,
@@ -48,6 +54,7 @@ Exit codes: 0 valid; 2 problems found (all listed).`,
 		},
 	}
 	cmd.Flags().StringVarP(&o.inventory, "inventory", "i", "", "inventory YAML `FILE`")
+	cmd.Flags().BoolVar(&o.skipSecrets, "skip-secrets", false, "do not check that password files, password variables and CA files resolve")
 	return cmd
 }
 
@@ -85,6 +92,11 @@ func runInventoryCheck(g *globalOptions, o *inventoryCheckOptions) error {
 	}
 	rep := checkReport{File: o.inventory}
 	inv, err := inventory.Load(o.inventory)
+	if err == nil && !o.skipSecrets {
+		if errs := inv.CheckSecrets(); len(errs) > 0 {
+			err = errs
+		}
+	}
 	if err != nil {
 		var errs inventory.Errors
 		if !errors.As(err, &errs) {
@@ -133,6 +145,9 @@ func runInventoryCheck(g *globalOptions, o *inventoryCheckOptions) error {
 		}
 		if c.TLS == string(inventory.TLSNone) {
 			rep.Warnings = append(rep.Warnings, fmt.Sprintf("cluster %s: tls: none sends passwords in clear text", c.Name))
+		}
+		if inv.Clusters[i].InsecureSkipVerify {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("cluster %s: insecure_skip_verify accepts any certificate: credentials can be intercepted", c.Name))
 		}
 	}
 	if g.json {

@@ -1,11 +1,16 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"mailferry/internal/testrig/corpus"
 	"mailferry/internal/testrig/dovecot"
+	"mailferry/migrate"
 )
 
 // --debug-imap against real Dovecot with a password that is not plain
@@ -31,4 +36,34 @@ func TestDebugIMAPHidesLiteralPassword(t *testing.T) {
 			t.Fatalf("the trace leaks the password (%q):\n%s", part, stderr)
 		}
 	}
+}
+
+// An inventory naming its password files relative to itself works from any
+// working directory (a cron job's is not the operator's): the moves log in
+// and finish.
+func TestInventoryRelativePasswordFiles(t *testing.T) {
+	r := newApplyRig(t, 2)
+	auth := map[string]string{}
+	for _, c := range rigClusters {
+		auth[c] = fmt.Sprintf("{method: master, user: %s, password_file: %s.pw}", r.clusters[c].MasterUser, c)
+	}
+	inv := r.writeInventory("relative.yaml", rigInventory{auth: auth})
+	t.Chdir(t.TempDir())
+	if code, stdout, stderr := runCLI(t, nil, "inventory", "check", "-i", inv); code != exitOK {
+		t.Fatalf("inventory check: exit %d\n%s%s", code, stdout, stderr)
+	}
+	report := filepath.Join(r.dir, "report.json")
+	code, stdout, stderr := runCLI(t, nil, "drain", "alpha", "-i", inv, "--yes", "--state", filepath.Join(r.dir, "state.db"),
+		"--report", report, "--cutover-exec", "true")
+	if code != exitOK {
+		t.Fatalf("drain from another directory: exit %d\nstderr:\n%s\nstdout:\n%s", code, stderr, stdout)
+	}
+	data, err := os.ReadFile(report)
+	must(t, err)
+	var rep migrate.ApplyReport
+	must(t, json.Unmarshal(data, &rep))
+	if rep.Totals.Done != 2 {
+		t.Fatalf("report totals %+v", rep.Totals)
+	}
+	r.exact(&rep)
 }

@@ -77,3 +77,42 @@ func TestMalformedURLErrorsHidePassword(t *testing.T) {
 		}
 	}
 }
+
+// inventory check says what is wrong with the secrets an inventory
+// references (exit 2), instead of ok.
+func TestInventoryCheckSecrets(t *testing.T) {
+	dir := t.TempDir()
+	inv := filepath.Join(dir, "inv.yaml")
+	must(t, os.WriteFile(inv, []byte(`clusters:
+  - name: a
+    url: imaps://a.example
+    auth: {method: master, user: admin, password_file: a.pw}
+    capacity: {bytes: 1TiB, load: 1}
+  - name: b
+    url: imaps://b.example
+    auth: {method: master, user: admin, password_env: MF_TEST_B_PW}
+    capacity: {bytes: 1TiB, load: 1}
+`), 0o600))
+	t.Setenv("MF_TEST_B_PW", "")
+	code, stdout, _ := runCLI(t, nil, "inventory", "check", "-i", inv)
+	if code != exitUsage || strings.Contains(stdout, "ok") {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitUsage, stdout)
+	}
+	for _, w := range []string{inv + ":4: clusters[a].auth.password_file:", filepath.Join(dir, "a.pw"), inv + ":8: clusters[b].auth.password_env: environment variable $MF_TEST_B_PW is not set"} {
+		if !strings.Contains(stdout, w) {
+			t.Errorf("output lacks %q:\n%s", w, stdout)
+		}
+	}
+	must(t, os.WriteFile(filepath.Join(dir, "a.pw"), []byte("pw\n"), 0o640))
+	t.Setenv("MF_TEST_B_PW", "set")
+	if code, stdout, _ = runCLI(t, nil, "inventory", "check", "-i", inv); code != exitUsage || !strings.Contains(stdout, "has mode 0640") {
+		t.Fatalf("group-readable password file: exit %d:\n%s", code, stdout)
+	}
+	must(t, os.Chmod(filepath.Join(dir, "a.pw"), 0o600))
+	if code, stdout, _ = runCLI(t, nil, "inventory", "check", "-i", inv); code != exitOK || !strings.Contains(stdout, "ok: 2 clusters") {
+		t.Fatalf("good secrets: exit %d:\n%s", code, stdout)
+	}
+	if code, stdout, _ = runCLI(t, nil, "inventory", "check", "-i", inv, "--skip-secrets"); code != exitOK {
+		t.Fatalf("--skip-secrets: exit %d:\n%s", code, stdout)
+	}
+}
