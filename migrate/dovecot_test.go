@@ -25,6 +25,7 @@ func endpoint(t *testing.T, side, addr, login, password string) imapconn.Config 
 	if err != nil {
 		t.Fatal(err)
 	}
+	ep.TLS = imapconn.TLSNone // rig servers offer no STARTTLS unless started with TLS
 	return imapconn.Config{Side: side, Endpoint: ep, Password: password}
 }
 

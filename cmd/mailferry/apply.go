@@ -263,6 +263,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	if err != nil {
 		return usageErrorf("--window: %v", err)
 	}
+	warnInsecure(g, inv)
 	limiters := map[string]*throttle.Limiter{}
 	for i := range inv.Clusters {
 		c := &inv.Clusters[i]

@@ -24,6 +24,7 @@ type migrateOptions struct {
 	from, to                 string
 	fromPassFile, toPassFile string
 	fromAdmin, toAdmin       string
+	fromTLS, toTLS           string
 	verify                   string
 	allowPlaintext           bool
 	caFile                   string
@@ -101,7 +102,9 @@ message is read back from the target and compared by size and SHA-256.
 The source is never changed: folders are opened read-only and bodies are
 read with BODY.PEEK, so \Seen never moves.
 
-The URL's user is the mailbox. Passwords come from a file or the
+The URL's user is the mailbox. imaps:// is implicit TLS; imap:// requires
+STARTTLS (a server that does not offer it is an error) unless --from-tls or
+--to-tls says none. Passwords come from a file or the
 environment, never from the command line:
   --from-password-file F  or  MAILFERRY_FROM_PASSWORD
   --to-password-file F    or  MAILFERRY_TO_PASSWORD
@@ -130,14 +133,16 @@ Exit codes: 0 everything copied and verified; 3 some messages failed (listed);
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.from, "from", "", "source `URL`: imap://USER@HOST[:PORT] (STARTTLS when offered) or imaps://USER@HOST[:PORT]")
+	f.StringVar(&o.from, "from", "", "source `URL`: imap://USER@HOST[:PORT] (STARTTLS, required unless --from-tls none) or imaps://USER@HOST[:PORT]")
 	f.StringVar(&o.to, "to", "", "target `URL`, like --from")
 	f.StringVar(&o.fromPassFile, "from-password-file", "", "read the source password from `FILE` (else $MAILFERRY_FROM_PASSWORD)")
 	f.StringVar(&o.toPassFile, "to-password-file", "", "read the target password from `FILE` (else $MAILFERRY_TO_PASSWORD)")
 	f.StringVar(&o.fromAdmin, "from-admin", "", "log in to the source as admin `NAME` acting for the mailbox (SASL PLAIN authzid)")
 	f.StringVar(&o.toAdmin, "to-admin", "", "log in to the target as admin `NAME` acting for the mailbox")
 	f.StringVar(&o.verify, "verify", "full", "check each copy on the target: full (size and SHA-256), size, or none")
-	f.BoolVar(&o.allowPlaintext, "allow-plaintext", false, "allow sending credentials without TLS to a non-loopback server")
+	f.StringVar(&o.fromTLS, "from-tls", "", "source TLS: `MODE` none, starttls (imap://, required: the default) or tls (imaps://)")
+	f.StringVar(&o.toTLS, "to-tls", "", "target TLS `MODE`, like --from-tls")
+	f.BoolVar(&o.allowPlaintext, "allow-plaintext", false, "with --from-tls/--to-tls none, allow sending credentials in clear text to a non-loopback server")
 	f.StringVar(&o.caFile, "ca-file", "", "trust the CA certificates in PEM `FILE` (both sides)")
 	f.BoolVar(&o.insecure, "insecure-skip-verify", false, "accept any TLS certificate (dangerous)")
 	f.StringArrayVar(&o.exclude, "exclude", nil, "skip folders whose path (segments joined by /) matches `REGEX` (repeatable)")
@@ -166,11 +171,11 @@ func runMigrate(cmd *cobra.Command, g *globalOptions, o *migrateOptions) error {
 	if o.ioTimeout <= 0 {
 		return usageErrorf("--io-timeout %s: want a positive duration such as 30s", o.ioTimeout)
 	}
-	src, err := o.side("source", "--from", o.from, o.fromAdmin, o.fromPassFile, "MAILFERRY_FROM_PASSWORD", g)
+	src, err := o.side("source", "--from", o.from, o.fromTLS, o.fromAdmin, o.fromPassFile, "MAILFERRY_FROM_PASSWORD", g)
 	if err != nil {
 		return err
 	}
-	dst, err := o.side("target", "--to", o.to, o.toAdmin, o.toPassFile, "MAILFERRY_TO_PASSWORD", g)
+	dst, err := o.side("target", "--to", o.to, o.toTLS, o.toAdmin, o.toPassFile, "MAILFERRY_TO_PASSWORD", g)
 	if err != nil {
 		return err
 	}
@@ -255,10 +260,13 @@ func copyAndReport(cmd *cobra.Command, g *globalOptions, src, dst imapconn.Confi
 
 // side builds one connection config from flags; the password comes from a
 // file or an environment variable, never from the command line.
-func (o *migrateOptions) side(side, flag, rawURL, admin, passFile, passEnv string, g *globalOptions) (imapconn.Config, error) {
+func (o *migrateOptions) side(side, flag, rawURL, tlsMode, admin, passFile, passEnv string, g *globalOptions) (imapconn.Config, error) {
 	ep, err := imapconn.ParseEndpoint(rawURL)
 	if err != nil {
 		return imapconn.Config{}, usageErrorf("%s: %v", flag, err)
+	}
+	if err := applyTLSFlag(&ep, flag+"-tls", tlsMode); err != nil {
+		return imapconn.Config{}, err
 	}
 	ep.Admin = admin
 	pass, err := imapconn.ReadSecret(passFile, passEnv)
@@ -268,7 +276,8 @@ func (o *migrateOptions) side(side, flag, rawURL, admin, passFile, passEnv strin
 	cfg := imapconn.Config{
 		Side: side, Endpoint: ep, Password: pass,
 		AllowPlaintext: o.allowPlaintext, CAFile: o.caFile, InsecureSkipVerify: o.insecure,
-		IdleTimeout: o.ioTimeout,
+		IdleTimeout:      o.ioTimeout,
+		NoStartTLSAdvice: fmt.Sprintf("use imaps://, or %s-tls none to send the password in clear text", flag),
 	}
 	if o.debugIMAP {
 		cfg.Debug = prefixWriter{w: g.stderr, prefix: side + ": "}

@@ -28,7 +28,7 @@ func TestMigrateExit3ListsFailures(t *testing.T) {
 	proxy.CorruptUpstream([]byte(marker), -1)
 	pw := writeFile(t, dst.Users["alice"]+"\n")
 	code, stdout, stderr := runCLI(t, map[string]string{"MAILFERRY_FROM_PASSWORD": src.Users["alice"]},
-		"migrate", "--from", "imap://alice@"+src.Addr, "--to", "imap://alice@"+proxy.Addr, "--to-password-file", pw)
+		"migrate", "--from-tls", "none", "--to-tls", "none", "--from", "imap://alice@"+src.Addr, "--to", "imap://alice@"+proxy.Addr, "--to-password-file", pw)
 	if code != exitPartial {
 		t.Fatalf("exit %d, want %d; stderr %q\n%s", code, exitPartial, stderr, stdout)
 	}

@@ -24,7 +24,7 @@ func TestDebugIMAPHidesLiteralPassword(t *testing.T) {
 	dst := dovecot.Start(t, dovecot.Options{Name: "dst", Users: users})
 	corpus.Seed(t, src.Addr, "alice", pw, corpus.Generate(corpus.Options{Seed: 12, Folders: 1, MessagesPerFolder: 2, MaxSize: 4 << 10}))
 	code, stdout, stderr := runCLI(t, map[string]string{"MAILFERRY_FROM_PASSWORD": pw, "MAILFERRY_TO_PASSWORD": pw},
-		"migrate", "--debug-imap", "--state", "none", "--from", "imap://alice@"+src.Addr, "--to", "imap://alice@"+dst.Addr)
+		"migrate", "--from-tls", "none", "--to-tls", "none", "--debug-imap", "--state", "none", "--from", "imap://alice@"+src.Addr, "--to", "imap://alice@"+dst.Addr)
 	if code != exitOK {
 		t.Fatalf("exit %d\nstderr:\n%s\nstdout:\n%s", code, stderr, stdout)
 	}

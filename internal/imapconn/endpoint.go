@@ -20,12 +20,14 @@ import (
 type TLSMode int
 
 const (
-	// TLSStartTLS connects in clear text and upgrades with STARTTLS when the
-	// server offers it (imap://).
+	// TLSStartTLS connects in clear text and upgrades with STARTTLS
+	// (imap://). STARTTLS is required: a server that refuses it is an
+	// error, never a fall back to clear text.
 	TLSStartTLS TLSMode = iota
 	// TLSImplicit speaks TLS from the first byte (imaps://).
 	TLSImplicit
-	// TLSNone never negotiates TLS (imap:// with an explicit "tls: none").
+	// TLSNone never negotiates TLS (imap:// with an explicit "tls: none"
+	// or --from-tls/--to-tls none).
 	TLSNone
 )
 
