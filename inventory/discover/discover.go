@@ -39,7 +39,7 @@ func Config(c *inventory.Cluster, mailbox string) (imapconn.Config, error) {
 	}
 	cfg := imapconn.Config{Side: "cluster " + c.Name, IdleTimeout: c.Limits.IOTimeout,
 		CAFile: c.CAFile, InsecureSkipVerify: c.InsecureSkipVerify,
-		TrustAdvice: fmt.Sprintf("cluster %s: trust its CA with ca_file in the inventory, or insecure_skip_verify: true", c.Name),
+		TrustAdvice:      fmt.Sprintf("cluster %s: trust its CA with ca_file in the inventory, or insecure_skip_verify: true", c.Name),
 		NoStartTLSAdvice: fmt.Sprintf("cluster %s: use imaps://, or say tls: none in the inventory to send passwords in clear text", c.Name),
 	}
 	switch c.TLS {
