@@ -106,3 +106,27 @@ func writeTestFile(t *testing.T, path, content string, mode os.FileMode) {
 		t.Fatal(err)
 	}
 }
+
+// Bad TLS settings are named by file, line and field.
+func TestTLSFieldErrors(t *testing.T) {
+	plain := strings.Replace(goodCluster, "imaps://a.example:993", "imap://a.example:143", 1)
+	tests := []struct{ name, yaml, want string }{
+		{"ca_file with tls none", "clusters:" + plain + "    tls: none\n    ca_file: ca.pem\n", "inv.yaml:7: clusters[a].ca_file: not used with tls: none"},
+		{"insecure with tls none", "clusters:" + plain + "    tls: none\n    insecure_skip_verify: true\n", "inv.yaml:7: clusters[a].insecure_skip_verify: not used with tls: none"},
+		{"insecure not a bool", "clusters:" + goodCluster + "    insecure_skip_verify: maybe\n", "inv.yaml:6: clusters[0].insecure_skip_verify: want true or false"},
+		{"empty ca_file is a list", "clusters:" + goodCluster + "    ca_file: [a, b]\n", "inv.yaml:6: clusters[0].ca_file: want a single value"},
+	}
+	for _, tt := range tests {
+		_, err := Parse("inv.yaml", []byte(tt.yaml))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: err = %v, want %q", tt.name, err, tt.want)
+		}
+	}
+	inv, err := Parse("dir/inv.yaml", []byte("clusters:"+goodCluster+"    ca_file: ca.pem\n    insecure_skip_verify: false\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := inv.Cluster("a"); c.CAFile != filepath.Join("dir", "ca.pem") || c.InsecureSkipVerify {
+		t.Fatalf("cluster %+v", c)
+	}
+}

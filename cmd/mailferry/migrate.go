@@ -8,6 +8,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -285,12 +286,19 @@ func (o *migrateOptions) side(side, flag, rawURL, tlsMode, admin, passFile, pass
 	return cfg, nil
 }
 
+// prefixWriter writes the protocol trace of one side. Every connection of
+// both sides writes to the same stream from its own goroutines, so writes
+// are serialised (the writer, a test's buffer, need not be safe).
 type prefixWriter struct {
 	w      io.Writer
 	prefix string
 }
 
+var traceMu sync.Mutex
+
 func (p prefixWriter) Write(b []byte) (int, error) {
+	traceMu.Lock()
+	defer traceMu.Unlock()
 	_, err := fmt.Fprintf(p.w, "%s%s", p.prefix, b)
 	return len(b), err
 }
