@@ -30,7 +30,11 @@ func endpoint(t *testing.T, side, addr, login, password string) imapconn.Config 
 }
 
 func userCfg(t *testing.T, side string, s *dovecot.Server, user string) imapconn.Config {
-	return endpoint(t, side, s.Addr, user, s.Users[user])
+	cfg := endpoint(t, side, s.Addr, user, s.Users[user])
+	if s.CAFile != "" {
+		cfg.Endpoint.TLS = imapconn.TLSStartTLS // a TLS rig server offers STARTTLS on Addr
+	}
+	return cfg
 }
 
 // copyAndCheck seeds src with m, copies, and asserts the target holds per
