@@ -70,6 +70,8 @@ type checkCluster struct {
 	Health        string  `json:"health"`
 	URL           string  `json:"url"`
 	TLS           string  `json:"tls"`
+	CAFile        string  `json:"ca_file,omitempty"`
+	Insecure      bool    `json:"insecure_skip_verify,omitempty"`
 	Mailboxes     int     `json:"mailboxes"`
 	Bytes         int64   `json:"bytes"`
 	Load          float64 `json:"load"`
@@ -120,7 +122,7 @@ func runInventoryCheck(g *globalOptions, o *inventoryCheckOptions) error {
 	for i, c := range inv.Clusters {
 		idx[c.Name] = i
 		rep.Clusters = append(rep.Clusters, checkCluster{
-			Name: c.Name, Health: string(c.Health), URL: c.URL, TLS: string(c.TLS),
+			Name: c.Name, Health: string(c.Health), URL: c.URL, TLS: string(c.TLS), CAFile: c.CAFile, Insecure: c.InsecureSkipVerify,
 			CapacityBytes: c.Capacity.Bytes, CapacityLoad: c.Capacity.Load,
 		})
 	}
