@@ -141,7 +141,7 @@ Exit codes: 0 everything copied and verified; 3 some messages failed (listed);
 	f.StringVar(&o.fromAdmin, "from-admin", "", "log in to the source as admin `NAME` acting for the mailbox (SASL PLAIN authzid)")
 	f.StringVar(&o.toAdmin, "to-admin", "", "log in to the target as admin `NAME` acting for the mailbox")
 	f.StringVar(&o.verify, "verify", "full", "check each copy on the target: full (size and SHA-256), size, or none")
-	f.StringVar(&o.fromTLS, "from-tls", "", "source TLS: `MODE` none, starttls (imap://, required: the default) or tls (imaps://)")
+	f.StringVar(&o.fromTLS, "from-tls", "", "source TLS `MODE`: none, starttls (for imap://, required; the default) or tls (imaps://)")
 	f.StringVar(&o.toTLS, "to-tls", "", "target TLS `MODE`, like --from-tls")
 	f.BoolVar(&o.allowPlaintext, "allow-plaintext", false, "with --from-tls/--to-tls none, allow sending credentials in clear text to a non-loopback server")
 	f.StringVar(&o.caFile, "ca-file", "", "trust the CA certificates in PEM `FILE` (both sides)")
