@@ -56,13 +56,13 @@ func TestStatePasswordInURLRefused(t *testing.T) {
 }
 
 // The password given by reference (--state-password-file, else
-// $MAILFERRY_STATE_PASSWORD) is the one sent to the server: a stand-in
-// PostgreSQL server asks for it in clear text and records it.
+// $MAILFERRY_STATE_PASSWORD, else PGPASSFILE) is the one sent to the
+// server: a stand-in PostgreSQL server asks for it in clear text and
+// records it.
 func TestStatePasswordReachesServer(t *testing.T) {
 	pwFile := filepath.Join(t.TempDir(), "pg.pw")
 	must(t, os.WriteFile(pwFile, []byte("from-file\n"), 0o600))
 	t.Setenv("PGPASSWORD", "")
-	t.Setenv("PGPASSFILE", filepath.Join(t.TempDir(), "none"))
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -71,10 +71,16 @@ func TestStatePasswordReachesServer(t *testing.T) {
 	}{
 		{"file", map[string]string{statePasswordEnv: "from-env"}, []string{"--state-password-file", pwFile}, "from-file"},
 		{"env", map[string]string{statePasswordEnv: "from-env"}, nil, "from-env"},
+		{"PGPASSFILE", map[string]string{statePasswordEnv: ""}, nil, "from-pgpass"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			addr, got := fakePostgres(t)
+			// A pgpass file matching the server is there every time: what
+			// mailferry is given comes first.
+			pgpass := filepath.Join(t.TempDir(), "pgpass")
+			must(t, os.WriteFile(pgpass, []byte(addr+":db:ferry:from-pgpass\n"), 0o600))
+			t.Setenv("PGPASSFILE", pgpass)
 			args := append([]string{"status", "--state", "postgres://ferry@" + addr + "/db?sslmode=disable&connect_timeout=5"}, tt.args...)
 			code, _, stderr := runCLI(t, tt.env, args...)
 			if code == exitOK {
