@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -13,27 +14,30 @@ import (
 	"mailferry/migrate"
 )
 
-// --debug-imap against real Dovecot with a password that is not plain
-// ASCII (go-imap sends it as a literal): the trace shows the LOGIN, never
-// the password's bytes.
+// --debug-imap against real Dovecot with passwords that are not plain
+// ASCII: the source logs in with LOGIN (go-imap sends such a password as a
+// literal), the target as a master user with SASL PLAIN. The trace shows
+// both logins, never a password's bytes or its SASL encoding.
 func TestDebugIMAPHidesLiteralPassword(t *testing.T) {
 	dovecot.Require(t)
-	const pw = "pässwörd-ü€"
+	const pw, master = "pässwörd-ü€", "mäster-pw€"
 	users := map[string]string{"alice": pw}
 	src := dovecot.Start(t, dovecot.Options{Name: "src", Users: users})
-	dst := dovecot.Start(t, dovecot.Options{Name: "dst", Users: users})
+	dst := dovecot.Start(t, dovecot.Options{Name: "dst", Users: users, MasterUser: "admin", MasterPassword: master})
 	corpus.Seed(t, src.Addr, "alice", pw, corpus.Generate(corpus.Options{Seed: 12, Folders: 1, MessagesPerFolder: 2, MaxSize: 4 << 10}))
-	code, stdout, stderr := runCLI(t, map[string]string{"MAILFERRY_FROM_PASSWORD": pw, "MAILFERRY_TO_PASSWORD": pw},
-		"migrate", "--from-tls", "none", "--to-tls", "none", "--debug-imap", "--state", "none", "--from", "imap://alice@"+src.Addr, "--to", "imap://alice@"+dst.Addr)
+	code, stdout, stderr := runCLI(t, map[string]string{"MAILFERRY_FROM_PASSWORD": pw, "MAILFERRY_TO_PASSWORD": master},
+		"migrate", "--from-tls", "none", "--to-tls", "none", "--debug-imap", "--state", "none",
+		"--from", "imap://alice@"+src.Addr, "--to", "imap://alice@"+dst.Addr, "--to-admin", "admin")
 	if code != exitOK {
 		t.Fatalf("exit %d\nstderr:\n%s\nstdout:\n%s", code, stderr, stdout)
 	}
-	if !strings.Contains(stderr, "LOGIN <redacted>") {
-		t.Fatalf("the trace shows no redacted LOGIN:\n%s", stderr)
+	if !strings.Contains(stderr, "source: ") || !strings.Contains(stderr, "LOGIN <redacted>") || !strings.Contains(stderr, "AUTHENTICATE PLAIN") {
+		t.Fatalf("the trace shows no redacted LOGIN and AUTHENTICATE:\n%s", stderr)
 	}
-	for _, part := range []string{pw, "pässwörd", "ü€"} {
+	plain := base64.StdEncoding.EncodeToString([]byte("alice\x00admin\x00" + master))
+	for _, part := range []string{pw, "pässwörd", "ü€", master, "mäster", plain, plain[8:24]} {
 		if strings.Contains(stderr+stdout, part) {
-			t.Fatalf("the trace leaks the password (%q):\n%s", part, stderr)
+			t.Fatalf("the trace leaks a password (%q):\n%s", part, stderr)
 		}
 	}
 }
