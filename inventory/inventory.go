@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"mailferry/internal/secret"
 	"mailferry/throttle"
 )
 
@@ -114,14 +115,24 @@ type Limits struct {
 
 // Cluster is one IMAP cluster.
 type Cluster struct {
-	Name     string
-	URL      string
-	TLS      TLSMode
-	Auth     Auth
-	Capacity Capacity
-	Limits   Limits
-	Health   Health
-	Tags     map[string]string
+	Name string
+	URL  string
+	TLS  TLSMode
+	// CAFile is a PEM bundle of the CAs trusted for this cluster's
+	// certificates (in a file, resolved against the inventory's directory);
+	// "" means the system's roots.
+	CAFile string
+	// InsecureSkipVerify accepts any certificate (mailferry warns).
+	InsecureSkipVerify bool
+	Auth               Auth
+	Capacity           Capacity
+	Limits             Limits
+	Health             Health
+	Tags               map[string]string
+
+	// lines holds the line of each field ("auth.password_file") in the
+	// file the cluster was loaded from, for later checks (CheckSecrets).
+	lines map[string]int
 }
 
 // Mailbox is one mailbox and what it weighs. Messages is zero when unknown.
@@ -211,6 +222,12 @@ func (c *Cluster) check() []fieldProblem {
 		add("url", err.Error())
 	} else {
 		c.TLS = mode
+		if mode == TLSNone && c.CAFile != "" {
+			add("ca_file", "not used with tls: none (no certificate is checked)")
+		}
+		if mode == TLSNone && c.InsecureSkipVerify {
+			add("insecure_skip_verify", "not used with tls: none (no certificate is checked)")
+		}
 	}
 	ps = append(ps, c.Auth.check()...)
 	if c.Capacity.Bytes <= 0 {
@@ -291,13 +308,14 @@ func (a *Auth) check() []fieldProblem {
 
 // parseURL checks an IMAP URL and returns the TLS mode it implies together
 // with the explicit tls setting ("" when unset).
-func parseURL(raw string, tls TLSMode) (TLSMode, error) {
-	u, err := url.Parse(raw)
+func parseURL(rawURL string, tls TLSMode) (TLSMode, error) {
+	raw := secret.RedactURL(rawURL) // for messages
+	u, err := url.Parse(rawURL)
 	if err != nil {
 		return "", fmt.Errorf("not a URL: %q", raw)
 	}
 	if u.User != nil {
-		return "", fmt.Errorf("%q carries user information: credentials belong in auth, passwords in password_file or password_env", u.Redacted())
+		return "", fmt.Errorf("%q carries user information: credentials belong in auth, passwords in password_file or password_env", raw)
 	}
 	if u.Hostname() == "" {
 		return "", fmt.Errorf("%q has no host", raw)

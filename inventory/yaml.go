@@ -395,6 +395,20 @@ func (p *parser) bytes(n *yaml.Node, field string) (int64, bool) {
 	return v, true
 }
 
+// path reads a file name; a relative one is resolved against the
+// inventory file's directory, so that the inventory means the same files
+// whatever the working directory (a cron job's is not the operator's).
+func (p *parser) path(n *yaml.Node, field string) string {
+	s, ok := p.str(n, field)
+	if !ok || s == "" {
+		return s
+	}
+	if !filepath.IsAbs(s) {
+		s = filepath.Join(filepath.Dir(p.file), s)
+	}
+	return s
+}
+
 func (p *parser) bool(n *yaml.Node, field string) (bool, bool) {
 	s, ok := p.scalar(n, field)
 	if !ok {
@@ -437,6 +451,10 @@ func (p *parser) cluster(n *yaml.Node, i int) Cluster {
 			track(key, func() { c.URL, _ = p.str(v, f) })
 		case "tls":
 			tls, _ = p.str(v, f)
+		case "ca_file":
+			track(key, func() { c.CAFile = p.path(v, f) })
+		case "insecure_skip_verify":
+			track(key, func() { c.InsecureSkipVerify, _ = p.bool(v, f) })
 		case "health":
 			track(key, func() {
 				h, _ := p.str(v, f)
@@ -459,11 +477,11 @@ func (p *parser) cluster(n *yaml.Node, i int) Cluster {
 					case "login_format":
 						c.Auth.Format, _ = p.str(v, ff)
 					case "password_file":
-						c.Auth.PasswordFile, _ = p.str(v, ff)
+						c.Auth.PasswordFile = p.path(v, ff)
 					case "password_env":
 						c.Auth.PasswordEnv, _ = p.str(v, ff)
 					case "credentials_file":
-						c.Auth.CredentialsFile, _ = p.str(v, ff)
+						c.Auth.CredentialsFile = p.path(v, ff)
 					default:
 						p.unknown(k, f, key, "method", "user", "login_format", "password_file", "password_env", "credentials_file")
 					}
@@ -534,7 +552,7 @@ func (p *parser) cluster(n *yaml.Node, i int) Cluster {
 				c.Tags[key], _ = p.str(v, join(f, key))
 			})
 		default:
-			p.unknown(k, field, key, "name", "url", "tls", "auth", "capacity", "limits", "health", "tags")
+			p.unknown(k, field, key, "name", "url", "tls", "ca_file", "insecure_skip_verify", "auth", "capacity", "limits", "health", "tags")
 			return
 		}
 		if _, ok := lines[key]; !ok {
@@ -545,6 +563,7 @@ func (p *parser) cluster(n *yaml.Node, i int) Cluster {
 		return c
 	}
 	c.TLS = TLSMode(tls)
+	c.lines = lines
 	if c.Name != "" {
 		field = fmt.Sprintf("clusters[%s]", c.Name)
 	}

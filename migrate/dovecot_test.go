@@ -25,11 +25,16 @@ func endpoint(t testing.TB, side, addr, login, password string) imapconn.Config 
 	if err != nil {
 		t.Fatal(err)
 	}
+	ep.TLS = imapconn.TLSNone // rig servers offer no STARTTLS unless started with TLS
 	return imapconn.Config{Side: side, Endpoint: ep, Password: password}
 }
 
 func userCfg(t testing.TB, side string, s *dovecot.Server, user string) imapconn.Config {
-	return endpoint(t, side, s.Addr, user, s.Users[user])
+	cfg := endpoint(t, side, s.Addr, user, s.Users[user])
+	if s.CAFile != "" {
+		cfg.Endpoint.TLS = imapconn.TLSStartTLS // a TLS rig server offers STARTTLS on Addr
+	}
+	return cfg
 }
 
 // copyAndCheck seeds src with m, copies, and asserts the target holds per

@@ -45,6 +45,9 @@ type Store struct {
 	wmu sync.Mutex
 	// existing: Open must not create the database (Existing).
 	existing bool
+	// password for a PostgreSQL state (WithPassword); "" leaves pgx's own
+	// lookup (PGPASSWORD, PGPASSFILE or ~/.pgpass, a service file).
+	password string
 }
 
 // writing takes the write turn (on SQLite; PostgreSQL takes row locks) and
@@ -76,6 +79,14 @@ func WithClock(now func() time.Time) Option {
 	return func(s *Store) { s.now = now }
 }
 
+// WithPassword gives the password of a PostgreSQL state by value, so that
+// it need not be written in the URL (and so in argv). It replaces any
+// password pgx would find itself (PGPASSWORD, PGPASSFILE, ~/.pgpass, a
+// service file). Open fails when the state is not PostgreSQL.
+func WithPassword(password string) Option {
+	return func(s *Store) { s.password = password }
+}
+
 // Open opens the state database named by url, creating it if needed, and
 // brings its schema up to date.
 //
@@ -102,6 +113,16 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 				return nil, fmt.Errorf("no state at %s: %w", sq.path, ErrNoState)
 			}
 		}
+	}
+	if s.password != "" {
+		pg, ok := drv.(*postgresDriver)
+		if !ok {
+			return nil, fmt.Errorf("state %s: a password is only used by a postgres:// state", drv.location())
+		}
+		cfg := pg.cfg.Copy()
+		cfg.Password = s.password
+		drv = &postgresDriver{cfg: cfg, where: pg.where}
+		s.drv = drv
 	}
 	db, err := drv.open(ctx)
 	if err != nil {

@@ -130,7 +130,7 @@ func childEnv(extra ...string) []string {
 // runMailferry copies user's mailbox from src to dst with the mailferry
 // binary; passwords go through the environment only.
 func runMailferry(bin string, src, dst *dovecot.Server, connections int, verify, state string) (measurement, *migrate.Report, error) {
-	cmd := exec.Command(bin, "migrate",
+	cmd := exec.Command(bin, "migrate", "--from-tls", "none", "--to-tls", "none",
 		"--from", "imap://"+user+"@"+src.Addr,
 		"--to", "imap://"+user+"@"+dst.Addr,
 		"--json", "--connections", strconv.Itoa(connections), "--verify", verify, "--state", state)

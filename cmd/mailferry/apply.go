@@ -30,6 +30,7 @@ import (
 type applyFlags struct {
 	inventory      string
 	state          string
+	statePassword  string
 	parallel       int
 	connections    int
 	verify         string
@@ -54,6 +55,7 @@ type applyFlags struct {
 func (a *applyFlags) register(f *pflag.FlagSet) {
 	f.StringVarP(&a.inventory, "inventory", "i", "", "inventory YAML `FILE` (clusters, logins, limits)")
 	f.StringVar(&a.state, "state", defaultState(), stateUsage)
+	f.StringVar(&a.statePassword, "state-password-file", "", statePasswordUsage)
 	f.IntVar(&a.parallel, "parallel", 4, "mailboxes moved at once")
 	f.IntVar(&a.connections, "connections", 2, "folders copied at once per mailbox (connections per side)")
 	f.StringVar(&a.verify, "verify", "full", "check each copy on the target: full, size, or none")
@@ -315,6 +317,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	if err != nil {
 		return usageErrorf("--window: %v", err)
 	}
+	warnInsecure(g, inv)
 	limiters := map[string]*throttle.Limiter{}
 	for i := range inv.Clusters {
 		c := &inv.Clusters[i]
@@ -359,7 +362,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 		return usageErrorf("%s is not a move of this plan", m)
 	}
 
-	st, err := openState(ctx, a.state)
+	st, err := openState(ctx, a.state, a.statePassword)
 	if err != nil {
 		return err
 	}
@@ -516,8 +519,10 @@ func shortDigest(d string) string {
 }
 
 // cutoverHook runs the operator's command once per converged mailbox. Its
-// environment names the move and holds no secret: mailferry's own password
-// variables and every variable the inventory names as a secret are removed.
+// environment names the move and holds no secret: mailferry's own
+// variables, every variable the inventory names as a secret, and every
+// PostgreSQL client variable (PGPASSWORD, PGPASSFILE, PGSERVICE...) are
+// removed.
 func cutoverHook(say func(format string, args ...any), command string, timeout time.Duration, inv *inventory.Inventory) func(context.Context, migrate.Move) error {
 	secret := map[string]bool{}
 	for _, c := range inv.Clusters {
@@ -528,7 +533,7 @@ func cutoverHook(say func(format string, args ...any), command string, timeout t
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if !secret[k] && !strings.HasPrefix(k, "MAILFERRY_") {
+		if !secret[k] && !strings.HasPrefix(k, "MAILFERRY_") && !strings.HasPrefix(k, "PG") {
 			env = append(env, kv)
 		}
 	}

@@ -364,7 +364,7 @@ func (r *crashRig) run(extraEnv []string, delay time.Duration, sig syscall.Signa
 	r.runs++
 	r.late.SetDelay(time.Duration(r.rng.Int64N(int64(3 * time.Millisecond))))
 	r.late.SetDeadDelay(time.Duration(r.rng.Int64N(int64(400 * time.Millisecond))))
-	cmd := exec.Command(r.bin, "migrate",
+	cmd := exec.Command(r.bin, "migrate", "--from-tls", "none", "--to-tls", "none",
 		"--from", "imap://"+crashUser+"@"+r.src.Addr,
 		"--to", "imap://"+crashUser+"@"+r.late.Addr,
 		"--state", r.state, "--json",

@@ -56,6 +56,7 @@ func runDiscover(cmd *cobra.Command, g *globalOptions, o *discoverOptions) error
 	if err != nil {
 		return usageError{err}
 	}
+	warnInsecure(g, inv)
 	if o.cluster != "" && inv.Cluster(o.cluster) == nil {
 		return usageErrorf("discover: cluster %q is not in %s", o.cluster, o.inventory)
 	}

@@ -23,7 +23,8 @@ func newInventoryCommand(g *globalOptions) *cobra.Command {
 }
 
 type inventoryCheckOptions struct {
-	inventory string
+	inventory   string
+	skipSecrets bool
 }
 
 func newInventoryCheckCommand(g *globalOptions) *cobra.Command {
@@ -34,11 +35,16 @@ func newInventoryCheckCommand(g *globalOptions) *cobra.Command {
 		Long: `Check an inventory file and the mailbox CSV it names: every problem is
 reported with its file, line and field (unknown fields, duplicate mailboxes,
 mailboxes on unknown clusters, negative sizes, passwords written inline, bad
-URLs). Secrets are only referenced (password_file, password_env), never read.
+URLs). Secrets are only referenced (password_file, password_env), never
+read; check makes sure they resolve: each password_file and credentials_file
+exists with mode 0600 or stricter, each password_env variable is set, each
+ca_file holds a PEM certificate (--skip-secrets leaves that out, e.g. on a
+machine that is not the one that runs the moves). Relative paths in an
+inventory are relative to the inventory file's directory.
 
 Exit codes: 0 valid; 2 problems found (all listed).`,
 		Example: `  # validate before planning
-  mailferry inventory check -i testdata/inventory/example.yaml
+  mailferry inventory check -i testdata/inventory/example.yaml --skip-secrets
 
   # in CI, as JSON
   mailferry inventory check -i inv.yaml --json`,
@@ -48,6 +54,7 @@ Exit codes: 0 valid; 2 problems found (all listed).`,
 		},
 	}
 	cmd.Flags().StringVarP(&o.inventory, "inventory", "i", "", "inventory YAML `FILE`")
+	cmd.Flags().BoolVar(&o.skipSecrets, "skip-secrets", false, "do not check that password files, password variables and CA files resolve")
 	return cmd
 }
 
@@ -63,6 +70,8 @@ type checkCluster struct {
 	Health        string  `json:"health"`
 	URL           string  `json:"url"`
 	TLS           string  `json:"tls"`
+	CAFile        string  `json:"ca_file,omitempty"`
+	Insecure      bool    `json:"insecure_skip_verify,omitempty"`
 	Mailboxes     int     `json:"mailboxes"`
 	Bytes         int64   `json:"bytes"`
 	Load          float64 `json:"load"`
@@ -85,6 +94,11 @@ func runInventoryCheck(g *globalOptions, o *inventoryCheckOptions) error {
 	}
 	rep := checkReport{File: o.inventory}
 	inv, err := inventory.Load(o.inventory)
+	if err == nil && !o.skipSecrets {
+		if errs := inv.CheckSecrets(); len(errs) > 0 {
+			err = errs
+		}
+	}
 	if err != nil {
 		var errs inventory.Errors
 		if !errors.As(err, &errs) {
@@ -108,7 +122,7 @@ func runInventoryCheck(g *globalOptions, o *inventoryCheckOptions) error {
 	for i, c := range inv.Clusters {
 		idx[c.Name] = i
 		rep.Clusters = append(rep.Clusters, checkCluster{
-			Name: c.Name, Health: string(c.Health), URL: c.URL, TLS: string(c.TLS),
+			Name: c.Name, Health: string(c.Health), URL: c.URL, TLS: string(c.TLS), CAFile: c.CAFile, Insecure: c.InsecureSkipVerify,
 			CapacityBytes: c.Capacity.Bytes, CapacityLoad: c.Capacity.Load,
 		})
 	}
@@ -133,6 +147,9 @@ func runInventoryCheck(g *globalOptions, o *inventoryCheckOptions) error {
 		}
 		if c.TLS == string(inventory.TLSNone) {
 			rep.Warnings = append(rep.Warnings, fmt.Sprintf("cluster %s: tls: none sends passwords in clear text", c.Name))
+		}
+		if inv.Clusters[i].InsecureSkipVerify {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("cluster %s: insecure_skip_verify accepts any certificate: credentials can be intercepted", c.Name))
 		}
 	}
 	if g.json {

@@ -129,7 +129,7 @@ func TestMigrateSideErrorsAreOneLine(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			code, stdout, stderr := runCLI(t, map[string]string{"MAILFERRY_FROM_PASSWORD": tt.fromPW, "MAILFERRY_TO_PASSWORD": tt.toPW},
-				"migrate", "--from", "imap://alice@"+tt.from, "--to", "imap://alice@"+tt.to)
+				"migrate", "--from-tls", "none", "--to-tls", "none", "--from", "imap://alice@"+tt.from, "--to", "imap://alice@"+tt.to)
 			if code != exitFailure {
 				t.Errorf("exit %d, want %d", code, exitFailure)
 			}
@@ -153,7 +153,7 @@ func TestMigrateSideErrorsAreOneLine(t *testing.T) {
 func TestMigrateJSONReport(t *testing.T) {
 	src, dst, mbox := seededPair(t)
 	code, stdout, stderr := runCLI(t, map[string]string{"MAILFERRY_FROM_PASSWORD": "src-pw", "MAILFERRY_TO_PASSWORD": "dst-pw"},
-		"migrate", "--json", "--from", "imap://alice@"+src.Addr, "--to", "imap://alice@"+dst.Addr)
+		"migrate", "--from-tls", "none", "--to-tls", "none", "--json", "--from", "imap://alice@"+src.Addr, "--to", "imap://alice@"+dst.Addr)
 	if code != exitOK {
 		t.Fatalf("exit %d; stderr %q; stdout %s", code, stderr, stdout)
 	}
@@ -179,7 +179,7 @@ func TestDefaultStateIgnoresWorkingDirectory(t *testing.T) {
 	src, dst, mbox := seededPair(t)
 	xdg := t.TempDir()
 	env := map[string]string{"MAILFERRY_FROM_PASSWORD": "src-pw", "MAILFERRY_TO_PASSWORD": "dst-pw", "XDG_STATE_HOME": xdg}
-	args := []string{"migrate", "--json", "--from", "imap://alice@" + src.Addr, "--to", "imap://alice@" + dst.Addr}
+	args := []string{"migrate", "--from-tls", "none", "--to-tls", "none", "--json", "--from", "imap://alice@" + src.Addr, "--to", "imap://alice@" + dst.Addr}
 	var reps []map[string]any
 	for _, dir := range []string{t.TempDir(), t.TempDir()} {
 		t.Chdir(dir)

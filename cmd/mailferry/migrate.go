@@ -8,6 +8,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -24,6 +25,7 @@ type migrateOptions struct {
 	from, to                 string
 	fromPassFile, toPassFile string
 	fromAdmin, toAdmin       string
+	fromTLS, toTLS           string
 	verify                   string
 	allowPlaintext           bool
 	caFile                   string
@@ -33,6 +35,7 @@ type migrateOptions struct {
 	connections              int
 	debugIMAP                bool
 	state                    string
+	statePasswordFile        string
 	keepDeleted              bool
 	ioTimeout                time.Duration
 	lateWindow               time.Duration
@@ -113,7 +116,9 @@ message is read back from the target and compared by size and SHA-256.
 The source is never changed: folders are opened read-only and bodies are
 read with BODY.PEEK, so \Seen never moves.
 
-The URL's user is the mailbox. Passwords come from a file or the
+The URL's user is the mailbox. imaps:// is implicit TLS; imap:// requires
+STARTTLS (a server that does not offer it is an error) unless --from-tls or
+--to-tls says none. Passwords come from a file or the
 environment, never from the command line:
   --from-password-file F  or  MAILFERRY_FROM_PASSWORD
   --to-password-file F    or  MAILFERRY_TO_PASSWORD
@@ -142,14 +147,16 @@ Exit codes: 0 everything copied and verified; 3 some messages failed (listed);
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.from, "from", "", "source `URL`: imap://USER@HOST[:PORT] (STARTTLS when offered) or imaps://USER@HOST[:PORT]")
+	f.StringVar(&o.from, "from", "", "source `URL`: imap://USER@HOST[:PORT] (STARTTLS, required unless --from-tls none) or imaps://USER@HOST[:PORT]")
 	f.StringVar(&o.to, "to", "", "target `URL`, like --from")
 	f.StringVar(&o.fromPassFile, "from-password-file", "", "read the source password from `FILE` (else $MAILFERRY_FROM_PASSWORD)")
 	f.StringVar(&o.toPassFile, "to-password-file", "", "read the target password from `FILE` (else $MAILFERRY_TO_PASSWORD)")
 	f.StringVar(&o.fromAdmin, "from-admin", "", "log in to the source as admin `NAME` acting for the mailbox (SASL PLAIN authzid)")
 	f.StringVar(&o.toAdmin, "to-admin", "", "log in to the target as admin `NAME` acting for the mailbox")
 	f.StringVar(&o.verify, "verify", "full", "check each copy on the target: full (size and SHA-256), size, or none")
-	f.BoolVar(&o.allowPlaintext, "allow-plaintext", false, "allow sending credentials without TLS to a non-loopback server")
+	f.StringVar(&o.fromTLS, "from-tls", "", "source TLS `MODE`: none, starttls (for imap://, required; the default) or tls (imaps://)")
+	f.StringVar(&o.toTLS, "to-tls", "", "target TLS `MODE`, like --from-tls")
+	f.BoolVar(&o.allowPlaintext, "allow-plaintext", false, "with --from-tls/--to-tls none, allow sending credentials in clear text to a non-loopback server")
 	f.StringVar(&o.caFile, "ca-file", "", "trust the CA certificates in PEM `FILE` (both sides)")
 	f.BoolVar(&o.insecure, "insecure-skip-verify", false, "accept any TLS certificate (dangerous)")
 	f.StringArrayVar(&o.exclude, "exclude", nil, "skip folders whose path (segments joined by /) matches `REGEX` (repeatable)")
@@ -157,6 +164,7 @@ Exit codes: 0 everything copied and verified; 3 some messages failed (listed);
 	f.IntVar(&o.connections, "connections", 4, "folders copied at once (one connection per side each)")
 	f.BoolVar(&o.debugIMAP, "debug-imap", false, "trace the IMAP protocol to stderr (credentials redacted)")
 	f.StringVar(&o.state, "state", defaultState(), stateUsage+"; none for no state")
+	f.StringVar(&o.statePasswordFile, "state-password-file", "", statePasswordUsage)
 	f.BoolVar(&o.keepDeleted, "keep-deleted", false, "keep target copies of messages and folders deleted on the source since the last run")
 	f.DurationVar(&o.ioTimeout, "io-timeout", imapconn.DefaultIdleTimeout, ioTimeoutUsage)
 	f.DurationVar(&o.lateWindow, "late-commit-window", migrate.DefaultLateCommitWindow, lateCommitWindowUsage)
@@ -183,11 +191,11 @@ func runMigrate(cmd *cobra.Command, g *globalOptions, o *migrateOptions) error {
 	if o.lateWindow <= 0 {
 		return usageErrorf("--late-commit-window %s: want a positive duration such as 10s", o.lateWindow)
 	}
-	src, err := o.side("source", "--from", o.from, o.fromAdmin, o.fromPassFile, "MAILFERRY_FROM_PASSWORD", g)
+	src, err := o.side("source", "--from", o.from, o.fromTLS, o.fromAdmin, o.fromPassFile, "MAILFERRY_FROM_PASSWORD", g)
 	if err != nil {
 		return err
 	}
-	dst, err := o.side("target", "--to", o.to, o.toAdmin, o.toPassFile, "MAILFERRY_TO_PASSWORD", g)
+	dst, err := o.side("target", "--to", o.to, o.toTLS, o.toAdmin, o.toPassFile, "MAILFERRY_TO_PASSWORD", g)
 	if err != nil {
 		return err
 	}
@@ -217,7 +225,7 @@ func runMigrate(cmd *cobra.Command, g *globalOptions, o *migrateOptions) error {
 		fmt.Fprintln(g.stderr, "mailferry: warning: --insecure-skip-verify: TLS certificates are not checked; credentials can be intercepted")
 	}
 	ctx := cmd.Context()
-	st, err := openState(ctx, o.state)
+	st, err := openState(ctx, o.state, o.statePasswordFile)
 	if err != nil {
 		return err
 	}
@@ -278,10 +286,13 @@ func copyAndReport(cmd *cobra.Command, g *globalOptions, src, dst imapconn.Confi
 
 // side builds one connection config from flags; the password comes from a
 // file or an environment variable, never from the command line.
-func (o *migrateOptions) side(side, flag, rawURL, admin, passFile, passEnv string, g *globalOptions) (imapconn.Config, error) {
+func (o *migrateOptions) side(side, flag, rawURL, tlsMode, admin, passFile, passEnv string, g *globalOptions) (imapconn.Config, error) {
 	ep, err := imapconn.ParseEndpoint(rawURL)
 	if err != nil {
 		return imapconn.Config{}, usageErrorf("%s: %v", flag, err)
+	}
+	if err := applyTLSFlag(&ep, flag+"-tls", tlsMode); err != nil {
+		return imapconn.Config{}, err
 	}
 	ep.Admin = admin
 	pass, err := imapconn.ReadSecret(passFile, passEnv)
@@ -291,7 +302,8 @@ func (o *migrateOptions) side(side, flag, rawURL, admin, passFile, passEnv strin
 	cfg := imapconn.Config{
 		Side: side, Endpoint: ep, Password: pass,
 		AllowPlaintext: o.allowPlaintext, CAFile: o.caFile, InsecureSkipVerify: o.insecure,
-		IdleTimeout: o.ioTimeout,
+		IdleTimeout:      o.ioTimeout,
+		NoStartTLSAdvice: fmt.Sprintf("use imaps://, or %s-tls none to send the password in clear text", flag),
 	}
 	if o.debugIMAP {
 		cfg.Debug = prefixWriter{w: g.stderr, prefix: side + ": "}
@@ -299,12 +311,19 @@ func (o *migrateOptions) side(side, flag, rawURL, admin, passFile, passEnv strin
 	return cfg, nil
 }
 
+// prefixWriter writes the protocol trace of one side. Every connection of
+// both sides writes to the same stream from its own goroutines, so writes
+// are serialised (the writer, a test's buffer, need not be safe).
 type prefixWriter struct {
 	w      io.Writer
 	prefix string
 }
 
+var traceMu sync.Mutex
+
 func (p prefixWriter) Write(b []byte) (int, error) {
+	traceMu.Lock()
+	defer traceMu.Unlock()
 	_, err := fmt.Fprintf(p.w, "%s%s", p.prefix, b)
 	return len(b), err
 }

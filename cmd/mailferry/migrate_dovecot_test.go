@@ -29,7 +29,7 @@ func TestMigrateExit3ListsFailures(t *testing.T) {
 	proxy.CorruptUpstream([]byte(marker), -1)
 	pw := writeFile(t, dst.Users["alice"]+"\n")
 	code, stdout, stderr := runCLI(t, map[string]string{"MAILFERRY_FROM_PASSWORD": src.Users["alice"]},
-		"migrate", "--from", "imap://alice@"+src.Addr, "--to", "imap://alice@"+proxy.Addr, "--to-password-file", pw)
+		"migrate", "--from-tls", "none", "--to-tls", "none", "--from", "imap://alice@"+src.Addr, "--to", "imap://alice@"+proxy.Addr, "--to-password-file", pw)
 	if code != exitPartial {
 		t.Fatalf("exit %d, want %d; stderr %q\n%s", code, exitPartial, stderr, stdout)
 	}
@@ -62,7 +62,7 @@ func TestMigrateStateIdentity(t *testing.T) {
 	run := func(args ...string) map[string]any {
 		t.Helper()
 		t.Chdir(t.TempDir())
-		code, stdout, stderr := runCLI(t, env, append([]string{"migrate", "--json"}, args...)...)
+		code, stdout, stderr := runCLI(t, env, append([]string{"migrate", "--json", "--from-tls", "none", "--to-tls", "none"}, args...)...)
 		if code != exitOK {
 			t.Fatalf("exit %d; stderr %q", code, stderr)
 		}

@@ -36,7 +36,7 @@ func migrationKey(t *testing.T, from, to string) state.Key {
 func TestMigrateStateAndStatus(t *testing.T) {
 	src, dst, mbox := seededPair(t)
 	db := filepath.Join(t.TempDir(), "ferry.db")
-	args := []string{"migrate", "--state", db, "--from", "imap://alice@" + src.Addr, "--to", "imap://alice@" + dst.Addr}
+	args := []string{"migrate", "--from-tls", "none", "--to-tls", "none", "--state", db, "--from", "imap://alice@" + src.Addr, "--to", "imap://alice@" + dst.Addr}
 	if code, stdout, stderr := runCLI(t, statePasswords, args...); code != exitOK {
 		t.Fatalf("migrate: exit %d; %s %s", code, stderr, stdout)
 	}
@@ -93,7 +93,7 @@ func TestMigrateRefusesConcurrentRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"migrate", "--state", db, "--from", from, "--to", to}
+	args := []string{"migrate", "--from-tls", "none", "--to-tls", "none", "--state", db, "--from", from, "--to", to}
 	code, _, stderr := runCLI(t, statePasswords, args...)
 	if code != exitFailure || !strings.Contains(stderr, `held by "ops-host-7 pid 4242"`) || !strings.Contains(stderr, "refusing") {
 		t.Fatalf("second run: exit %d, %q; want 1 naming the holder", code, stderr)
@@ -117,7 +117,7 @@ func TestMigrateRefusesConcurrentRun(t *testing.T) {
 func TestMigrateStateSchemaTooNew(t *testing.T) {
 	src, dst, _ := seededPair(t)
 	db := filepath.Join(t.TempDir(), "ferry.db")
-	args := []string{"migrate", "--state", db, "--from", "imap://alice@" + src.Addr, "--to", "imap://alice@" + dst.Addr}
+	args := []string{"migrate", "--from-tls", "none", "--to-tls", "none", "--state", db, "--from", "imap://alice@" + src.Addr, "--to", "imap://alice@" + dst.Addr}
 	if code, _, stderr := runCLI(t, statePasswords, args...); code != exitOK {
 		t.Fatalf("migrate: exit %d; %s", code, stderr)
 	}
@@ -146,7 +146,7 @@ func TestMigrateOutsideWindowExits75(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "ferry.db")
 	now := time.Now()
 	closed := fmt.Sprintf("%s-%s", now.Add(2*time.Hour).Format("15:04"), now.Add(3*time.Hour).Format("15:04"))
-	args := []string{"migrate", "--json", "--state", db, "--from", "imap://alice@" + src.Addr, "--to", "imap://alice@" + dst.Addr}
+	args := []string{"migrate", "--from-tls", "none", "--to-tls", "none", "--json", "--state", db, "--from", "imap://alice@" + src.Addr, "--to", "imap://alice@" + dst.Addr}
 	code, stdout, stderr := runCLI(t, statePasswords, append(args, "--window", closed, "--exit-outside-window")...)
 	if code != exitLater || !strings.Contains(stderr, "outside the allowed time windows") {
 		t.Fatalf("outside the window: exit %d, %q", code, stderr)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,6 +12,9 @@ import (
 	"syscall"
 	"time"
 
+	"mailferry/internal/imapconn"
+	"mailferry/internal/secret"
+	"mailferry/inventory"
 	"mailferry/state"
 )
 
@@ -18,8 +22,20 @@ import (
 // migration; one on this host is recognised as dead at once.
 const leaseTTL = 30 * time.Second
 
-// openState opens the state named by --state ("none" = no state).
-func openState(ctx context.Context, url string) (*state.Store, error) {
+// statePasswordEnv holds a PostgreSQL state's password when no
+// --state-password-file is given.
+const statePasswordEnv = "MAILFERRY_STATE_PASSWORD"
+
+// statePasswordUsage is the help of --state-password-file.
+const statePasswordUsage = "read the password of a postgres:// --state from `FILE` (mode 0600; else $" + statePasswordEnv + ", else PGPASSWORD, PGPASSFILE or ~/.pgpass)"
+
+// openState opens the state named by --state ("none" = no state). A
+// PostgreSQL password is taken by reference only: from passwordFile, else
+// $MAILFERRY_STATE_PASSWORD, else wherever pgx looks (PGPASSWORD,
+// PGPASSFILE or ~/.pgpass, PGSERVICE and its service file). A password
+// written in the URL is refused: argv is readable by every process on the
+// host (ps, the cutover hook's /proc/PPID/cmdline).
+func openState(ctx context.Context, url, passwordFile string, extra ...state.Option) (*state.Store, error) {
 	if url == "none" {
 		return nil, nil
 	}
@@ -29,11 +45,49 @@ func openState(ctx context.Context, url string) (*state.Store, error) {
 	if err := makeStateDir(url); err != nil {
 		return nil, err
 	}
-	st, err := state.Open(ctx, url)
+	postgres := strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://")
+	if postgres && urlHasPassword(url) {
+		return nil, usageErrorf("--state %q: a password in the URL is refused (every process on this host can read argv): "+
+			"use --state-password-file FILE, $%s, or PGPASSFILE (~/.pgpass)", secret.RedactURL(url), statePasswordEnv)
+	}
+	opts := extra
+	switch {
+	case passwordFile != "":
+		if !postgres {
+			return nil, usageErrorf("--state-password-file is for a postgres:// --state")
+		}
+		if err := inventory.CheckSecretFile(passwordFile); err != nil {
+			return nil, usageErrorf("--state-password-file: %v", err)
+		}
+		pw, err := imapconn.ReadSecret(passwordFile, "")
+		if err != nil {
+			return nil, usageErrorf("--state-password-file: %v", err)
+		}
+		opts = append(opts, state.WithPassword(pw))
+	case postgres && os.Getenv(statePasswordEnv) != "":
+		opts = append(opts, state.WithPassword(os.Getenv(statePasswordEnv)))
+	}
+	st, err := state.Open(ctx, url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
 	return st, nil
+}
+
+// urlHasPassword reports whether a URL carries a password, in its user
+// information or as a password= parameter. An unparsable URL is judged by
+// whether masking its password changes it.
+func urlHasPassword(raw string) bool {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return secret.RedactURL(raw) != raw
+	}
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return true
+		}
+	}
+	return u.Query().Has("password")
 }
 
 // holderName names this process in leases: host and pid, so an operator

@@ -31,7 +31,7 @@ type statusEntry struct {
 }
 
 func newStatusCommand(g *globalOptions) *cobra.Command {
-	var stateURL string
+	var stateURL, statePasswordFile string
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "List the migrations in the state: phase, progress, last error, last activity",
@@ -45,9 +45,9 @@ counts, the last error, the last activity, and the process working on it now.`,
 			if stateURL == "none" {
 				return usageErrorf("--state none has nothing to show")
 			}
-			st, err := state.Open(cmd.Context(), stateURL, state.Existing())
+			st, err := openState(cmd.Context(), stateURL, statePasswordFile, state.Existing())
 			if err != nil {
-				return fmt.Errorf("state: %w", err)
+				return err
 			}
 			defer st.Close()
 			list, err := st.List(cmd.Context())
@@ -84,6 +84,7 @@ counts, the last error, the last activity, and the process working on it now.`,
 		},
 	}
 	cmd.Flags().StringVar(&stateURL, "state", defaultState(), stateUsage)
+	cmd.Flags().StringVar(&statePasswordFile, "state-password-file", "", statePasswordUsage)
 	return cmd
 }
 

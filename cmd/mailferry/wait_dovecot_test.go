@@ -34,7 +34,7 @@ func TestSIGINTWhileStalledOrThrottled(t *testing.T) {
 			if tc.stall {
 				proxy.SetBandwidth(1 << 20) // slow enough to stall it mid-literal
 			}
-			args := append([]string{"migrate", "--from", "imap://alice@" + proxy.Addr, "--to", "imap://alice@" + dst.Addr,
+			args := append([]string{"migrate", "--from-tls", "none", "--to-tls", "none", "--from", "imap://alice@" + proxy.Addr, "--to", "imap://alice@" + dst.Addr,
 				"--state", "none", "--io-timeout", "1m"}, tc.args...)
 			cmd := exec.Command(bin, args...)
 			cmd.Env = append(crashEnviron(), "MAILFERRY_FROM_PASSWORD="+src.Users["alice"], "MAILFERRY_TO_PASSWORD="+dst.Users["alice"])

@@ -85,7 +85,7 @@ func TestSIGINTWhileStuck(t *testing.T) {
 	}{{"silent after login", false}, {"stalled STARTTLS", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr, stuck := stuckServer(t, tc.startTLS)
-			cmd := exec.Command(bin, "migrate", "--from", "imap://alice@"+addr, "--to", "imap://bob@"+addr,
+			cmd := exec.Command(bin, "migrate", "--from-tls", "none", "--to-tls", "none", "--from", "imap://alice@"+addr, "--to", "imap://bob@"+addr,
 				"--state", "none", "--io-timeout", "1m")
 			cmd.Env = append(os.Environ(), "MAILFERRY_FROM_PASSWORD=pw", "MAILFERRY_TO_PASSWORD=pw")
 			var stderr syncBuf

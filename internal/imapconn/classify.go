@@ -104,6 +104,8 @@ var ErrStopRun = errors.New("the run cannot go on")
 //     Time: 500 ms") or says the server is busy, throttled or overloaded is
 //     Retry; a NO that says something "already exists" is Exists; any
 //     other NO or BAD is FailMessage;
+//   - a connection no retry can make (*SetupError: no STARTTLS, an
+//     untrusted certificate): FailMailbox;
 //   - a refused login (*AuthError): Reconnect when the server's reply is
 //     one to retry, FailMailbox otherwise;
 //   - anything else means the connection is unusable: Reconnect, with
@@ -123,6 +125,10 @@ func Decide(err error) Decision {
 func decide(err error) Decision {
 	if errors.Is(err, ErrStopRun) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return Decision{Action: Stop}
+	}
+	var setup *SetupError
+	if errors.As(err, &setup) {
+		return Decision{Action: FailMailbox, Signal: throttle.SignalFatal}
 	}
 	var authErr *AuthError
 	if errors.As(err, &authErr) {

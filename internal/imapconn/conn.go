@@ -29,12 +29,18 @@ type Config struct {
 	// never logged or put into an error.
 	Password string
 	// AllowPlaintext permits credentials in clear text to a non-loopback
-	// address when the server offers no STARTTLS.
+	// address on a TLSNone endpoint (imap:// with STARTTLS never falls
+	// back to clear text).
 	AllowPlaintext bool
 	// CAFile, when set, is a PEM bundle of CAs trusted for this server.
 	CAFile string
 	// InsecureSkipVerify accepts any certificate.
 	InsecureSkipVerify bool
+	// TrustAdvice and NoStartTLSAdvice say, in the caller's terms (flags,
+	// an inventory's fields), how to fix a certificate that is not
+	// trusted and a server that offers no STARTTLS on imap://; "" means
+	// the migrate flags' and a generic advice.
+	TrustAdvice, NoStartTLSAdvice string
 	// DialTimeout bounds TCP connect, TLS handshake and login together;
 	// 0 means 30s.
 	DialTimeout time.Duration
@@ -218,17 +224,13 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 
 	wc, plaintext, err := cfg.secure(ctx, raw, opts)
 	if errors.Is(err, errNoStartTLS) {
-		// The server answered STARTTLS with NO or BAD: it offers none.
-		// Start again in clear text on a new connection, as a proxy
-		// between may have taken the STARTTLS for done.
-		_ = raw.Close()
-		if raw, err = cfg.dial(ctx, timeout); err != nil {
-			return fail(nil, err)
+		// imap:// means STARTTLS, required: no silent fall back to clear
+		// text. Only an explicit TLSNone connects without TLS.
+		advice := cfg.NoStartTLSAdvice
+		if advice == "" {
+			advice = "use imaps://, or say tls none to connect without TLS"
 		}
-		if !cur.set(raw) {
-			return fail(nil, ctx.Err())
-		}
-		wc, plaintext = newWatchConn(raw, raw, cfg.Side, ep.Addr(), cfg.idleTimeout(), nil), true
+		err = &SetupError{cfg.Side, fmt.Errorf("%s: %s offers no STARTTLS (it refused the command); refusing to go on without TLS: %s", cfg.Side, ep.Addr(), advice)}
 	}
 	if err != nil {
 		return fail(nil, err)
@@ -346,7 +348,8 @@ func (cfg Config) secure(ctx context.Context, raw net.Conn, opts *imapclient.Opt
 	}
 }
 
-// errNoStartTLS: the server answered STARTTLS with NO or BAD.
+// errNoStartTLS: the server answered STARTTLS with NO or BAD: it offers
+// none.
 var errNoStartTLS = errors.New("STARTTLS refused")
 
 // current is the TCP connection a Dial is working on, closed by
@@ -362,17 +365,6 @@ func (c *current) close() {
 	defer c.mu.Unlock()
 	c.closed = true
 	_ = c.conn.Close()
-}
-
-// set replaces the connection; false if close came first (conn is closed).
-func (c *current) set(conn net.Conn) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.conn = conn
-	if c.closed {
-		_ = conn.Close()
-	}
-	return !c.closed
 }
 
 // handshake runs the TLS handshake, aborted by ctx and bounded by the idle
@@ -485,14 +477,17 @@ func greetingStatus(line string) (status, text string) {
 }
 
 func (cfg Config) tlsError(err error) error {
-	hint := ""
 	var uae x509.UnknownAuthorityError
 	var hne x509.HostnameError
 	var cie x509.CertificateInvalidError
 	if errors.As(err, &uae) || errors.As(err, &hne) || errors.As(err, &cie) {
-		hint = " (trust its CA with --ca-file, or --insecure-skip-verify)"
+		advice := cfg.TrustAdvice
+		if advice == "" {
+			advice = "trust its CA with --ca-file, or --insecure-skip-verify"
+		}
+		return &SetupError{cfg.Side, fmt.Errorf("%s: TLS with %s failed: %w (%s)", cfg.Side, cfg.Endpoint.Addr(), unwrapOp(err), advice)}
 	}
-	return fmt.Errorf("%s: TLS with %s failed: %w%s", cfg.Side, cfg.Endpoint.Addr(), unwrapOp(err), hint)
+	return fmt.Errorf("%s: TLS with %s failed: %w", cfg.Side, cfg.Endpoint.Addr(), unwrapOp(err))
 }
 
 func (cfg Config) login(c *Conn) error {

@@ -22,11 +22,12 @@ func memConfig(t *testing.T) (*memserver.Server, Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ep.TLS = TLSNone // the in-memory server offers no STARTTLS
 	return s, Config{Side: "source", Endpoint: ep, Password: "pw-alice"}
 }
 
-// A server offering no STARTTLS gets no clear-text credentials unless it is
-// on loopback or the operator says --allow-plaintext.
+// Without TLS (TLSNone), credentials go in clear text only to loopback or
+// when the operator says --allow-plaintext.
 func TestPlaintextRefusedToRemote(t *testing.T) {
 	_, cfg := memConfig(t)
 	c, err := Dial(context.Background(), cfg)
@@ -79,5 +80,26 @@ func TestDialCanceled(t *testing.T) {
 	cancel()
 	if _, err := Dial(ctx, cfg); err == nil || Decide(err).Action != Stop {
 		t.Fatalf("canceled dial: %v (%+v)", err, Decide(err))
+	}
+}
+
+// imap:// requires STARTTLS: a server that refuses it ends the Dial with an
+// error naming the side and what to do, no credential is sent, and Decide
+// fails the mailbox instead of retrying.
+func TestStartTLSRequired(t *testing.T) {
+	_, cfg := memConfig(t)
+	cfg.Endpoint.TLS = TLSStartTLS
+	var trace bytes.Buffer
+	cfg.Debug = &trace
+	cfg.NoStartTLSAdvice = "say tls: none for cluster b"
+	_, err := Dial(context.Background(), cfg)
+	if err == nil || !strings.HasPrefix(err.Error(), "source: "+cfg.Endpoint.Addr()+" offers no STARTTLS") || !strings.Contains(err.Error(), "say tls: none for cluster b") {
+		t.Fatalf("err = %v", err)
+	}
+	if strings.Contains(trace.String(), "LOGIN") || strings.Contains(trace.String(), "AUTHENTICATE") {
+		t.Fatalf("credentials were sent:\n%s", trace.String())
+	}
+	if d := Decide(err); d.Action != FailMailbox || d.Side != Source {
+		t.Fatalf("Decide = %+v, want FailMailbox on the source", d)
 	}
 }

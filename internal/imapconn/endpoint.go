@@ -12,18 +12,22 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"mailferry/internal/secret"
 )
 
 // TLSMode says how a connection is protected.
 type TLSMode int
 
 const (
-	// TLSStartTLS connects in clear text and upgrades with STARTTLS when the
-	// server offers it (imap://).
+	// TLSStartTLS connects in clear text and upgrades with STARTTLS
+	// (imap://). STARTTLS is required: a server that refuses it is an
+	// error, never a fall back to clear text.
 	TLSStartTLS TLSMode = iota
 	// TLSImplicit speaks TLS from the first byte (imaps://).
 	TLSImplicit
-	// TLSNone never negotiates TLS (imap:// with an explicit "tls: none").
+	// TLSNone never negotiates TLS (imap:// with an explicit "tls: none"
+	// or --from-tls/--to-tls none).
 	TLSNone
 )
 
@@ -81,9 +85,17 @@ func (e Endpoint) Key() string {
 // The user part names the mailbox; "alice*admin" is a Dovecot master login
 // acting for alice. A password in the URL is refused: secrets are passed by
 // reference only.
-func ParseEndpoint(raw string) (Endpoint, error) {
-	u, err := url.Parse(raw)
+//
+// Errors quote the URL with any password masked, also when it does not
+// parse.
+func ParseEndpoint(rawURL string) (Endpoint, error) {
+	raw := secret.RedactURL(rawURL) // for messages
+	u, err := url.Parse(rawURL)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error repeats the URL, password and all
+		}
 		return Endpoint{}, fmt.Errorf("parse URL %q: %w", raw, err)
 	}
 	var e Endpoint

@@ -76,7 +76,8 @@ func (e *OpError) Unwrap() error { return e.Err }
 // ThrottleVerdict makes an OpError a throttle.Verdicter.
 func (e *OpError) ThrottleVerdict() throttle.Verdict { return Decide(e).Verdict() }
 
-// sideOf is the side of the first OpError or AuthError in err's chain.
+// sideOf is the side of the first OpError, AuthError or SetupError in
+// err's chain.
 func sideOf(err error) Side {
 	for err != nil {
 		switch e := err.(type) {
@@ -85,6 +86,11 @@ func sideOf(err error) Side {
 				return e.Side
 			}
 		case *AuthError:
+			switch s := Side(e.Side); s {
+			case Source, Target:
+				return s
+			}
+		case *SetupError:
 			switch s := Side(e.Side); s {
 			case Source, Target:
 				return s
@@ -135,3 +141,14 @@ func serverText(err error) string {
 	}
 	return err.Error()
 }
+
+// SetupError is a connection that no retry can make: the server offers no
+// STARTTLS on imap://, or its certificate is not trusted. Fixing the
+// configuration is the next step, so Decide fails the mailbox at once.
+type SetupError struct {
+	Side string // Config.Side
+	Err  error
+}
+
+func (e *SetupError) Error() string { return e.Err.Error() }
+func (e *SetupError) Unwrap() error { return e.Err }

@@ -23,8 +23,10 @@ import (
 
 // Config builds the login for one mailbox on this cluster from the
 // inventory's auth section, reading the secret it references (a password
-// file, an environment variable, or the per-mailbox credentials file). The
-// secret is returned inside the config only, never in an error.
+// file, an environment variable, or the per-mailbox credentials file), and
+// its TLS from the cluster's tls, ca_file and insecure_skip_verify
+// (imap:// requires STARTTLS unless tls: none). The secret is returned
+// inside the config only, never in an error.
 func Config(c *inventory.Cluster, mailbox string) (imapconn.Config, error) {
 	u, err := url.Parse(c.URL)
 	if err != nil {
@@ -35,7 +37,11 @@ func Config(c *inventory.Cluster, mailbox string) (imapconn.Config, error) {
 	if err != nil {
 		return imapconn.Config{}, fmt.Errorf("cluster %s: %w", c.Name, err)
 	}
-	cfg := imapconn.Config{Side: "cluster " + c.Name, IdleTimeout: c.Limits.IOTimeout}
+	cfg := imapconn.Config{Side: "cluster " + c.Name, IdleTimeout: c.Limits.IOTimeout,
+		CAFile: c.CAFile, InsecureSkipVerify: c.InsecureSkipVerify,
+		TrustAdvice:      fmt.Sprintf("cluster %s: trust its CA with ca_file in the inventory, or insecure_skip_verify: true", c.Name),
+		NoStartTLSAdvice: fmt.Sprintf("cluster %s: use imaps://, or say tls: none in the inventory to send passwords in clear text", c.Name),
+	}
 	switch c.TLS {
 	case inventory.TLSNone:
 		ep.TLS, cfg.AllowPlaintext = imapconn.TLSNone, true
