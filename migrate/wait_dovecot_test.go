@@ -1,6 +1,7 @@
 package migrate_test
 
 import (
+	"os"
 	"context"
 	"strings"
 	"sync/atomic"
@@ -100,6 +101,36 @@ func TestThrottledBigMessageNotCut(t *testing.T) {
 		t.Fatalf("the copy took %s: the limit did not make it outlast the idle timeout", took)
 	}
 	t.Logf("5 MB at 1 MB/s took %s with a 1s idle timeout", took)
+	exactCopy(t, r)
+}
+
+// The issue's own case, at full length: a 5.4 MB message under a 16 KiB/s
+// limit takes about 340 s, longer than the IMAP library's 5-minute
+// literal deadline that used to cut it every time. It is copied, and the
+// idle timeout (30 s here) never fires while bytes move. It runs only
+// with MAILFERRY_LONG_TESTS=1 (six minutes); TestThrottledBigMessageNotCut
+// shows the same at 1 MB/s in every run.
+func TestSlowLiteralOutlastsFiveMinutes(t *testing.T) {
+	if os.Getenv("MAILFERRY_LONG_TESTS") != "1" {
+		t.Skip("six minutes long: set MAILFERRY_LONG_TESTS=1 (TestThrottledBigMessageNotCut covers the mechanism in every run)")
+	}
+	size := int64(5400 << 10)
+	m := &corpus.Mailbox{Folders: []corpus.Folder{{Path: []string{"INBOX"}, Messages: []corpus.Message{corpus.Big(size, 9)}}}}
+	r := newStateRig(t, statetest.SQLite(t), dovecot.Options{}, m)
+	lim := newLimiter(t, "source", throttle.Config{MaxConnections: 2, BytesPerSecond: 16 << 10})
+	src := userCfg(t, "source", r.src, "alice")
+	dst := userCfg(t, "target", r.dst, "alice")
+	src.IdleTimeout, dst.IdleTimeout = 30*time.Second, 30*time.Second
+	start := time.Now()
+	rep, err := migrate.Copy(context.Background(), src, dst, migrate.Options{State: r.lease, Source: lim, MailboxRetries: 1})
+	took := time.Since(start)
+	if err != nil || !rep.OK() || rep.Copied != 1 {
+		t.Fatalf("copy after %s: %v, copied %d, failures %v", took, err, rep.Copied, rep.Failures)
+	}
+	if took < 5*time.Minute {
+		t.Fatalf("the copy took %s: it did not outlast the library's 5-minute literal deadline", took)
+	}
+	t.Logf("%d bytes at 16 KiB/s took %s with a 30s idle timeout", size, took)
 	exactCopy(t, r)
 }
 
