@@ -1,8 +1,8 @@
 package migrate_test
 
 import (
-	"os"
 	"context"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
