@@ -11,7 +11,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -736,9 +735,11 @@ func statusByMailbox(t *testing.T, db string) map[string]statusEntry {
 		if e.Phase == "run lock" {
 			continue // not a mailbox
 		}
-		u, err := url.Parse(e.Source)
-		must(t, err)
-		mb, _, _ := strings.Cut(u.User.Username(), "*")
+		// Moves are keyed "cluster:NAME/MAILBOX" (migrate.MoveKey).
+		_, mb, ok := strings.Cut(strings.TrimPrefix(e.Source, "cluster:"), "/")
+		if !ok {
+			t.Fatalf("status entry with source %q: not a move's key", e.Source)
+		}
 		out[mb] = e
 	}
 	return out

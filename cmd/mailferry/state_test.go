@@ -56,7 +56,7 @@ func TestMigrateStateAndStatus(t *testing.T) {
 		list[0].Verified != n || list[0].BytesDone != mbox.TotalBytes() || list[0].Holder != "" {
 		t.Fatalf("status = %+v; want one done migration of %d messages", list, n)
 	}
-	if !strings.Contains(list[0].Source, "alice@"+src.Addr) || list[0].LastActivity.IsZero() {
+	if list[0].Source != "imap://"+src.Addr+"/alice" || list[0].LastActivity.IsZero() {
 		t.Errorf("status entry %+v lacks source or activity", list[0])
 	}
 	for _, secret := range []string{"src-pw", "dst-pw"} {
