@@ -545,7 +545,7 @@ func machineBusy() (time.Duration, error) {
 // migrate`; passwords go through the environment only. connections 0
 // leaves mailferry's default.
 func runMailferryFor(bin, u string, src, dst *dovecot.Server, connections int, verify, state string) (measurement, *migrate.Report, error) {
-	args := []string{"migrate", "--from", "imap://" + u + "@" + src.Addr, "--to", "imap://" + u + "@" + dst.Addr,
+	args := []string{"migrate", "--from-tls", "none", "--to-tls", "none", "--from", "imap://" + u + "@" + src.Addr, "--to", "imap://" + u + "@" + dst.Addr,
 		"--json", "--verify", verify, "--state", state}
 	if connections > 0 {
 		args = append(args, "--connections", strconv.Itoa(connections))
