@@ -48,6 +48,7 @@ type applyFlags struct {
 	noMulti        bool
 	allowMass      bool
 	routed         bool
+	skipPreflight  bool
 	force          bool   // apply, complete: run moves Check refuses
 	planPath       string // apply, complete: the plan file, for hints
 }
@@ -73,6 +74,7 @@ func (a *applyFlags) register(f *pflag.FlagSet) {
 	f.DurationVar(&a.lateWindow, "late-commit-window", migrate.DefaultLateCommitWindow, lateCommitWindowUsage)
 	f.BoolVar(&a.noMulti, "no-multiappend", false, noMultiUsage)
 	f.BoolVar(&a.allowMass, "allow-mass-expunge", false, allowMassUsage)
+	f.BoolVar(&a.skipPreflight, "skip-preflight", false, "do not check secrets, logins, TLS, quotas and APPENDLIMIT before the first move (see mailferry preflight)")
 }
 
 func newApplyCommand(g *globalOptions) *cobra.Command {
@@ -378,6 +380,11 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	held, release := migrate.Hold(ctx, lock)
 	defer release()
 	ctx = held
+	if !a.skipPreflight {
+		if err := applyPreflight(ctx, g, a, inv, plan, only, st); err != nil {
+			return err
+		}
+	}
 	var served *metrics
 	if a.metricsAddr != "" {
 		m, stopMetrics, err := serveMetrics(a.metricsAddr, limiters)
