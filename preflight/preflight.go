@@ -515,7 +515,7 @@ func (cr *clusterRun) clusterProblem(k Kind, err error) *Problem {
 			p.Fix = fmt.Sprintf("cluster %s: check the admin login (auth.user %q, its password in %s) and that the server lets it log in for other users",
 				name, a.User, ref)
 		}
-		p.Message = "the admin login is refused: " + p.Message
+		p.Message = "the admin login does not work: " + p.Message
 	default:
 		p.Fix = fmt.Sprintf("cluster %s: check its url (%s) and that the server is up and reachable from here", name, cr.c.URL)
 	}

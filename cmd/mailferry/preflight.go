@@ -180,7 +180,8 @@ func renderPreflight(w io.Writer, rep *preflight.Report) error {
 	for _, c := range rep.Clusters {
 		result := "ok"
 		if c.Problem != "" {
-			result = c.Problem
+			kind, _, _ := strings.Cut(c.Problem, ":")
+			result = kind + " (below)"
 		}
 		caps, missing := strings.Join(c.Capabilities, " "), strings.Join(c.Missing, " ")
 		if caps == "" {
