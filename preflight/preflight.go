@@ -164,6 +164,7 @@ type clusterRun struct {
 	c     *inventory.Cluster
 	units []unit
 	rep   *ClusterReport
+	mu    sync.Mutex // guards feat
 	feat  *imapconn.Features
 	// results per unit: nil error is a login that worked
 	errs []error
@@ -413,6 +414,8 @@ func setSide(m *MailboxReport, side, v string) {
 }
 
 func (cr *clusterRun) setFeatures(f imapconn.Features) {
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
 	if cr.feat == nil {
 		cr.feat = &f
 	}
@@ -515,7 +518,9 @@ func (cr *clusterRun) clusterProblem(k Kind, err error) *Problem {
 			p.Fix = fmt.Sprintf("cluster %s: check the admin login (auth.user %q, its password in %s) and that the server lets it log in for other users",
 				name, a.User, ref)
 		}
-		p.Message = "the admin login does not work: " + p.Message
+		if a.Method != inventory.AuthCredentialsFile {
+			p.Message = "the admin login does not work: " + p.Message
+		}
 	default:
 		p.Fix = fmt.Sprintf("cluster %s: check its url (%s) and that the server is up and reachable from here", name, cr.c.URL)
 	}

@@ -106,10 +106,18 @@ is reported as a warning.
 One run at a time per inventory: apply, drain, complete and rebalance take
 a run lock in the state; a second run exits 5, naming the holder.
 
+Then, before the first move, the preflight (see "mailferry preflight"):
+secrets, logins on both sides, TLS, capabilities, quota headroom and
+APPENDLIMIT; a failing preflight stops the run before anything is copied,
+with its report (a problem a whole cluster shares reported once), unless
+--skip-preflight.
+
 Exit codes: 0 every move done and verified; 3 finished with failed or held
 moves; 4 every move not done is in sync but not final (no hook ran); 5
-another run holds the lock; 1 could not run; 2 usage or configuration
-error (or a plan refused); 75 stopped outside the windows; 130 interrupted.`,
+another run holds the lock; 1 could not run (or the preflight could not
+reach a cluster); 2 usage or configuration error (or a plan refused, or a
+preflight configuration error); 6 the preflight found mailboxes that will
+not fit their target; 75 stopped outside the windows; 130 interrupted.`,
 		Example: `  mailferry plan -i inv.yaml --drain bravo -o drain.json
   mailferry apply drain.json -i inv.yaml --parallel 8 --cutover-exec ./switch-routing.sh`,
 		Args: cobra.ExactArgs(1),
