@@ -8,9 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"mailferry/internal/testrig/corpus"
 	"mailferry/internal/testrig/dovecot"
+	"mailferry/internal/testrig/faultproxy"
 	"mailferry/preflight"
 )
 
@@ -389,5 +391,34 @@ func TestPreflightTLSOnce(t *testing.T) {
 	code, stdout, stderr := runCLI(t, nil, "drain", "alpha", "-i", inv, "--yes", "--state", filepath.Join(dir, "state.db"))
 	if code != exitUsage || strings.Count(stdout, "x509") > 1 || strings.Contains(stdout, "MESSAGES") {
 		t.Fatalf("drain: exit %d, want %d with each cluster's problem once\nstdout:\n%s\nstderr:\n%s", code, exitUsage, stdout, stderr)
+	}
+}
+
+// TestPreflightConnectionCap: the preflight logs in to every mailbox, but
+// never with more connections at once to a cluster than its
+// limits.connections (bravo, behind a slow proxy that counts them: 2).
+func TestPreflightConnectionCap(t *testing.T) {
+	r := newApplyRig(t, 8)
+	proxy := faultproxy.Start(t, r.clusters["bravo"].Addr)
+	proxy.SetLatency(30 * time.Millisecond)
+	y, err := os.ReadFile(r.writeInventory("cap.yaml", rigInventory{health: map[string]string{"charlie": "readonly"}}))
+	must(t, err)
+	s := strings.Replace(string(y), r.clusters["bravo"].Addr, proxy.Addr, 1)
+	at := strings.Index(s, proxy.Addr)
+	s = s[:at] + strings.Replace(s[at:], "connections: 8", "connections: 2", 1)
+	inv := filepath.Join(r.dir, "cap.yaml")
+	must(t, os.WriteFile(inv, []byte(s), 0o600))
+	plan := r.planFile(inv)
+	code, out, stderr := runPreflightJSON(t, nil, plan, "-i", inv, "--state", "none")
+	if code != exitOK {
+		t.Fatalf("exit %d\n%+v\n%s", code, out, stderr)
+	}
+	for _, c := range out.Clusters {
+		if c.Name == "bravo" && c.LoggedIn != 8 {
+			t.Errorf("bravo: %d of %d logins, want 8", c.LoggedIn, c.Mailboxes)
+		}
+	}
+	if _, peak := proxy.Conns(); peak > 2 || peak < 1 {
+		t.Errorf("bravo saw %d connections at once, its cap is 2", peak)
 	}
 }
