@@ -335,6 +335,11 @@ func (cr *clusterRun) check(ctx context.Context, moves []Move, mbs []MailboxRepo
 			cr.problem = cr.clusterProblem(k, err)
 			return
 		}
+		if classify(err) == Secret && shared {
+			// The admin's password could not be read: every login needs it.
+			cr.problem = cr.clusterProblem(Secret, err)
+			return
+		}
 		if classify(err) == Login && shared && i > 0 {
 			// The admin login refused for two mailboxes: its password
 			// (or its right to log in for others), not the mailboxes.
@@ -521,6 +526,8 @@ func (cr *clusterRun) clusterProblem(k Kind, err error) *Problem {
 		if a.Method != inventory.AuthCredentialsFile {
 			p.Message = "the admin login does not work: " + p.Message
 		}
+	case Secret, Config:
+		p.Fix = fmt.Sprintf("cluster %s: fix its auth section (or the file it names) in the inventory", name)
 	default:
 		p.Fix = fmt.Sprintf("cluster %s: check its url (%s) and that the server is up and reachable from here", name, cr.c.URL)
 	}
@@ -565,9 +572,10 @@ func (cr *clusterRun) finish(moves []Move, rep *Report) {
 	if cr.problem == nil {
 		// Shared after all: every login failed alike, or the cluster
 		// could not be reached or trusted for some.
-		for _, k := range []Kind{TLS, Unreachable, Login} {
+		for _, k := range []Kind{TLS, Unreachable, Login, Secret, Config} {
 			errs := byKind[k]
-			if len(errs) == 0 || (k == Login && (len(errs) < 2 || len(errs) < len(cr.units))) {
+			all := len(errs) >= 2 && len(errs) == len(cr.units)
+			if len(errs) == 0 || (k != TLS && k != Unreachable && !all) {
 				continue
 			}
 			cr.problem = cr.clusterProblem(k, errs[0])
