@@ -152,7 +152,11 @@ func runPreflight(ctx context.Context, inv *inventory.Inventory, plan *planner.P
 		}
 		moves = append(moves, m)
 	}
-	return preflight.Run(ctx, inv, moves, opts), nil
+	rep := preflight.Run(ctx, inv, moves, opts)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("preflight: %w", err) // interrupted: its failures say nothing
+	}
+	return rep, nil
 }
 
 // preflightVerdict is the exit of a preflight: nil when every move can

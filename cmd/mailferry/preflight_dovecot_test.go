@@ -72,7 +72,8 @@ func (r *applyRig) nothingOn(cluster string) {
 }
 
 // TestPreflightOK: every login works: exit 0, each cluster's logins and
-// capabilities shown, the same as JSON.
+// capabilities shown, the same as JSON; apply runs it before its moves,
+// and a plan whose moves are done has nothing to check.
 func TestPreflightOK(t *testing.T) {
 	r := newApplyRig(t, 3)
 	plan := r.planFile(r.inv)
@@ -98,6 +99,18 @@ func TestPreflightOK(t *testing.T) {
 		if c.LoggedIn != c.Mailboxes || len(c.Capabilities) == 0 {
 			t.Errorf("cluster %+v: want every login and its capabilities", c)
 		}
+	}
+
+	// apply runs it first (a line per cluster), then moves; once every
+	// move is done, the preflight has nothing left to check.
+	db := filepath.Join(r.dir, "state.db")
+	code, stdout, stderr = runCLI(t, nil, "apply", plan, "-i", r.inv, "--state", db, "--cutover-exec", "true")
+	if code != exitOK || !strings.Contains(stderr, "mailferry: preflight: cluster alpha (source): 3/3 logins, UIDPLUS") {
+		t.Fatalf("apply: exit %d, want %d after the preflight's lines\nstdout:\n%s\nstderr:\n%s", code, exitOK, stdout, stderr)
+	}
+	code, out, stderr = runPreflightJSON(t, nil, plan, "-i", r.inv, "--state", db)
+	if code != exitOK || len(out.Mailboxes) != 0 || len(out.Clusters) != 0 {
+		t.Errorf("preflight of a finished plan: exit %d, %+v, want nothing checked\n%s", code, out, stderr)
 	}
 }
 
