@@ -167,6 +167,15 @@ func TestPreflightWrongAdminPassword(t *testing.T) {
 	if !strings.Contains(ps[0].Fix, wrong) || !strings.Contains(ps[0].Fix, `"ferry"`) {
 		t.Errorf("fix %q does not name the admin and its password file", ps[0].Fix)
 	}
+	tried := 0
+	for _, m := range out.Mailboxes {
+		if m.Target == "failed" {
+			tried++
+		}
+	}
+	if tried != 2 {
+		t.Errorf("%d logins with the wrong admin password, want 2 (then it is the cluster's problem)", tried)
+	}
 
 	db := filepath.Join(r.dir, "state.db")
 	code, stdout, stderr := runCLI(t, nil, "apply", plan, "-i", inv, "--state", db, "--cutover-exec", "true")
