@@ -48,6 +48,7 @@ type applyFlags struct {
 	noMulti        bool
 	allowMass      bool
 	routed         bool
+	skipPreflight  bool
 	force          bool   // apply, complete: run moves Check refuses
 	planPath       string // apply, complete: the plan file, for hints
 }
@@ -73,6 +74,7 @@ func (a *applyFlags) register(f *pflag.FlagSet) {
 	f.DurationVar(&a.lateWindow, "late-commit-window", migrate.DefaultLateCommitWindow, lateCommitWindowUsage)
 	f.BoolVar(&a.noMulti, "no-multiappend", false, noMultiUsage)
 	f.BoolVar(&a.allowMass, "allow-mass-expunge", false, allowMassUsage)
+	f.BoolVar(&a.skipPreflight, "skip-preflight", false, "do not check secrets, logins, TLS, quotas and APPENDLIMIT before the first move (see mailferry preflight)")
 }
 
 func newApplyCommand(g *globalOptions) *cobra.Command {
@@ -104,10 +106,18 @@ is reported as a warning.
 One run at a time per inventory: apply, drain, complete and rebalance take
 a run lock in the state; a second run exits 5, naming the holder.
 
+Then, before the first move, the preflight (see "mailferry preflight"):
+secrets, logins on both sides, TLS, capabilities, quota headroom and
+APPENDLIMIT; a failing preflight stops the run before anything is copied,
+with its report (a problem a whole cluster shares reported once), unless
+--skip-preflight.
+
 Exit codes: 0 every move done and verified; 3 finished with failed or held
 moves; 4 every move not done is in sync but not final (no hook ran); 5
-another run holds the lock; 1 could not run; 2 usage or configuration
-error (or a plan refused); 75 stopped outside the windows; 130 interrupted.`,
+another run holds the lock; 1 could not run (or the preflight could not
+reach a cluster); 2 usage or configuration error (or a plan refused, or a
+preflight configuration error); 6 the preflight found mailboxes that will
+not fit their target; 75 stopped outside the windows; 130 interrupted.`,
 		Example: `  mailferry plan -i inv.yaml --drain bravo -o drain.json
   mailferry apply drain.json -i inv.yaml --parallel 8 --cutover-exec ./switch-routing.sh`,
 		Args: cobra.ExactArgs(1),
@@ -378,6 +388,11 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	held, release := migrate.Hold(ctx, lock)
 	defer release()
 	ctx = held
+	if !a.skipPreflight {
+		if err := applyPreflight(ctx, g, a, inv, plan, only, st); err != nil {
+			return err
+		}
+	}
 	var served *metrics
 	if a.metricsAddr != "" {
 		m, stopMetrics, err := serveMetrics(a.metricsAddr, limiters)

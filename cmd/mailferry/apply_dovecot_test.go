@@ -31,6 +31,12 @@ var rigClusters = []string{"alpha", "bravo", "charlie"}
 
 func newApplyRig(t *testing.T, n int) *applyRig {
 	t.Helper()
+	return newApplyRigWith(t, n, nil)
+}
+
+// newApplyRigWith is newApplyRig with more dovecot.conf lines per cluster.
+func newApplyRigWith(t *testing.T, n int, extra map[string][]string) *applyRig {
+	t.Helper()
 	dovecot.Require(t)
 	r := &applyRig{t: t, dir: t.TempDir(), clusters: map[string]*dovecot.Server{}, users: map[string]string{}, corpora: map[string]*corpus.Mailbox{}}
 	for i := 0; i < n; i++ {
@@ -44,7 +50,7 @@ func newApplyRig(t *testing.T, n int) *applyRig {
 			sep = "/"
 		}
 		r.clusters[c] = dovecot.Start(t, dovecot.Options{Name: c, Separator: sep, Users: r.users,
-			MasterUser: "ferry", MasterPassword: "master-" + c})
+			MasterUser: "ferry", MasterPassword: "master-" + c, Extra: extra[c]})
 		pw := filepath.Join(r.dir, c+".pw")
 		must(t, os.WriteFile(pw, []byte(r.clusters[c].MasterPassword+"\n"), 0o600))
 	}

@@ -352,7 +352,9 @@ func TestApplyE2EHoldAtReadyComplete(t *testing.T) {
 // TestApplyE2EWrongPasswordFailsAlone: alpha logs in with each mailbox's
 // own password from a credentials file; one password is wrong and one
 // mailbox has no line at all. Those two moves fail with their reasons, the
-// others are in sync (no hook: not final) (exit 3).
+// others are in sync (no hook: not final) (exit 3). Preflight would stop
+// the run before (TestPreflightPerMailboxLogins); this is the copy's own
+// guard, for a login that starts failing after the preflight.
 func TestApplyE2EWrongPasswordFailsAlone(t *testing.T) {
 	r := newApplyRig(t, 5)
 	const wrong, missing = "user03", "user04"
@@ -375,7 +377,7 @@ func TestApplyE2EWrongPasswordFailsAlone(t *testing.T) {
 	report := filepath.Join(r.dir, "report.json")
 
 	start := time.Now()
-	code, stdout, stderr := runCLI(t, nil, "drain", "alpha", "-i", inv, "--yes", "--state", db, "--report", report)
+	code, stdout, stderr := runCLI(t, nil, "drain", "alpha", "-i", inv, "--yes", "--state", db, "--report", report, "--skip-preflight")
 	if code != exitPartial {
 		t.Fatalf("drain: exit %d, want %d\nstderr:\n%s\nstdout:\n%s", code, exitPartial, stderr, stdout)
 	}
@@ -1057,7 +1059,8 @@ func TestApplyE2EOutsideWindowExits75(t *testing.T) {
 // TestApplyE2ESilentClusterFailsAlone drains alpha onto bravo and charlie
 // where charlie's server goes silent after login: its moves fail with a
 // timeout naming the target once --io-timeout passes without progress,
-// bravo's moves are in sync (no hook), and apply exits 3 instead of hanging.
+// bravo's moves are in sync (no hook), and apply exits 3 instead of hanging
+// (--skip-preflight: the server goes silent after the preflight).
 func TestApplyE2ESilentClusterFailsAlone(t *testing.T) {
 	bin := mailferryBinary(t)
 	r := newApplyRig(t, 6)
@@ -1076,7 +1079,7 @@ func TestApplyE2ESilentClusterFailsAlone(t *testing.T) {
 	report := filepath.Join(r.dir, "report.json")
 	start := time.Now()
 	p := startBinary(t, bin, r.dir, "apply", plan, "-i", r.inv, "--state", filepath.Join(r.dir, "state.db"),
-		"--parallel", "6", "--io-timeout", "2s", "--json", "--report", report)
+		"--parallel", "6", "--io-timeout", "2s", "--json", "--report", report, "--skip-preflight")
 	res := p.wait(t, 90*time.Second)
 	took := time.Since(start)
 	if res.code != exitPartial {

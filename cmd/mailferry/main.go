@@ -139,6 +139,11 @@ func exitCode(ctx context.Context, err error, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mailferry: %s\n", se.msg)
 		return exitSynced
 	}
+	var pf preflightError
+	if errors.As(err, &pf) {
+		fmt.Fprintf(stderr, "mailferry: %s\n", pf.msg)
+		return pf.code
+	}
 	fmt.Fprintf(stderr, "mailferry: %s\n", err)
 	var ue usageError
 	var le lockedError

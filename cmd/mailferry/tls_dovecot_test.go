@@ -18,7 +18,8 @@ import (
 // (relative to the inventory) or insecure_skip_verify (warned) reach the
 // fleet commands; without either the move fails saying what to set in the
 // inventory; imap:// to a server without STARTTLS fails naming the cluster
-// unless it says tls: none.
+// unless it says tls: none. The preflight stops such a drain before its
+// first move; with --skip-preflight the move fails the same way.
 func TestInventoryTLSPerCluster(t *testing.T) {
 	dovecot.Require(t)
 	users := map[string]string{"user00": "pw-user00"}
@@ -53,10 +54,10 @@ mailboxes:
 		must(t, os.WriteFile(inv, []byte(y), 0o600))
 		return inv
 	}
-	drain := func(inv string) (int, string, *migrate.ApplyReport) {
+	drain := func(inv string, extra ...string) (int, string, *migrate.ApplyReport) {
 		t.Helper()
 		report := inv + ".report.json"
-		code, stdout, stderr := runCLI(t, nil, "drain", "alpha", "-i", inv, "--yes", "--state", inv+".db", "--report", report, "--cutover-exec", "true")
+		code, stdout, stderr := runCLI(t, nil, append([]string{"drain", "alpha", "-i", inv, "--yes", "--state", inv + ".db", "--report", report, "--cutover-exec", "true"}, extra...)...)
 		data, err := os.ReadFile(report)
 		if err != nil {
 			t.Fatalf("%s: no report (exit %d): %v\n%s\n%s", filepath.Base(inv), code, err, stderr, stdout)
@@ -70,8 +71,22 @@ mailboxes:
 	}
 	noTLS := "    tls: none\n"
 
+	// The preflight stops the drain before any move, saying what to set.
+	preflightStops := func(t *testing.T, inv, cluster string, want ...string) {
+		t.Helper()
+		code, stdout, stderr := runCLI(t, nil, "drain", "alpha", "-i", inv, "--yes", "--state", inv+".db", "--cutover-exec", "true")
+		if code != exitUsage || !strings.Contains(stdout, "cluster "+cluster+" (") {
+			t.Fatalf("drain: exit %d, want %d with the preflight naming %s\nstdout:\n%s\nstderr:\n%s", code, exitUsage, cluster, stdout, stderr)
+		}
+		for _, w := range want {
+			if !strings.Contains(stdout, w) {
+				t.Errorf("the preflight report lacks %q:\n%s", w, stdout)
+			}
+		}
+	}
 	t.Run("no trust", func(t *testing.T) {
-		code, _, rep := drain(inventory("notrust.yaml", noTLS, ""))
+		preflightStops(t, inventory("notrust.yaml", noTLS, ""), "bravo", "ca_file", "certificate")
+		code, _, rep := drain(inventory("notrust.yaml", noTLS, ""), "--skip-preflight")
 		reason := rep.Moves[0].Reason
 		if code != exitPartial || rep.Moves[0].Result != migrate.ResultFailed ||
 			!strings.Contains(reason, "cluster bravo") || !strings.Contains(reason, "ca_file") || strings.Contains(reason, "--ca-file") {
@@ -94,7 +109,8 @@ mailboxes:
 		}
 	})
 	t.Run("STARTTLS required", func(t *testing.T) {
-		code, _, rep := drain(inventory("starttls.yaml", "", "    ca_file: certs/bravo-ca.pem\n"))
+		preflightStops(t, inventory("starttls.yaml", "", "    ca_file: certs/bravo-ca.pem\n"), "alpha", "offers no STARTTLS", "tls: none")
+		code, _, rep := drain(inventory("starttls.yaml", "", "    ca_file: certs/bravo-ca.pem\n"), "--skip-preflight")
 		reason := rep.Moves[0].Reason
 		if code != exitPartial || rep.Moves[0].Result != migrate.ResultFailed ||
 			!strings.Contains(reason, "offers no STARTTLS") || !strings.Contains(reason, "cluster alpha") || !strings.Contains(reason, "tls: none") {

@@ -66,6 +66,35 @@ type Features struct {
 	// 7889), 0 if it names none.
 	LiteralMinus, MultiAppend bool
 	AppendLimit               int64
+	// QResync: quick resynchronisation (RFC 7162). Quota: GETQUOTAROOT and
+	// friends (RFC 9208 or 2087).
+	QResync, Quota bool
+}
+
+// Names lists the capabilities mailferry acts on or reports, in a fixed
+// order, as the server spells them: the ones offered (APPENDLIMIT with its
+// value when it names one) and, separately, the ones missing.
+func (f Features) Names() (offered, missing []string) {
+	for _, c := range []struct {
+		name string
+		has  bool
+	}{
+		{"UIDPLUS", f.UIDPlus}, {"MULTIAPPEND", f.MultiAppend}, {"CONDSTORE", f.CondStore}, {"QRESYNC", f.QResync},
+		{"LITERAL+", f.LiteralPlus}, {"LITERAL-", f.LiteralMinus && !f.LiteralPlus}, {"APPENDLIMIT", f.AppendLimit > 0},
+		{"STATUS=SIZE", f.StatusSize}, {"SPECIAL-USE", f.SpecialUse}, {"QUOTA", f.Quota},
+	} {
+		switch {
+		case c.has && c.name == "APPENDLIMIT":
+			offered = append(offered, fmt.Sprintf("APPENDLIMIT=%d", f.AppendLimit))
+		case c.has:
+			offered = append(offered, c.name)
+		case c.name == "LITERAL-" && f.LiteralPlus:
+			// LITERAL+ implies LITERAL-: not missing.
+		default:
+			missing = append(missing, c.name)
+		}
+	}
+	return offered, missing
 }
 
 func featuresOf(caps imap.CapSet) Features {
@@ -83,6 +112,8 @@ func featuresOf(caps imap.CapSet) Features {
 		LiteralMinus: caps.Has(imap.CapLiteralMinus),
 		MultiAppend:  caps.Has(imap.CapMultiAppend),
 		AppendLimit:  appendLimit(caps),
+		QResync:      caps.Has(imap.CapQResync),
+		Quota:        caps.Has(imap.CapQuota),
 	}
 }
 

@@ -2,6 +2,7 @@ package imapconn
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -262,4 +263,32 @@ func (st *Stream) Err(op, folder string, uid imap.UID, err error) error {
 		return nil
 	}
 	return &OpError{Side: st.s.side, Op: op, Folder: folder, UID: uid, Err: err}
+}
+
+// Quota is one quota root's resources, as GETQUOTAROOT reports them.
+type Quota struct {
+	Root string
+	// Resources maps a resource name ("STORAGE", in units of 1024
+	// octets; "MESSAGE", in messages) to its usage and limit.
+	Resources map[string]QuotaResource
+}
+
+// QuotaResource is the usage and the limit of one quota resource.
+type QuotaResource struct{ Usage, Limit int64 }
+
+// QuotaRoot asks for the quota roots of folder and their resources
+// (GETQUOTAROOT; the server must offer QUOTA).
+func (s *Session) QuotaRoot(ctx context.Context, folder string) (quotas []Quota, err error) {
+	err = s.do(ctx, "getquotaroot", folder, func() error {
+		data, err := s.c.client.GetQuotaRoot(folder).Wait()
+		for _, d := range data {
+			q := Quota{Root: d.Root, Resources: map[string]QuotaResource{}}
+			for name, r := range d.Resources {
+				q.Resources[strings.ToUpper(string(name))] = QuotaResource{Usage: r.Usage, Limit: r.Limit}
+			}
+			quotas = append(quotas, q)
+		}
+		return err
+	})
+	return quotas, err
 }
