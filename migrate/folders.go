@@ -31,6 +31,10 @@ type folder struct {
 	Size       int64
 	// UIDValidity from LIST-STATUS (0: not offered); renames keep it.
 	UIDValidity uint32
+	// UIDNext and HighestModSeq from LIST-STATUS (0: not offered; the
+	// latter needs CONDSTORE).
+	UIDNext       uint32
+	HighestModSeq uint64
 }
 
 // Key is the logical path joined with "/", the form operators write in
@@ -111,7 +115,8 @@ func listTree(ctx context.Context, c *imapconn.Session) (*tree, error) {
 		opts.ReturnSubscribed = true
 		opts.ReturnSpecialUse = c.Features.SpecialUse
 		if c.Features.ListStatus {
-			opts.ReturnStatus = &imap.StatusOptions{NumMessages: true, UIDValidity: true, Size: c.Features.StatusSize}
+			opts.ReturnStatus = &imap.StatusOptions{NumMessages: true, UIDValidity: true, UIDNext: true,
+				Size: c.Features.StatusSize, HighestModSeq: c.Features.CondStore}
 		}
 	}
 	list, err := c.List(ctx, "", t.Prefix+"*", opts)
@@ -158,6 +163,8 @@ func listTree(ctx context.Context, c *imapconn.Session) (*tree, error) {
 			if l.Status.Size != nil {
 				f.Size = *l.Status.Size
 			}
+			f.UIDNext = uint32(l.Status.UIDNext)
+			f.HighestModSeq = l.Status.HighestModSeq
 		}
 		f.Path = splitName(l.Mailbox, t.Prefix, l.Delim)
 		t.Folders = append(t.Folders, f)
@@ -198,6 +205,7 @@ type FolderMapping struct {
 	Excluded bool `json:"excluded,omitempty"`
 
 	src       folder
+	dst       *folder // the target folder as listed before the pass (nil: new)
 	subscribe bool
 }
 

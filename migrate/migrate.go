@@ -320,6 +320,9 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 			r.failFolder(m, fmt.Sprintf("create or subscribe %q on the target: %v", m.Target, err))
 			continue
 		}
+		if d := dstTree.byName(m.Target); d != nil && !d.NoSelect {
+			m.dst = d
+		}
 		jobs = append(jobs, m)
 	}
 	// Largest folders first, so the last folder to finish is a small one.

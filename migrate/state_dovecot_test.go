@@ -155,8 +155,23 @@ func TestStateRerunIsNoop(t *testing.T) {
 		if c := strings.Count(trace.String(), "BODY.PEEK["); c != 0 {
 			t.Errorf("rerun sent %d body fetches to the source", c)
 		}
+		r.exact()
+		// A change on the source opens that folder, and its delta asks
+		// CONDSTORE for what changed only.
+		f := plainFolder(t, r.m)
+		on(t, r.src, func(c *imapclient.Client) {
+			_, err := c.Select(strings.Join(f.Path, "."), nil).Wait()
+			must(t, err)
+			var set imap.UIDSet
+			set.AddNum(1)
+			must(t, c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{"$Changed"}}, nil).Close())
+		})
+		trace = syncBuffer{}
+		if rep := r.copy(migrate.Options{}, &trace); rep.FlagsUpdated != 1 {
+			t.Errorf("delta after a flag change: %d flags updated, want 1", rep.FlagsUpdated)
+		}
 		if !strings.Contains(trace.String(), "CHANGEDSINCE") {
-			t.Errorf("rerun did not use CONDSTORE on a source that offers it")
+			t.Errorf("the delta did not use CONDSTORE on a source that offers it")
 		}
 		r.exact()
 	})

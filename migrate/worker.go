@@ -155,6 +155,10 @@ func (w *worker) connect(ctx context.Context) error {
 func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 	r := w.run
 	r.emit(Event{Kind: EventFolderStarted, Folder: m.Source})
+	if w.unchanged(ctx, m) {
+		r.emit(Event{Kind: EventFolderDone, Folder: m.Source})
+		return
+	}
 	fc := &folderCopy{m: m, byUID: map[imap.UID]*message{}, warned: map[string]bool{}}
 	var lastErr error
 	for attempt := 0; attempt < maxAttempts; attempt++ {
@@ -211,6 +215,52 @@ func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 	fc.mu.Unlock()
 	w.finish(fc, lastErr)
 	r.emit(Event{Kind: EventFolderDone, Folder: m.Source})
+}
+
+// unchanged reports whether a folder cannot have changed since the last
+// pass, by what both servers listed (LIST-STATUS) and the state holds: the
+// source's UIDVALIDITY and HIGHESTMODSEQ (which moves with every new
+// message, flag change and expunge) are the ones recorded when the last
+// pass began, the target's UIDVALIDITY and UIDNEXT are the recorded ones
+// and its mark (nothing reached it since), no suspect is recorded, and
+// every source message has a verified copy in the map. Such a folder is
+// not opened on either side: its messages count as already copied. A
+// converging pass, a cron rerun or a final delta of a quiet mailbox then
+// costs a LIST on each side.
+func (w *worker) unchanged(ctx context.Context, m *FolderMapping) bool {
+	r := w.run
+	lease := r.opts.State
+	s, d := m.src, m.dst
+	if lease == nil || d == nil || s.HighestModSeq == 0 || s.UIDValidity == 0 || d.UIDValidity == 0 || d.UIDNext == 0 {
+		return false
+	}
+	rec, err := lease.Folder(ctx, m.Source)
+	if err != nil || rec.SrcUIDValidity != s.UIDValidity || rec.SrcHighestModSeq != s.HighestModSeq ||
+		rec.DstUIDValidity != d.UIDValidity || rec.DstUIDNextMark != d.UIDNext || rec.Suspects != "" || rec.Target != m.Target {
+		return false
+	}
+	known, err := lease.Messages(ctx, rec.ID)
+	if err != nil || len(known) != int(s.Messages) {
+		return false
+	}
+	var bytes int64
+	for _, k := range known {
+		if (r.opts.Verify != VerifyNone && !k.Verified) || k.DstUID == 0 {
+			return false
+		}
+		bytes += k.Size
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := r.report
+	rep.Messages += len(known)
+	rep.Bytes += bytes
+	rep.Done += len(known)
+	if r.opts.Verify != VerifyNone {
+		rep.Verified += len(known)
+	}
+	r.bytesDone += bytes
+	return true
 }
 
 // finish moves the folder's outcome into the report.

@@ -1,0 +1,72 @@
+package migrate_test
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"mailferry/internal/testrig/dovecot"
+	"mailferry/migrate"
+	"mailferry/state/statetest"
+)
+
+// A pass over folders that cannot have changed (the source's HIGHESTMODSEQ
+// and UIDVALIDITY as recorded, the target's UIDNEXT at the mark, every
+// message copied and verified) opens none of them on either side: a
+// converging pass, a cron rerun or a final delta of a quiet mailbox costs a
+// LIST per side. A folder changed on the source, or one where something
+// reached the target, is opened and handled as before.
+func TestUnchangedFoldersAreNotOpened(t *testing.T) {
+	r := newStateRig(t, statetest.SQLite(t), dovecot.Options{}, smallCorpus(97))
+	r.copy(migrate.Options{}, nil)
+	opened := regexp.MustCompile(`(?m)^[A-Za-z0-9]+ (SELECT|EXAMINE) `)
+	total := r.m.TotalMessages()
+
+	var trace syncBuffer
+	rep := r.copy(migrate.Options{}, &trace)
+	if n := len(opened.FindAllString(trace.String(), -1)); n != 0 {
+		t.Errorf("a rerun of a finished migration opened %d source folders, want none", n)
+	}
+	if rep.Done != total || rep.Verified != total || rep.Copied != 0 || rep.Messages != total {
+		t.Errorf("rerun: done %d, verified %d, copied %d, messages %d; want %d done and verified", rep.Done, rep.Verified, rep.Copied, rep.Messages, total)
+	}
+
+	// One flag changes on the source, and a message of the target's own
+	// arrives in another folder: those two folders are opened.
+	f := plainFolder(t, r.m)
+	srcName := strings.Join(f.Path, ".")
+	on(t, r.src, func(c *imapclient.Client) {
+		_, err := c.Select(srcName, nil).Wait()
+		must(t, err)
+		var set imap.UIDSet
+		set.AddNum(1)
+		must(t, c.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close())
+	})
+	body := "From: x@example.org\r\nSubject: delivered to the target\r\n\r\nhi\r\n"
+	on(t, r.dst, func(c *imapclient.Client) {
+		cmd := c.Append("INBOX", int64(len(body)), nil)
+		_, err := cmd.Write([]byte(body))
+		must(t, err)
+		must(t, cmd.Close())
+		_, err = cmd.Wait()
+		must(t, err)
+	})
+	trace = syncBuffer{}
+	rep = r.copy(migrate.Options{}, &trace)
+	got := opened.FindAllString(trace.String(), -1)
+	if len(got) != 2 {
+		t.Errorf("after one source change and one target arrival: %d source folders opened (%v), want 2", len(got), got)
+	}
+	if rep.FlagsUpdated != 1 || rep.TargetOnly != 1 {
+		t.Errorf("flags updated %d, target only %d; want 1 and 1", rep.FlagsUpdated, rep.TargetOnly)
+	}
+	// And the next pass is quiet again.
+	trace = syncBuffer{}
+	r.copy(migrate.Options{}, &trace)
+	if n := len(opened.FindAllString(trace.String(), -1)); n != 0 {
+		t.Errorf("the pass after opened %d source folders, want none", n)
+	}
+}
