@@ -3,11 +3,14 @@ package migrate_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"mailferry/internal/testrig/corpus"
 	"mailferry/internal/testrig/dovecot"
 	"mailferry/migrate"
+	"mailferry/state"
 )
 
 // BenchmarkCopySmallMessages copies one mailbox of small messages (sizes
@@ -18,11 +21,13 @@ import (
 // (cmd/mailferry-bench) compares whole tools.
 func BenchmarkCopySmallMessages(b *testing.B) {
 	for _, mode := range []struct {
-		name string
-		opts migrate.Options
+		name  string
+		opts  migrate.Options
+		state bool
 	}{
-		{"multiappend", migrate.Options{}},
-		{"single", migrate.Options{NoMultiAppend: true}},
+		{"multiappend", migrate.Options{}, false},
+		{"multiappend-sqlite", migrate.Options{}, true},
+		{"single", migrate.Options{NoMultiAppend: true}, false},
 	} {
 		b.Run(mode.name, func(b *testing.B) {
 			dovecot.Require(b)
@@ -37,8 +42,19 @@ func BenchmarkCopySmallMessages(b *testing.B) {
 			b.ResetTimer()
 			msgs := 0
 			for i := 0; i < b.N; i++ {
+				opts := mode.opts
+				if mode.state {
+					st, err := state.Open(context.Background(), filepath.Join(b.TempDir(), "state.db"))
+					if err != nil {
+						b.Fatal(err)
+					}
+					defer st.Close()
+					if opts.State, err = st.Acquire(context.Background(), state.Key{Source: "s", Target: fmt.Sprint(i)}, "bench", time.Hour); err != nil {
+						b.Fatal(err)
+					}
+				}
 				rep, err := migrate.Copy(context.Background(), userCfg(b, "source", src, "alice"),
-					endpoint(b, "target", dst.Addr, fmt.Sprintf("t%03d", i), "t-pw"), mode.opts)
+					endpoint(b, "target", dst.Addr, fmt.Sprintf("t%03d", i), "t-pw"), opts)
 				if err != nil || rep.Failed != 0 {
 					b.Fatalf("copy: %v, %d failed", err, rep.Failed)
 				}

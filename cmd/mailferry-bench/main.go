@@ -65,6 +65,8 @@ type options struct {
 	parallel          int
 	// The realistic corpus (-corpus realistic).
 	corpus string
+	// storage is the target Dovecots' mail storage: maildir or mdbox.
+	storage string
 	modes  []string
 	peers  []string
 }
@@ -73,6 +75,7 @@ func main() {
 	started := time.Now()
 	log.SetFlags(0)
 	o := options{maxSize: 8 << 20}
+	flag.StringVar(&o.storage, "target-storage", "maildir", "realistic corpus: the target Dovecots' storage, maildir (a file per message) or mdbox (the issue's measurement)")
 	flag.StringVar(&o.corpus, "corpus", "realistic", "realistic: many mailboxes of small messages, in -modes, against -peers; large: the large-message corpus (-folders, -max-size, -mode)")
 	var modes, peers string
 	flag.StringVar(&modes, "modes", "single,migrate,apply", "-corpus realistic: single (one mailbox alone), migrate (one mailferry migrate per mailbox, -parallel at a time), apply (mailferry apply --parallel over all mailboxes)")
@@ -92,6 +95,9 @@ func main() {
 	flag.IntVar(&o.mailboxes, "mailboxes", 0, "mailboxes (-corpus realistic, default 20; -corpus large -mode apply, default 32)")
 	flag.IntVar(&o.parallel, "parallel", 0, "mailboxes at a time: mailferry apply --parallel, concurrent migrate, mbsync and doveadm processes (default: -corpus realistic 4, -corpus large 8)")
 	flag.Parse()
+	if o.storage != "maildir" && o.storage != "mdbox" {
+		log.Fatalf("bench: -target-storage %q: want maildir or mdbox", o.storage)
+	}
 	// Flags only the large corpus has select it, as before -corpus existed.
 	explicit := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { explicit[f.Name] = true })

@@ -137,6 +137,7 @@ type realisticResults struct {
 		Doveadm     string   `json:"doveadm_command"`
 		DoveadmConf string   `json:"doveadm_config"` // password masked
 		RSS         string   `json:"peak_rss_measured_by"`
+		Storage     string   `json:"target_storage"`
 	} `json:"config"`
 	Entries       []*fleetSummary `json:"entries"`
 	SourceChanged []string        `json:"source_changed,omitempty"`
@@ -151,10 +152,16 @@ type fleet struct {
 	base  map[string]*corpus.Snapshot
 	count map[string]int // messages per mailbox
 	bytes map[string]int64
+	// storage of the target Dovecots (options.storage).
+	storage string
 }
 
 func (f *fleet) opts(name string) dovecot.Options {
-	return dovecot.Options{Name: name, Separator: "/", Users: f.users, MasterUser: "ferry", MasterPassword: "master-" + name}
+	o := dovecot.Options{Name: name, Separator: "/", Users: f.users, MasterUser: "ferry", MasterPassword: "master-" + name}
+	if f.storage == "mdbox" {
+		o.Extra = []string{"mail_location = mdbox:~/mdbox"}
+	}
+	return o
 }
 
 func runRealistic(t *env, o options) *realisticResults {
@@ -168,6 +175,7 @@ func runRealistic(t *env, o options) *realisticResults {
 	}
 	res.Config.Rounds, res.Config.Parallel, res.Config.Verify = o.rounds, o.parallel, o.verify
 	res.Config.Modes, res.Config.Peers = o.modes, o.peers
+	res.Config.Storage = o.storage
 	res.Config.RSS = rssSource()
 	res.Config.Connections = "tool defaults (migrate 4, apply 2)"
 	if o.connections > 0 {
@@ -175,7 +183,7 @@ func runRealistic(t *env, o options) *realisticResults {
 	}
 
 	// The source: every mailbox, seeded two at a time.
-	f := &fleet{users: map[string]string{}, base: map[string]*corpus.Snapshot{}, count: map[string]int{}, bytes: map[string]int64{}}
+	f := &fleet{users: map[string]string{}, base: map[string]*corpus.Snapshot{}, count: map[string]int{}, bytes: map[string]int64{}, storage: o.storage}
 	for i := range o.mailboxes {
 		n := fmt.Sprintf("user%03d", i)
 		f.users[n] = fmt.Sprintf("pw-%d-%d", i, o.seed)
@@ -690,7 +698,11 @@ func printRealistic(w io.Writer, res *realisticResults) {
 	p("realistic corpus: %s, same machine, same source, median of %d round(s); every copy into a fresh empty target", vs, res.Config.Rounds)
 	p("")
 	p("machine    %d CPUs (%s), %d MiB RAM, Linux %s, Go %s", m.CPUs, m.CPUModel, m.MemoryMiB, m.Kernel, m.GoVersion)
-	p("servers    Dovecot %s on loopback, plaintext; source Maildir++ (\".\"), targets Maildir LAYOUT=fs (\"/\")", m.Dovecot)
+	target := "Maildir LAYOUT=fs (\"/\")"
+	if res.Config.Storage == "mdbox" {
+		target = "mdbox (\"/\")"
+	}
+	p("servers    Dovecot %s on loopback, plaintext; source Maildir++ (\".\"), targets %s", m.Dovecot, target)
 	p("corpus     seed %d: %d mailboxes x %d folders, %d messages, %.1f MB (median %.1f KB, mean %.1f KB, %d of 100 KB+ = %.1f%%), seeded in %.0fs",
 		c.Seed, c.Mailboxes, c.Folders, c.Messages, c.MB, float64(c.MedianBytes)/1000, c.MeanBytes/1000, c.Attachments,
 		100*float64(c.Attachments)/float64(max(c.Messages, 1)), c.SeedSeconds)
