@@ -67,8 +67,8 @@ type options struct {
 	corpus string
 	// storage is the target Dovecots' mail storage: maildir or mdbox.
 	storage string
-	modes  []string
-	peers  []string
+	modes   []string
+	peers   []string
 }
 
 func main() {
