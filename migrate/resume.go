@@ -152,16 +152,21 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 			msg.recorded(recs[i])
 		}
 	case fresh:
-		// The mark must be committed before the first APPEND; nothing has
-		// been sent, so nothing is suspect.
+		// What the target holds already is matched first (it only reads).
+		if err := w.adoptExisting(ctx, fc, sel); err != nil {
+			return err
+		}
+		// The mark must be committed before the first APPEND, and the
+		// first batch announced (see announce): one write for both.
+		first := w.firstBatch(fc)
 		fc.rec.DstUIDNextMark = uint32(fc.mark)
-		fc.rec.Suspects = ""
+		fc.rec.Suspects = suspectSet(fc.msgs, first, false)
 		if err := lease.PutFolder(ctx, fc.rec); err != nil {
 			return stateErr(err)
 		}
 		fc.stored = fc.rec
-		if err := w.adoptExisting(ctx, fc, sel); err != nil {
-			return err
+		for _, msg := range first {
+			msg.suspect = true
 		}
 	default:
 		if err := w.run.massExpunge(fc.m.Source, len(gone), len(known)); err != nil {
@@ -172,10 +177,17 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 		}
 	}
 	fc.listed = true
-	if err := w.record(ctx, fc, fc.msgs, nil); err != nil {
+	if err := w.record(ctx, fc, fc.msgs, w.firstBatch(fc)); err != nil {
 		return err
 	}
 	return w.syncFlags(ctx, fc)
+}
+
+// firstBatch is the batch copyPending will send first, announced with
+// the write that precedes it (so that announce has nothing to write).
+func (w *worker) firstBatch(fc *folderCopy) []*message {
+	pending := fc.with(statusPending)
+	return pending[:w.batchLen(fc, pending)]
 }
 
 // adoptExisting looks, before anything is appended, at what a target

@@ -353,7 +353,7 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 	} else {
 		fc.lookedAt = selectedAt // nothing at or above the mark then
 	}
-	if err := w.record(ctx, fc, fc.msgs, nil); err != nil {
+	if err := w.record(ctx, fc, fc.msgs, w.firstBatch(fc)); err != nil {
 		return err
 	}
 	// Adopted copies carry the flags they were appended with; the source

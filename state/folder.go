@@ -66,10 +66,19 @@ func (l *Lease) Folders(ctx context.Context) ([]Folder, error) {
 }
 
 // Folder returns the folder with this source name, creating it (Source
-// set, everything else zero) if it is new. Creating is a fenced write.
+// set, everything else zero) if it is new. Creating is a fenced write; a
+// folder that exists is only read (no write transaction, no fsync: a pass
+// reads every folder's record).
 func (l *Lease) Folder(ctx context.Context, source string) (Folder, error) {
-	var f Folder
-	err := l.write(ctx, fmt.Sprintf("get folder %q", source), func(tx *sql.Tx) error {
+	f, err := scanFolder(l.s.db.QueryRowContext(ctx, l.s.q(`SELECT `+folderColumns+` FROM mailferry_folder
+WHERE migration_id = ? AND source = ?`), l.Migration.ID, source))
+	switch {
+	case err == nil:
+		return f, nil
+	case !errors.Is(err, sql.ErrNoRows):
+		return Folder{}, fmt.Errorf("get folder %q of migration %s: %w", source, l.Migration.Key, err)
+	}
+	err = l.write(ctx, fmt.Sprintf("get folder %q", source), func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, l.s.q(`INSERT INTO mailferry_folder (migration_id, source) VALUES (?, ?)
 ON CONFLICT (migration_id, source) DO NOTHING`), l.Migration.ID, source); err != nil {
 			return err
