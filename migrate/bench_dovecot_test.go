@@ -48,7 +48,7 @@ func BenchmarkCopySmallMessages(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					defer st.Close()
+					b.Cleanup(func() { st.Close() })
 					if opts.State, err = st.Acquire(context.Background(), state.Key{Source: "s", Target: fmt.Sprint(i)}, "bench", time.Hour); err != nil {
 						b.Fatal(err)
 					}

@@ -2,10 +2,8 @@ package migrate
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/emersion/go-imap/v2"
 
@@ -178,51 +176,22 @@ func (w *worker) vanished(batch []*message) {
 // addMulti writes one body into the MULTIAPPEND. It returns msg when the
 // message went into the command.
 func (w *worker) addMulti(ctx context.Context, fc *folderCopy, ma *imapconn.MultiAppend, msg *message, lit imap.LiteralReader) (*message, error) {
-	if msg == nil || msg.status != statusPending {
-		return nil, nil // not asked for (or already handled): the FETCH loop discards it
-	}
-	msg.fetched = true
-	size := lit.Size()
-	switch limit := w.dst.Features.AppendLimit; {
-	case size == 0:
-		msg.status, msg.reason = statusFailed, "empty message: a zero-byte message cannot be appended"
-		return nil, nil
-	case limit > 0 && size > limit:
-		msg.status, msg.reason = statusFailed, fmt.Sprintf("%d bytes, larger than the target's APPENDLIMIT of %d", size, limit)
+	// A message over APPENDLIMIT would make the server refuse the whole
+	// batch: it fails here, unsent.
+	size, ok := w.admit(msg, lit, w.dst.Features.AppendLimit)
+	if !ok {
 		return nil, nil
 	}
-	flags, dropped := appendFlags(msg.flagsAt(msg.flagLevel), fc.perm)
-	msg.sent = flags
-	for _, f := range dropped {
-		w.flagWarning(fc, string(f))
-	}
-	if w.buf == nil {
-		w.buf = make([]byte, 64<<10)
-	}
-	dst, err := ma.Add(size, flags, msg.date)
+	dst, err := ma.Add(size, w.sendFlags(fc, msg), msg.date)
 	if err != nil {
 		return nil, &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, UID: msg.uid, Err: err}
 	}
 	msg.status = statusUnknown
-	w.run.count(func(r *Report) { r.BodiesFetched++ })
-	ew := &errWriter{w: dst}
-	var dw io.Writer = ew
-	if size > 1<<20 {
-		dw = &failWriter{Writer: dw, at: size / 2}
-	}
-	h := sha256.New()
-	body := w.run.limitedReader(ctx, io.LimitReader(lit, size))
-	n, err := io.CopyBuffer(dw, io.TeeReader(body, h), w.buf)
-	if err == nil && n != size {
-		err = fmt.Errorf("source literal for uid %d ended after %d of %d bytes", msg.uid, n, size)
-	}
-	if err != nil {
-		if ew.err == nil {
+	if sourceBroke, err := w.copyBody(ctx, msg, lit, size, dst); err != nil {
+		if sourceBroke {
 			return msg, fmt.Errorf("fetch uid %d from %q on the source: %w: %w", msg.uid, fc.m.Source, errLiteralBroken, err)
 		}
 		return msg, &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, UID: msg.uid, Err: err}
 	}
-	copy(msg.sha[:], h.Sum(nil))
-	msg.size, msg.hashed = size, true
 	return msg, nil
 }

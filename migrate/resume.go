@@ -60,8 +60,11 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 		return nil
 	}
 
-	rec, err := lease.Folder(ctx, fc.m.Source)
-	if err != nil {
+	var rec state.Folder
+	var err error
+	if fc.loaded != nil {
+		rec, fc.loaded = *fc.loaded, nil
+	} else if rec, err = lease.Folder(ctx, fc.m.Source); err != nil {
 		return stateErr(err)
 	}
 	fc.stored = rec

@@ -1,6 +1,7 @@
 package migrate_test
 
 import (
+	"context"
 	"regexp"
 	"strings"
 	"testing"
@@ -24,11 +25,22 @@ func TestUnchangedFoldersAreNotOpened(t *testing.T) {
 	r.copy(migrate.Options{}, nil)
 	opened := regexp.MustCompile(`(?m)^[A-Za-z0-9]+ (SELECT|EXAMINE) `)
 	total := r.m.TotalMessages()
+	// pass copies once and returns the folders each side opened.
+	pass := func() (rep *migrate.Report, src, dst []string) {
+		t.Helper()
+		var st, dt syncBuffer
+		srcCfg, dstCfg := userCfg(t, "source", r.src, "alice"), userCfg(t, "target", r.dst, "alice")
+		srcCfg.Debug, dstCfg.Debug = &st, &dt
+		rep, err := migrate.Copy(context.Background(), srcCfg, dstCfg, migrate.Options{State: r.lease})
+		if err != nil || rep.Failed != 0 {
+			t.Fatalf("copy: %v, %d failed: %v", err, failed(rep), failures(rep))
+		}
+		return rep, opened.FindAllString(st.String(), -1), opened.FindAllString(dt.String(), -1)
+	}
 
-	var trace syncBuffer
-	rep := r.copy(migrate.Options{}, &trace)
-	if n := len(opened.FindAllString(trace.String(), -1)); n != 0 {
-		t.Errorf("a rerun of a finished migration opened %d source folders, want none", n)
+	rep, src, dst := pass()
+	if len(src)+len(dst) != 0 {
+		t.Errorf("a rerun of a finished migration opened %d source and %d target folders, want none", len(src), len(dst))
 	}
 	if rep.Done != total || rep.Verified != total || rep.Copied != 0 || rep.Messages != total {
 		t.Errorf("rerun: done %d, verified %d, copied %d, messages %d; want %d done and verified", rep.Done, rep.Verified, rep.Copied, rep.Messages, total)
@@ -54,19 +66,15 @@ func TestUnchangedFoldersAreNotOpened(t *testing.T) {
 		_, err = cmd.Wait()
 		must(t, err)
 	})
-	trace = syncBuffer{}
-	rep = r.copy(migrate.Options{}, &trace)
-	got := opened.FindAllString(trace.String(), -1)
-	if len(got) != 2 {
-		t.Errorf("after one source change and one target arrival: %d source folders opened (%v), want 2", len(got), got)
+	rep, src, dst = pass()
+	if len(src) != 2 || len(dst) != 2 {
+		t.Errorf("after one source change and one target arrival: %d source and %d target folders opened (%v, %v), want 2 each", len(src), len(dst), src, dst)
 	}
 	if rep.FlagsUpdated != 1 || rep.TargetOnly != 1 {
 		t.Errorf("flags updated %d, target only %d; want 1 and 1", rep.FlagsUpdated, rep.TargetOnly)
 	}
 	// And the next pass is quiet again.
-	trace = syncBuffer{}
-	r.copy(migrate.Options{}, &trace)
-	if n := len(opened.FindAllString(trace.String(), -1)); n != 0 {
-		t.Errorf("the pass after opened %d source folders, want none", n)
+	if _, src, dst = pass(); len(src)+len(dst) != 0 {
+		t.Errorf("the pass after opened %d source and %d target folders, want none", len(src), len(dst))
 	}
 }

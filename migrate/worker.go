@@ -87,10 +87,9 @@ type folderCopy struct {
 	suspectAll bool
 	// late counts, by the digest of their bytes, the APPENDs of this run
 	// whose answer was lost and whose copy has not been found on the
-	// target yet; lateN is their sum, lastLost when the last was lost
-	// (all guarded by mu: the APPEND collector loses sends too).
+	// target yet (a digest leaves the map at 0); lastLost is when the last
+	// was lost (both guarded by mu: the APPEND collector loses sends too).
 	late     map[[32]byte]int
-	lateN    int
 	lastLost time.Time
 	// lookedAt is when the last check of the whole of [mark, ...) began:
 	// every copy committed before then is accounted for.
@@ -98,6 +97,9 @@ type folderCopy struct {
 	// inherited: the state holds suspects of a run that never released its
 	// lease (it crashed); their APPENDs may land until run.lateUntil.
 	inherited bool
+	// loaded is the folder's state record as read before the pass began
+	// (see unchanged); nil: prepare reads it.
+	loaded *state.Folder
 	// split, when set, bounds the messages of a MULTIAPPEND batch after
 	// the target refused a larger one (see appendMulti).
 	split    int
@@ -155,11 +157,11 @@ func (w *worker) connect(ctx context.Context) error {
 func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 	r := w.run
 	r.emit(Event{Kind: EventFolderStarted, Folder: m.Source})
-	if w.unchanged(ctx, m) {
+	fc := &folderCopy{m: m, byUID: map[imap.UID]*message{}, warned: map[string]bool{}}
+	if w.unchanged(ctx, fc) {
 		r.emit(Event{Kind: EventFolderDone, Folder: m.Source})
 		return
 	}
-	fc := &folderCopy{m: m, byUID: map[imap.UID]*message{}, warned: map[string]bool{}}
 	var lastErr error
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if errors.Is(lastErr, errReconnect) {
@@ -206,13 +208,11 @@ func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 		}
 		break
 	}
-	fc.mu.Lock()
-	if fc.lateN > 0 && r.opts.State != nil {
+	if n, last := fc.unfound(); n > 0 && r.opts.State != nil {
 		// Stopped (or gave up) while APPENDs may still land: the next run
 		// of this migration must look for them once they can no longer.
-		r.opts.State.MayLand(fc.lastLost.Add(r.opts.LateCommitWindow))
+		r.opts.State.MayLand(last.Add(r.opts.LateCommitWindow))
 	}
-	fc.mu.Unlock()
 	w.finish(fc, lastErr)
 	r.emit(Event{Kind: EventFolderDone, Folder: m.Source})
 }
@@ -226,16 +226,22 @@ func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 // every source message has a verified copy in the map. Such a folder is
 // not opened on either side: its messages count as already copied. A
 // converging pass, a cron rerun or a final delta of a quiet mailbox then
-// costs a LIST on each side.
-func (w *worker) unchanged(ctx context.Context, m *FolderMapping) bool {
+// costs a LIST on each side. The record it read is kept for the pass
+// (fc.loaded) when the folder is opened after all.
+func (w *worker) unchanged(ctx context.Context, fc *folderCopy) bool {
 	r := w.run
 	lease := r.opts.State
+	m := fc.m
 	s, d := m.src, m.dst
 	if lease == nil || d == nil || s.HighestModSeq == 0 || s.UIDValidity == 0 || d.UIDValidity == 0 || d.UIDNext == 0 {
 		return false
 	}
 	rec, err := lease.Folder(ctx, m.Source)
-	if err != nil || rec.SrcUIDValidity != s.UIDValidity || rec.SrcHighestModSeq != s.HighestModSeq ||
+	if err != nil {
+		return false
+	}
+	fc.loaded = &rec
+	if rec.SrcUIDValidity != s.UIDValidity || rec.SrcHighestModSeq != s.HighestModSeq ||
 		rec.DstUIDValidity != d.UIDValidity || rec.DstUIDNextMark != d.UIDNext || rec.Suspects != "" || rec.Target != m.Target {
 		return false
 	}
@@ -401,9 +407,7 @@ const latePoll = 200 * time.Millisecond
 func (w *worker) awaitLate(ctx context.Context, fc *folderCopy) error {
 	window := w.run.opts.LateCommitWindow
 	for {
-		fc.mu.Lock()
-		n, last := fc.lateN, fc.lastLost
-		fc.mu.Unlock()
+		n, last := fc.unfound()
 		inherited := fc.inherited && fc.lookedAt.Before(w.run.lateUntil)
 		ownDone := n == 0 || !fc.lookedAt.Before(last.Add(window))
 		if ownDone && !inherited {
@@ -443,7 +447,6 @@ func (fc *folderCopy) lose(msg *message) {
 		fc.late = map[[32]byte]int{}
 	}
 	fc.late[msg.sha]++
-	fc.lateN++
 	fc.lastLost = time.Now()
 	fc.mu.Unlock()
 }
@@ -452,11 +455,23 @@ func (fc *folderCopy) lose(msg *message) {
 // APPEND of those bytes was outstanding, that is where it went.
 func (fc *folderCopy) found(sha [32]byte) {
 	fc.mu.Lock()
-	if fc.late[sha] > 0 {
+	if fc.late[sha] > 1 {
 		fc.late[sha]--
-		fc.lateN--
+	} else {
+		delete(fc.late, sha)
 	}
 	fc.mu.Unlock()
+}
+
+// unfound is how many lost APPENDs of this run have not been found, and
+// when the last was lost.
+func (fc *folderCopy) unfound() (n int, last time.Time) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	for _, k := range fc.late {
+		n += k
+	}
+	return n, fc.lastLost
 }
 
 // copyPending appends and verifies every pending message in batches.
@@ -807,39 +822,17 @@ func spool(r io.Reader) (*os.File, int64, error) {
 // appendOne streams one body into an APPEND. The literal must be read to
 // its end before the next FETCH item is requested.
 func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, lit imap.LiteralReader, inflight chan<- pendingAppend) error {
-	if msg == nil || msg.status != statusPending {
-		return nil // not asked for (or already handled): the FETCH loop discards it
-	}
-	msg.fetched = true
-	size := lit.Size()
-	if size == 0 {
-		msg.status, msg.reason = statusFailed, "empty message: a zero-byte message cannot be appended"
+	// The server judges the size of a single APPEND itself.
+	size, ok := w.admit(msg, lit, 0)
+	if !ok {
 		return nil
 	}
-	flags, dropped := appendFlags(msg.flagsAt(msg.flagLevel), fc.perm)
-	msg.sent = flags
-	for _, f := range dropped {
-		w.flagWarning(fc, string(f))
-	}
-	if w.buf == nil {
-		w.buf = make([]byte, 64<<10)
-	}
-	h := sha256.New()
+	flags := w.sendFlags(fc, msg)
 	cmd := w.dstSt.Append(fc.m.Target, size, &imap.AppendOptions{Flags: flags, Time: msg.date})
 	msg.status = statusUnknown
-	w.run.count(func(r *Report) { r.BodiesFetched++ })
-	var dw io.Writer = &errWriter{w: cmd}
-	if size > 1<<20 {
-		dw = &failWriter{Writer: dw, at: size / 2}
-	}
-	body := w.run.limitedReader(ctx, io.LimitReader(lit, size))
-	n, err := io.CopyBuffer(dw, io.TeeReader(body, h), w.buf)
-	if err == nil && n != size {
-		err = fmt.Errorf("source literal for uid %d ended after %d of %d bytes", msg.uid, n, size)
-	}
-	if err != nil {
+	if sourceBroke, err := w.copyBody(ctx, msg, lit, size, cmd); err != nil {
 		msg.status = statusPending
-		if dw := unwrapErrWriter(dw); dw.err == nil {
+		if sourceBroke {
 			// The source broke mid-message. Never leave an APPEND
 			// mid-literal: drop the target connection. The literal never
 			// completed, so nothing was stored for this message; earlier
@@ -874,8 +867,6 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 		}
 		return &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, UID: msg.uid, Err: err}
 	}
-	copy(msg.sha[:], h.Sum(nil))
-	msg.size, msg.hashed = size, true
 	if err := cmd.Close(); err != nil {
 		// The whole literal went out: the server may store it anyway.
 		msg.status = statusPending
@@ -890,6 +881,68 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 		fc.lose(msg) // sent, its answer never read
 		return ctx.Err()
 	}
+}
+
+// admit takes a body the FETCH handed over for sending, or says to let the
+// FETCH loop discard it: a message not asked for (or already handled), or
+// one that cannot be appended (failed here, with the reason): empty, or
+// over limit (0: none checked here). Both APPEND paths start with it.
+func (w *worker) admit(msg *message, lit imap.LiteralReader, limit int64) (int64, bool) {
+	if msg == nil || msg.status != statusPending {
+		return 0, false
+	}
+	msg.fetched = true
+	size := lit.Size()
+	switch {
+	case size == 0:
+		msg.status, msg.reason = statusFailed, "empty message: a zero-byte message cannot be appended"
+		return 0, false
+	case limit > 0 && size > limit:
+		msg.status, msg.reason = statusFailed, fmt.Sprintf("%d bytes, larger than the target's APPENDLIMIT of %d", size, limit)
+		return 0, false
+	}
+	return size, true
+}
+
+// sendFlags are the flags msg is appended with at its fallback level,
+// those the target does not keep dropped (with a warning); msg.sent
+// records them.
+func (w *worker) sendFlags(fc *folderCopy, msg *message) []imap.Flag {
+	flags, dropped := appendFlags(msg.flagsAt(msg.flagLevel), fc.perm)
+	msg.sent = flags
+	for _, f := range dropped {
+		w.flagWarning(fc, string(f))
+	}
+	return flags
+}
+
+// copyBody streams size bytes of lit into dst (an APPEND's literal) under
+// the bytes/s limits, hashing them on the way; on success msg holds their
+// size and SHA-256. On failure, sourceBroke says whether the source's
+// literal broke (else the write to the target failed). The
+// "append-literal" failpoint fires halfway through bodies over 1 MiB.
+func (w *worker) copyBody(ctx context.Context, msg *message, lit imap.LiteralReader, size int64, dst io.Writer) (sourceBroke bool, err error) {
+	if w.buf == nil {
+		w.buf = make([]byte, 64<<10)
+	}
+	w.run.count(func(r *Report) { r.BodiesFetched++ })
+	ew := &errWriter{w: dst}
+	var dw io.Writer = ew
+	if size > 1<<20 {
+		dw = &failWriter{Writer: dw, at: size / 2}
+	}
+	h := sha256.New()
+	body := w.run.limitedReader(ctx, io.LimitReader(lit, size))
+	n, err := io.CopyBuffer(dw, io.TeeReader(body, h), w.buf)
+	if err == nil && n != size {
+		err = fmt.Errorf("source literal for uid %d ended after %d of %d bytes", msg.uid, n, size)
+	}
+	if err != nil {
+		return ew.err == nil, err
+	}
+	copy(msg.sha[:], h.Sum(nil))
+	msg.size, msg.hashed = size, true
+	return false, nil
 }
 
 // waitOrClose waits for an APPEND whose literal could not be written. When
@@ -954,13 +1007,6 @@ func (f *failWriter) Write(p []byte) (int, error) {
 	n, err := f.Writer.Write(p)
 	f.n += int64(n)
 	return n, err
-}
-
-func unwrapErrWriter(w io.Writer) *errWriter {
-	if f, ok := w.(*failWriter); ok {
-		w = f.Writer
-	}
-	return w.(*errWriter)
 }
 
 // errReconnect asks for the target connection to be reopened; it is

@@ -183,15 +183,7 @@ func TestDefaultStateIgnoresWorkingDirectory(t *testing.T) {
 	var reps []map[string]any
 	for _, dir := range []string{t.TempDir(), t.TempDir()} {
 		t.Chdir(dir)
-		code, stdout, stderr := runCLI(t, env, args...)
-		if code != exitOK {
-			t.Fatalf("exit %d; stderr %q", code, stderr)
-		}
-		var rep map[string]any
-		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
-			t.Fatal(err)
-		}
-		reps = append(reps, rep)
+		reps = append(reps, migrateJSON(t, env, args...))
 		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 			t.Errorf("the run left %d files in its working directory", len(entries))
 		}
@@ -207,20 +199,27 @@ func TestDefaultStateIgnoresWorkingDirectory(t *testing.T) {
 	// $MAILFERRY_STATE names another state: a new migration there (which
 	// adopts what the target has instead of copying it again).
 	env[stateEnv] = filepath.Join(t.TempDir(), "other.db")
-	code, stdout, stderr := runCLI(t, env, args...)
-	if code != exitOK {
-		t.Fatalf("exit %d; stderr %q", code, stderr)
-	}
-	var rep map[string]any
-	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
-		t.Fatal(err)
-	}
-	if rep["adopted"] != n {
+	if rep := migrateJSON(t, env, args...); rep["adopted"] != n {
 		t.Errorf("with $MAILFERRY_STATE: adopted %v, want %v", rep["adopted"], n)
 	}
 	if _, err := os.Stat(env[stateEnv]); err != nil {
 		t.Errorf("$MAILFERRY_STATE not used: %v", err)
 	}
+}
+
+// migrateJSON runs a command that must exit 0 and print one JSON report
+// (migrate --json), and returns the report.
+func migrateJSON(t *testing.T, env map[string]string, args ...string) map[string]any {
+	t.Helper()
+	code, stdout, stderr := runCLI(t, env, args...)
+	if code != exitOK {
+		t.Fatalf("%v: exit %d; stderr %q", args[0], code, stderr)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("%v: stdout is not one JSON object: %v\n%s", args[0], err, stdout)
+	}
+	return rep
 }
 
 func TestDemo(t *testing.T) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"io"
 	"strconv"
 	"strings"
@@ -62,15 +61,7 @@ func TestMigrateStateIdentity(t *testing.T) {
 	run := func(args ...string) map[string]any {
 		t.Helper()
 		t.Chdir(t.TempDir())
-		code, stdout, stderr := runCLI(t, env, append([]string{"migrate", "--json", "--from-tls", "none", "--to-tls", "none"}, args...)...)
-		if code != exitOK {
-			t.Fatalf("exit %d; stderr %q", code, stderr)
-		}
-		var rep map[string]any
-		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
-			t.Fatal(err)
-		}
-		return rep
+		return migrateJSON(t, env, append([]string{"migrate", "--json", "--from-tls", "none", "--to-tls", "none"}, args...)...)
 	}
 	srcPort := src.Addr[strings.LastIndex(src.Addr, ":")+1:]
 	env["MAILFERRY_FROM_PASSWORD"], env["MAILFERRY_TO_PASSWORD"] = src.Users["alice"], dst.Users["alice"]

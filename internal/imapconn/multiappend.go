@@ -8,7 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf16"
 
@@ -48,10 +48,7 @@ type MultiAppend struct {
 
 // multiTag numbers the commands written here. Their tags ("MF1", "MF2",
 // ...) never collide with the library's ("T1", ...).
-var multiTag struct {
-	sync.Mutex
-	n int
-}
+var multiTag atomic.Uint64
 
 // MultiAppend begins a MULTIAPPEND into folder. Nothing is written until
 // the first Add.
@@ -82,10 +79,7 @@ func (m *MultiAppend) Add(size int64, flags []imap.Flag, date time.Time) (io.Wri
 		if wc == nil {
 			return nil, ErrNoMultiAppend
 		}
-		multiTag.Lock()
-		multiTag.n++
-		tag := "MF" + strconv.Itoa(multiTag.n)
-		multiTag.Unlock()
+		tag := "MF" + strconv.FormatUint(multiTag.Add(1), 10)
 		m.own = wc.startOwn(tag)
 		m.w = bufio.NewWriterSize(wc, 64<<10)
 		m.st.sent()
