@@ -41,8 +41,13 @@ type driver interface {
 	tableExists(ctx context.Context, tx *sql.Tx, table string) (bool, error)
 	// upsertMessages inserts or replaces up to maxRowsPerInsert message
 	// records (distinct SrcUIDs) in one statement: the hot path.
-	upsertMessages(ctx context.Context, tx *sql.Tx, folderID int64, rows []messageRow) error
+	// exec is the Store's statement runner (execTx), which keeps
+	// statements prepared where the driver needs it.
+	upsertMessages(ctx context.Context, tx *sql.Tx, exec execFunc, folderID int64, rows []messageRow) error
 }
+
+// execFunc runs a statement of the shared dialect in a transaction.
+type execFunc func(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error)
 
 // newDriver chooses the driver by URL: "postgres://" and "postgresql://"
 // select PostgreSQL; "sqlite:PATH" or a bare PATH select SQLite.
@@ -184,8 +189,8 @@ func (d *sqliteDriver) rebind(query string) string { return query }
 // excludes every other writer of the file.
 func (d *sqliteDriver) lockSchema(context.Context, *sql.Tx) error { return nil }
 
-func (d *sqliteDriver) upsertMessages(ctx context.Context, tx *sql.Tx, folderID int64, rows []messageRow) error {
-	return upsertMessagesValues(ctx, tx, d.rebind, folderID, rows)
+func (d *sqliteDriver) upsertMessages(ctx context.Context, tx *sql.Tx, exec execFunc, folderID int64, rows []messageRow) error {
+	return upsertMessagesValues(ctx, tx, exec, folderID, rows)
 }
 
 func (d *sqliteDriver) tableExists(ctx context.Context, tx *sql.Tx, table string) (bool, error) {
@@ -229,7 +234,7 @@ func (d *postgresDriver) lockSchema(ctx context.Context, tx *sql.Tx) error {
 	return err
 }
 
-func (d *postgresDriver) upsertMessages(ctx context.Context, tx *sql.Tx, folderID int64, rows []messageRow) error {
+func (d *postgresDriver) upsertMessages(ctx context.Context, tx *sql.Tx, _ execFunc, folderID int64, rows []messageRow) error {
 	return upsertMessagesUnnest(ctx, tx, folderID, rows)
 }
 

@@ -70,8 +70,8 @@ func (l *Lease) Folders(ctx context.Context) ([]Folder, error) {
 // folder that exists is only read (no write transaction, no fsync: a pass
 // reads every folder's record).
 func (l *Lease) Folder(ctx context.Context, source string) (Folder, error) {
-	f, err := scanFolder(l.s.db.QueryRowContext(ctx, l.s.q(`SELECT `+folderColumns+` FROM mailferry_folder
-WHERE migration_id = ? AND source = ?`), l.Migration.ID, source))
+	f, err := scanFolder(l.s.queryRowDB(ctx, `SELECT `+folderColumns+` FROM mailferry_folder
+WHERE migration_id = ? AND source = ?`, l.Migration.ID, source))
 	switch {
 	case err == nil:
 		return f, nil
@@ -99,14 +99,14 @@ func (l *Lease) PutFolder(ctx context.Context, f Folder) error {
 	}
 	return l.write(ctx, fmt.Sprintf("put folder %q", f.Source), func(tx *sql.Tx) error {
 		var id int64
-		err := tx.QueryRowContext(ctx, l.s.q(`INSERT INTO mailferry_folder
+		err := l.s.queryRowTx(ctx, tx, `INSERT INTO mailferry_folder
 (migration_id, source, target, src_uidvalidity, dst_uidvalidity, dst_uidnext_mark, src_highest_modseq, deleted, suspects)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (migration_id, source) DO UPDATE SET target = excluded.target,
 src_uidvalidity = excluded.src_uidvalidity, dst_uidvalidity = excluded.dst_uidvalidity,
 dst_uidnext_mark = excluded.dst_uidnext_mark, src_highest_modseq = excluded.src_highest_modseq,
 deleted = excluded.deleted, suspects = excluded.suspects
-RETURNING id`), l.Migration.ID, f.Source, f.Target, int64(f.SrcUIDValidity), int64(f.DstUIDValidity),
+RETURNING id`, l.Migration.ID, f.Source, f.Target, int64(f.SrcUIDValidity), int64(f.DstUIDValidity),
 			int64(f.DstUIDNextMark), int64(f.SrcHighestModSeq), f.Deleted, f.Suspects).Scan(&id)
 		if err != nil {
 			return err
@@ -174,7 +174,7 @@ func (l *Lease) SetMark(ctx context.Context, folderID int64, mark uint32) error 
 // committed before the APPENDs it announces are sent.
 func (l *Lease) SetSuspects(ctx context.Context, folderID int64, suspects string) error {
 	return l.write(ctx, fmt.Sprintf("set suspects of folder %d", folderID), func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, l.s.q(`UPDATE mailferry_folder SET suspects = ? WHERE id = ? AND migration_id = ?`),
+		res, err := l.s.execTx(ctx, tx, `UPDATE mailferry_folder SET suspects = ? WHERE id = ? AND migration_id = ?`,
 			suspects, folderID, l.Migration.ID)
 		if err != nil {
 			return err
@@ -189,10 +189,10 @@ func (l *Lease) setMark(ctx context.Context, tx *sql.Tx, folderID int64, mark ui
 	var res sql.Result
 	var err error
 	if suspects != nil {
-		res, err = tx.ExecContext(ctx, l.s.q(`UPDATE mailferry_folder SET dst_uidnext_mark = ?, suspects = ? WHERE id = ? AND migration_id = ?`),
+		res, err = l.s.execTx(ctx, tx, `UPDATE mailferry_folder SET dst_uidnext_mark = ?, suspects = ? WHERE id = ? AND migration_id = ?`,
 			int64(mark), *suspects, folderID, l.Migration.ID)
 	} else {
-		res, err = tx.ExecContext(ctx, l.s.q(`UPDATE mailferry_folder SET dst_uidnext_mark = ? WHERE id = ? AND migration_id = ?`),
+		res, err = l.s.execTx(ctx, tx, `UPDATE mailferry_folder SET dst_uidnext_mark = ? WHERE id = ? AND migration_id = ?`,
 			int64(mark), folderID, l.Migration.ID)
 	}
 	if err != nil {

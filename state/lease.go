@@ -288,8 +288,8 @@ func (l *Lease) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return err
 	}
 	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, l.s.q(`UPDATE mailferry_migration SET updated_at_us = ?
-WHERE id = ? AND epoch = ? AND holder = ?`), l.s.nowUTC().UnixMicro(), l.Migration.ID, l.Epoch, l.Holder)
+	res, err := l.s.execTx(ctx, tx, `UPDATE mailferry_migration SET updated_at_us = ?
+WHERE id = ? AND epoch = ? AND holder = ?`, l.s.nowUTC().UnixMicro(), l.Migration.ID, l.Epoch, l.Holder)
 	if err != nil {
 		return err
 	}

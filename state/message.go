@@ -41,17 +41,17 @@ func (l *Lease) Messages(ctx context.Context, folderID int64) ([]Message, error)
 
 func (l *Lease) messages(ctx context.Context, folderID int64) ([]Message, error) {
 	var owned, count int64
-	if err := l.s.db.QueryRowContext(ctx, l.s.q(`SELECT
+	if err := l.s.queryRowDB(ctx, `SELECT
 (SELECT count(*) FROM mailferry_folder WHERE id = ? AND migration_id = ?),
-(SELECT count(*) FROM mailferry_message WHERE folder_id = ?)`),
+(SELECT count(*) FROM mailferry_message WHERE folder_id = ?)`,
 		folderID, l.Migration.ID, folderID).Scan(&owned, &count); err != nil {
 		return nil, err
 	}
 	if owned == 0 {
 		return nil, ErrNoFolder
 	}
-	rows, err := l.s.db.QueryContext(ctx, l.s.q(`SELECT src_uid, dst_uid, size, sha256, verified, flags
-FROM mailferry_message WHERE folder_id = ? ORDER BY src_uid`), folderID)
+	rows, err := l.s.queryDB(ctx, `SELECT src_uid, dst_uid, size, sha256, verified, flags
+FROM mailferry_message WHERE folder_id = ? ORDER BY src_uid`, folderID)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +106,7 @@ func (l *Lease) putMessages(ctx context.Context, folderID int64, msgs []Message,
 		}
 		for len(rows) > 0 {
 			n := min(len(rows), maxRowsPerInsert)
-			if err := l.s.drv.upsertMessages(ctx, tx, folderID, rows[:n]); err != nil {
+			if err := l.s.drv.upsertMessages(ctx, tx, l.s.execTx, folderID, rows[:n]); err != nil {
 				return err
 			}
 			rows = rows[n:]
@@ -144,7 +144,7 @@ dst_uidnext_mark = ?, src_highest_modseq = ?, deleted = ?, suspects = ? WHERE id
 		}
 		for len(rows) > 0 {
 			n := min(len(rows), maxRowsPerInsert)
-			if err := l.s.drv.upsertMessages(ctx, tx, f.ID, rows[:n]); err != nil {
+			if err := l.s.drv.upsertMessages(ctx, tx, l.s.execTx, f.ID, rows[:n]); err != nil {
 				return err
 			}
 			rows = rows[n:]
@@ -191,9 +191,32 @@ func messageRows(msgs []Message) ([]messageRow, error) {
 	return rows, nil
 }
 
-// upsertMessagesValues is the shared upsert: one multi-row INSERT ... ON
-// CONFLICT DO UPDATE with 7 placeholders a row.
-func upsertMessagesValues(ctx context.Context, tx *sql.Tx, rebind func(string) string, folderID int64, rows []messageRow) error {
+// upsertMessagesValues is the shared upsert: multi-row INSERT ... ON
+// CONFLICT DO UPDATE statements with 7 placeholders a row. The rows go in
+// chunks whose sizes are powers of two (60 rows: 32, 16, 8, 4), so a
+// handful of statement texts serve every batch size and each is parsed
+// once per connection (see prepared.go) instead of once per batch.
+func upsertMessagesValues(ctx context.Context, tx *sql.Tx, exec execFunc, folderID int64, rows []messageRow) error {
+	for len(rows) > 0 {
+		n := upsertChunk(len(rows))
+		if err := upsertValues(ctx, tx, exec, folderID, rows[:n]); err != nil {
+			return err
+		}
+		rows = rows[n:]
+	}
+	return nil
+}
+
+// upsertChunk is the largest power of two not above n, at most 512.
+func upsertChunk(n int) int {
+	c := 1
+	for c*2 <= n && c*2 <= 512 {
+		c *= 2
+	}
+	return c
+}
+
+func upsertValues(ctx context.Context, tx *sql.Tx, exec execFunc, folderID int64, rows []messageRow) error {
 	var b strings.Builder
 	b.Grow(300 + len(rows)*16)
 	b.WriteString(`INSERT INTO mailferry_message (folder_id, src_uid, dst_uid, size, sha256, verified, flags) VALUES `)
@@ -208,7 +231,7 @@ func upsertMessagesValues(ctx context.Context, tx *sql.Tx, rebind func(string) s
 	}
 	b.WriteString(` ON CONFLICT (folder_id, src_uid) DO UPDATE SET dst_uid = excluded.dst_uid, size = excluded.size,
 sha256 = excluded.sha256, verified = excluded.verified, flags = excluded.flags`)
-	_, err := tx.ExecContext(ctx, rebind(b.String()), args...)
+	_, err := exec(ctx, tx, b.String(), args...)
 	return err
 }
 

@@ -48,6 +48,8 @@ type Store struct {
 	// password for a PostgreSQL state (WithPassword); "" leaves pgx's own
 	// lookup (PGPASSWORD, PGPASSFILE or ~/.pgpass, a service file).
 	password string
+	// stmts keeps the hot statements prepared (SQLite; see prepared.go).
+	stmts stmtCache
 }
 
 // writing takes the write turn (on SQLite; PostgreSQL takes row locks) and
@@ -142,7 +144,10 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 
 // Close closes the database. Leases still held stay in the database until
 // they expire; Release them first.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.closeStmts()
+	return s.db.Close()
+}
 
 // Driver returns "sqlite" or "postgres".
 func (s *Store) Driver() string { return s.drv.name() }
