@@ -39,6 +39,7 @@ type applyFlags struct {
 	cutoverTimeout time.Duration
 	holdAtReady    bool
 	report         string
+	reportHTML     string
 	metricsAddr    string
 	keepDeleted    bool
 	windows        []string
@@ -66,6 +67,7 @@ func (a *applyFlags) register(f *pflag.FlagSet) {
 	f.BoolVar(&a.holdAtReady, "hold-at-ready", false, "stop every move at ready; finish them with `mailferry complete`")
 	f.BoolVar(&a.routed, "routed", false, "routing already sends these mailboxes' mail to their targets: moves at ready become final without a hook")
 	f.StringVar(&a.report, "report", "", "also write the final report as JSON to `FILE`")
+	f.StringVar(&a.reportHTML, "report-html", "", reportHTMLUsage)
 	f.StringVar(&a.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on `ADDR` (e.g. :9464) while running")
 	f.BoolVar(&a.keepDeleted, "keep-deleted", false, "keep target copies of messages and folders deleted on the source")
 	f.StringArrayVar(&a.windows, "window", nil, "start new work only within local `HH:MM-HH:MM` (repeatable), on every cluster")
@@ -404,6 +406,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	}
 
 	view := newApplyView(g, moves)
+	rec := newRunRecorder(a, moves, inv, limiters)
 	byKey := make(map[state.Key]migrate.Move, len(moves))
 	for _, m := range moves {
 		byKey[migrate.MoveKey(m)] = m
@@ -421,26 +424,19 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 		Parallel: a.parallel, ConvergeMessages: a.converge,
 		HoldAtReady: a.holdAtReady, Complete: complete, Named: complete && len(only) > 0, Routed: a.routed,
 		Limiter:  func(name string) *throttle.Limiter { return limiters[name] },
-		Observer: migrate.ObserverFunc(func(e migrate.Event) { view.event(e); served.record(e) }),
+		Observer: migrate.ObserverFunc(func(e migrate.Event) { view.event(e); served.record(e); rec.Event(e) }),
 		Stop:     stopChan(cmd.Context()),
 	}
 	if a.cutoverExec != "" {
 		opts.Cutover = cutoverHook(view.say, a.cutoverExec, a.cutoverTimeout, inv)
 	}
+	rec.Start(ctx)
 	rep, err := migrate.Apply(ctx, moves, opts)
 	view.done()
 	for _, c := range inv.Clusters {
 		rep.Throttle = append(rep.Throttle, limiters[c.Name].Snapshot())
 	}
-	if a.report != "" {
-		data, jerr := json.MarshalIndent(rep, "", "  ")
-		if jerr == nil {
-			jerr = writeFileAtomic(a.report, append(data, '\n'))
-		}
-		if jerr != nil {
-			fmt.Fprintf(g.stderr, "mailferry: write report: %v\n", jerr)
-		}
-	}
+	writeRunReports(g, a, rep, plan, rec)
 	if werr := renderApplyReport(g, rep); werr != nil {
 		return werr
 	}

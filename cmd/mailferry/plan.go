@@ -37,6 +37,7 @@ type planOptions struct {
 	streamRate      string
 	messageOverhead time.Duration
 	output          string
+	html            string
 }
 
 func newPlanCommand(g *globalOptions) *cobra.Command {
@@ -108,6 +109,7 @@ bottleneck. --json prints the plan document; -o writes it to a file for
 	f.StringVar(&o.streamRate, "stream-rate", inventory.FormatBytes(planner.DefaultStreamBytes), "ETA: bytes per second one copy stream sustains (`SIZE`)")
 	f.DurationVar(&o.messageOverhead, "message-overhead", time.Duration(planner.DefaultMessageOverhead*float64(time.Second)), "ETA: fixed cost per message")
 	f.StringVarP(&o.output, "output", "o", "", "write the plan document (JSON) to `FILE`")
+	f.StringVar(&o.html, "html", "", "also write the plan as a self-contained HTML page to `FILE` (clusters before/after, moves)")
 	return cmd
 }
 
@@ -132,6 +134,11 @@ func runPlan(cmd *cobra.Command, g *globalOptions, o *planOptions) error {
 		}
 		if err := writeFileAtomic(o.output, buf.Bytes()); err != nil {
 			return fmt.Errorf("write plan: %w", err)
+		}
+	}
+	if o.html != "" {
+		if err := writePlanHTML(o.html, plan); err != nil {
+			return err
 		}
 	}
 	if g.json {
