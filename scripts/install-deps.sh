@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs what the test suites and the benchmark need that Go does not
-# bring: Dovecot (real IMAP servers for the integration tests) and, with
+# bring: Dovecot (real IMAP servers for the integration tests), Chromium
+# (renders the HTML reports in their test) and, with
 # --bench, isync (mbsync, the baseline the benchmark compares against) and
 # GNU time (how the benchmark measures each tool's peak RSS).
 # Debian packages; run as root or with sudo available.
@@ -8,6 +9,8 @@ set -eu
 
 want="dovecot-imapd"
 command -v dovecot >/dev/null 2>&1 && want=""
+# Chromium: the HTML report is rendered in headless Chromium in the tests.
+command -v chromium >/dev/null 2>&1 || want="$want chromium"
 if [ "${1:-}" = "--bench" ] && ! command -v mbsync >/dev/null 2>&1; then
 	want="$want isync"
 fi
