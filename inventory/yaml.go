@@ -548,6 +548,7 @@ func (p *parser) cluster(n *yaml.Node, i int) Cluster {
 			})
 		case "health_query":
 			c.HealthQuery = p.healthQuery(v, f, at, track)
+			lines[key] = k.Line // a missing field is reported at the key
 		case "tags":
 			c.Tags = map[string]string{}
 			p.mapping(v, f, func(key string, k, v *yaml.Node) {
