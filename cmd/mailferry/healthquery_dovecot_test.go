@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -152,6 +153,44 @@ func TestApplyHealthQueryThrottlesOnPrometheus(t *testing.T) {
 			if _, ok := th["health_level"]; ok {
 				t.Errorf("bravo has no health_query but reports %v", th)
 			}
+		}
+	}
+}
+
+// A health query that returns nothing is reported as a warning naming
+// the cluster and the query, and with on_error: ignore the copy runs as
+// without one and completes exactly; the report counts the failures.
+func TestApplyHealthQueryEmptyIgnored(t *testing.T) {
+	dovecot.Require(t)
+	r := newApplyRigWith(t, 1, nil)
+	empty := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
+	}))
+	t.Cleanup(empty.Close)
+	inv := r.writeHealthInventory(r.clusters["alpha"].Addr, empty.URL)
+	data, err := os.ReadFile(inv)
+	must(t, err)
+	must(t, os.WriteFile(inv, bytes.Replace(data, []byte("on_error: pause"), []byte("on_error: ignore"), 1), 0o600))
+	report := filepath.Join(r.dir, "report.json")
+	code, stdout, stderr := runCLI(t, nil, "drain", "alpha", "-i", inv, "--yes", "--routed", "--state", filepath.Join(r.dir, "state.db"), "--report", report)
+	if code != exitOK {
+		t.Fatalf("drain: exit %d\nstderr:\n%s\nstdout:\n%s", code, stderr, stdout)
+	}
+	if want := `warning: cluster alpha: health query "max(test_storage_await)" on ` + empty.URL + ` failed: returned no series; on_error ignore`; !strings.Contains(stderr, want) {
+		t.Errorf("stderr lacks %q:\n%s", want, stderr)
+	}
+	if n := strings.Count(stderr, "returned no series"); n != 1 {
+		t.Errorf("the same failure was reported %d times:\n%s", n, stderr)
+	}
+	raw, err := os.ReadFile(report)
+	must(t, err)
+	var rep migrate.ApplyReport
+	must(t, json.Unmarshal(raw, &rep))
+	r.exact(&rep)
+	for _, th := range rep.Throttle {
+		if th.Name == "alpha" && (th.HealthErrors < 1 || th.HealthErrors != th.HealthReadings || th.HealthLevel != "ok" || th.HealthPauses != 0 || th.HealthValue != nil) {
+			t.Errorf("alpha's throttle: %+v", th.StorageStats)
 		}
 	}
 }
