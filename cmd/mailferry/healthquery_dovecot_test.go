@@ -21,7 +21,7 @@ import (
 
 	"mailferry/internal/testrig/dovecot"
 	"mailferry/internal/testrig/faultproxy"
-	promrig "mailferry/internal/testrig/prometheus"
+	promrig "mailferry/internal/testrig/promserver"
 	"mailferry/migrate"
 )
 

@@ -1,8 +1,8 @@
-// Package prometheus runs a real Prometheus server for tests (Debian's
+// Package promserver runs a real Prometheus server for tests (Debian's
 // prometheus package): its own configuration, data directory and loopback
 // port, scraping targets the test names, every scrape interval the test
 // chooses. Exporter is a tiny target serving one gauge the test sets.
-package prometheus
+package promserver
 
 import (
 	"context"
