@@ -433,8 +433,15 @@ func newThroughputChart(c ClusterSeries, tl *Timeline) *throughputChart {
 	prev = 0
 	for _, smp := range c.Samples {
 		if smp.Paused {
+			why := "outside its time windows"
+			if smp.HealthPaused {
+				why = "its storage health signal is above pause_above"
+				if smp.HealthValue != nil {
+					why += fmt.Sprintf(" (%g)", *smp.HealthValue)
+				}
+			}
 			s.Rects = append(s.Rects, rect{X: x(prev), Y: top, W: math.Max(x(smp.AtSeconds)-x(prev), 1), H: h - top - bottom, Class: "paused",
-				Title: fmt.Sprintf("%s paused (outside its time windows) until %s", c.Cluster, formatSeconds(smp.AtSeconds))})
+				Title: fmt.Sprintf("%s paused until %s: %s", c.Cluster, formatSeconds(smp.AtSeconds), why)})
 		}
 		prev = smp.AtSeconds
 	}

@@ -56,13 +56,17 @@ type ClusterSeries struct {
 // (as a source) and onto it (as a target) during the interval, and its
 // throttle at the interval's end.
 type ClusterSample struct {
-	AtSeconds  float64 `json:"at_seconds"`
-	BytesOut   int64   `json:"bytes_out"`
-	BytesIn    int64   `json:"bytes_in"`
-	Limit      int     `json:"limit"`
-	InFlight   int     `json:"in_flight"`
-	Paused     bool    `json:"paused"`              // outside its time windows
-	LatencyP90 float64 `json:"latency_p90_seconds"` // smoothed p90 command latency
+	AtSeconds float64 `json:"at_seconds"`
+	BytesOut  int64   `json:"bytes_out"`
+	BytesIn   int64   `json:"bytes_in"`
+	Limit     int     `json:"limit"`
+	InFlight  int     `json:"in_flight"`
+	// Paused: no new work started on the cluster at the sample: outside
+	// its time windows, or its health_query paused it (HealthPaused).
+	Paused       bool     `json:"paused"`
+	HealthPaused bool     `json:"health_paused,omitempty"`
+	HealthValue  *float64 `json:"health_value,omitempty"` // the storage signal's latest reading
+	LatencyP90   float64  `json:"latency_p90_seconds"`    // smoothed p90 command latency
 }
 
 // Recorder is a migrate.Observer that builds a Timeline: each move's
@@ -208,7 +212,8 @@ func (r *Recorder) sample() {
 		if lim := r.lim(c.Cluster); lim != nil {
 			st := lim.Snapshot()
 			s.Limit, s.InFlight, s.LatencyP90 = st.Limit, st.InFlight, st.Latency.Seconds()
-			s.Paused = !lim.InWindow()
+			s.HealthPaused, s.HealthValue = st.HealthPaused, st.HealthValue
+			s.Paused = !lim.InWindow() || st.HealthPaused
 		}
 		c.Samples = append(c.Samples, s)
 	}

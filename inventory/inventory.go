@@ -128,7 +128,10 @@ type Cluster struct {
 	Capacity           Capacity
 	Limits             Limits
 	Health             Health
-	Tags               map[string]string
+	// HealthQuery reads the cluster's storage health from Prometheus
+	// (health_query); nil without one.
+	HealthQuery *HealthQuery
+	Tags        map[string]string
 
 	// lines holds the line of each field ("auth.password_file") in the
 	// file the cluster was loaded from, for later checks (CheckSecrets).
@@ -256,6 +259,9 @@ func (c *Cluster) check() []fieldProblem {
 	}
 	if !c.Health.Valid() {
 		add("health", fmt.Sprintf("unknown health %q: say healthy, degraded, draining or readonly", c.Health))
+	}
+	if c.HealthQuery != nil {
+		ps = append(ps, c.HealthQuery.check()...)
 	}
 	return ps
 }

@@ -546,13 +546,16 @@ func (p *parser) cluster(n *yaml.Node, i int) Cluster {
 					p.unknown(k, f, key, "connections", "bytes_per_sec", "messages_per_sec", "max_latency", "io_timeout", "windows")
 				}
 			})
+		case "health_query":
+			c.HealthQuery = p.healthQuery(v, f, at, track)
+			lines[key] = k.Line // a missing field is reported at the key
 		case "tags":
 			c.Tags = map[string]string{}
 			p.mapping(v, f, func(key string, k, v *yaml.Node) {
 				c.Tags[key], _ = p.str(v, join(f, key))
 			})
 		default:
-			p.unknown(k, field, key, "name", "url", "tls", "ca_file", "insecure_skip_verify", "auth", "capacity", "limits", "health", "tags")
+			p.unknown(k, field, key, "name", "url", "tls", "ca_file", "insecure_skip_verify", "auth", "capacity", "limits", "health", "health_query", "tags")
 			return
 		}
 		if _, ok := lines[key]; !ok {

@@ -308,6 +308,9 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 			})
 		}
 		o.emit(Event{Kind: EventMovePhase, Mailbox: m.Mailbox, Text: p})
+		if err := waitStorage(ctx, o.Stop, opts.Source, opts.Target); err != nil {
+			return nil, err // a pass starts only while both storages allow it
+		}
 		rep, err := Copy(ctx, m.Src, m.Dst, opts)
 		res.Passes++
 		if rep != nil {

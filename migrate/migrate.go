@@ -194,13 +194,18 @@ const (
 	// EventMoveDone: a move ended; Text is its result (done, failed, held,
 	// interrupted, skipped).
 	EventMoveDone
+	// EventClusterHealth: the storage signal of the cluster Cluster
+	// (health_query) changed level, failed or works again; Text says how.
+	EventClusterHealth
 )
 
 // Event is one progress report from a copy.
 type Event struct {
 	Kind EventKind
 	// Mailbox is set by Apply (one copy's events carry no mailbox).
-	Mailbox  string
+	Mailbox string
+	// Cluster is set on cluster events (EventClusterHealth).
+	Cluster  string
 	Folder   string
 	Messages int
 	Bytes    int64

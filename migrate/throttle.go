@@ -60,7 +60,8 @@ func (w *worker) beginPair(ctx context.Context) (src, dst *imapconn.Stream, err 
 }
 
 // window waits while any side is outside its time windows, or, with
-// ExitOutsideWindow, stops the copy.
+// ExitOutsideWindow, stops the copy; then while any side's storage signal
+// holds new batches (waitStorage).
 func (r *run) window(ctx context.Context) error {
 	for _, lim := range []*throttle.Limiter{r.srcLim, r.dstLim} {
 		if lim.InWindow() {
@@ -74,7 +75,7 @@ func (r *run) window(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	return waitStorage(ctx, r.opts.Stop, r.srcLim, r.dstLim)
 }
 
 // limitedReader reads a message body under both sides' bytes/s buckets.

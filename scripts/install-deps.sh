@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what the test suites and the benchmark need that Go does not
 # bring: Dovecot (real IMAP servers for the integration tests), Chromium
-# (renders the HTML reports in their test) and, with
+# (renders the HTML reports in their test), Prometheus (a real server for
+# the health_query tests) and, with
 # --bench, isync (mbsync, the baseline the benchmark compares against) and
 # GNU time (how the benchmark measures each tool's peak RSS).
 # Debian packages; run as root or with sudo available.
@@ -11,6 +12,9 @@ want="dovecot-imapd"
 command -v dovecot >/dev/null 2>&1 && want=""
 # Chromium: the HTML report is rendered in headless Chromium in the tests.
 command -v chromium >/dev/null 2>&1 || want="$want chromium"
+# Prometheus: the health_query tests run a real server scraping an exporter
+# the test controls.
+command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || want="$want prometheus"
 if [ "${1:-}" = "--bench" ] && ! command -v mbsync >/dev/null 2>&1; then
 	want="$want isync"
 fi

@@ -275,7 +275,7 @@ func (l *Limiter) evaluate(now time.Time) {
 			ks.baseline += time.Duration(baselineUp * float64(ks.smoothed-ks.baseline))
 		}
 	}
-	if saturated && a.limit < l.cap {
+	if saturated && a.limit < l.cap && !l.storageHolds() {
 		a.limit++
 		l.st.Increases++
 		l.wake()

@@ -90,6 +90,7 @@ type Limiter struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when a slot frees or the limit grows
 	adapt   adaptive
+	storage storage // the storage signal and its pause gate (storage.go)
 	st      Stats
 }
 
@@ -276,6 +277,8 @@ type Stats struct {
 	Backoffs    int64         // retries delayed by Retry
 	BackoffTime time.Duration // total of those delays
 	LastSignal  Signal        // the signal of the most recent backoff
+
+	StorageStats // the storage signal (health_query), zero without one
 }
 
 // Snapshot returns a copy of the Limiter's state.
@@ -288,5 +291,6 @@ func (l *Limiter) Snapshot() Stats {
 	w := l.adapt.worst()
 	s.Latency = w.smoothed
 	s.Baseline = w.baseline
+	s.StorageStats = l.storageStats(l.clock.Now())
 	return s
 }

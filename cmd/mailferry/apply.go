@@ -430,8 +430,14 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	if a.cutoverExec != "" {
 		opts.Cutover = cutoverHook(view.say, a.cutoverExec, a.cutoverTimeout, inv)
 	}
+	stopHealth, err := startHealthQueries(ctx, inv, limiters, func(text string) { view.say("warning: %s", text) }, opts.Observer.Event)
+	if err != nil {
+		return err
+	}
+	defer stopHealth()
 	rec.Start(ctx)
 	rep, err := migrate.Apply(ctx, moves, opts)
+	stopHealth()
 	view.done()
 	for _, c := range inv.Clusters {
 		rep.Throttle = append(rep.Throttle, limiters[c.Name].Snapshot())
@@ -598,6 +604,11 @@ func renderApplyReport(g *globalOptions, rep *migrate.ApplyReport) error {
 		}
 		fmt.Fprintf(g.stdout, "throttle %s: limit %d/%d at the end (%d decreases, %d increases), p90 latency %s, %d backoffs, %d rate waits\n",
 			st.Name, st.Limit, st.Cap, st.Decreases, st.Increases, st.Latency.Round(time.Millisecond), st.Backoffs, st.RateWaits)
+	}
+	for _, st := range rep.Throttle {
+		if line := healthLine(st); line != "" {
+			fmt.Fprintln(g.stdout, line)
+		}
 	}
 	return nil
 }

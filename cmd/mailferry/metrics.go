@@ -70,6 +70,7 @@ func serveMetrics(addr string, limiters map[string]*throttle.Limiter) (*metrics,
 		phase:    map[string]string{},
 	}
 	reg.MustRegister(m.bytes, m.messages, m.moves, m.results)
+	reg.MustRegister(healthCollector(limiters)) // metrics_health.go
 	for name, l := range limiters {
 		labels := prometheus.Labels{"cluster": name}
 		gauge := func(metric, help string, f func(throttle.Stats) float64) {

@@ -42,13 +42,18 @@ var rules = []rule{
 	},
 	{
 		why:  "production packages never import test rigs (the demo is the one command built on the in-memory server)",
-		dirs: []string{"migrate", "state", "throttle", "planner", "inventory", "inventory/discover", "internal/imapconn", "internal/failpoint", "preflight"},
+		dirs: []string{"migrate", "state", "throttle", "planner", "inventory", "inventory/discover", "internal/imapconn", "internal/failpoint", "preflight", "internal/healthquery"},
 		deny: []string{"mailferry/internal/testrig"},
 	},
 	{
 		why:  "test rigs sit below the code they test: no rig imports the copy engine, the state or the CLI",
-		dirs: []string{"internal/testrig/dovecot", "internal/testrig/corpus", "internal/testrig/faultproxy", "internal/testrig/memserver", "internal/testrig/fakeclock"},
+		dirs: []string{"internal/testrig/dovecot", "internal/testrig/corpus", "internal/testrig/faultproxy", "internal/testrig/memserver", "internal/testrig/fakeclock", "internal/testrig/promserver"},
 		deny: []string{"mailferry/migrate", "mailferry/state", "mailferry/cmd", "mailferry/planner", "mailferry/inventory"},
+	},
+	{
+		why:  "the health poller only reads Prometheus and feeds a throttle: no IMAP, no state, no copy engine",
+		dirs: []string{"internal/healthquery"},
+		deny: []string{"github.com/emersion/go-imap", "mailferry/internal/imapconn", "mailferry/migrate", "mailferry/state"},
 	},
 	{
 		why:  "preflight only looks: no copy engine, no state",
