@@ -76,6 +76,7 @@ func TestRecorderPhasesAndBytesPerCluster(t *testing.T) {
 }
 
 func sampleDoc() *RunDocument {
+	high := 97.5
 	start := time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)
 	rep := &migrate.ApplyReport{Seconds: 40, Moves: []migrate.MoveResult{
 		{Mailbox: "u1", From: "bravo", To: "alpha", Phase: "done", Result: "done", Bytes: 4 << 20, Copied: 10, Seconds: 20},
@@ -89,7 +90,7 @@ func sampleDoc() *RunDocument {
 		},
 		Clusters: []ClusterSeries{
 			{Cluster: "alpha", Cap: 8, Samples: []ClusterSample{{AtSeconds: 10, BytesIn: 2 << 20, Limit: 8}, {AtSeconds: 20, BytesIn: 2 << 20, Limit: 8}}},
-			{Cluster: "bravo", Cap: 4, Samples: []ClusterSample{{AtSeconds: 10, BytesOut: 2 << 20, Limit: 2}, {AtSeconds: 20, BytesOut: 2 << 20, Limit: 1, Paused: true}, {AtSeconds: 40, Limit: 3}}},
+			{Cluster: "bravo", Cap: 4, Samples: []ClusterSample{{AtSeconds: 10, BytesOut: 2 << 20, Limit: 2}, {AtSeconds: 20, BytesOut: 2 << 20, Limit: 1, Paused: true}, {AtSeconds: 30, Limit: 1, Paused: true, HealthPaused: true, HealthValue: &high}, {AtSeconds: 40, Limit: 3}}},
 			{Cluster: "idle", Cap: 4, Samples: []ClusterSample{{AtSeconds: 10, Limit: 4}}},
 		}}
 	plan := &PlanSummary{Policy: planner.Policy{Kind: "drain", Cluster: "bravo"},
@@ -110,7 +111,8 @@ func TestWriteRunDrawsEveryPart(t *testing.T) {
 	page := buf.String()
 	for _, want := range []string{`id="clusters"`, `id="timeline"`, `id="throughput"`, `id="eta"`, `id="moves"`,
 		`data-cluster="alpha"`, `data-cluster="bravo"`, `class="paused"`, `class="seg ph-converging"`, `class="end failed"`,
-		`class="limit"`, `class="planned"`, `class="actual"`, "Quota exceeded", "bravo (degraded)"} {
+		`class="limit"`, `class="planned"`, `class="actual"`, "Quota exceeded", "bravo (degraded)",
+		"paused until 20.0s: outside its time windows", "paused until 30.0s: its storage health signal is above pause_above (97.5)"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %s", want)
 		}
