@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs what the test suites and the benchmark need that Go does not
-# bring: Dovecot (real IMAP servers for the integration tests) and, with
+# bring: Dovecot (real IMAP and POP3 servers for the integration tests) and, with
 # --bench, isync (mbsync, the baseline the benchmark compares against) and
 # GNU time (how the benchmark measures each tool's peak RSS).
 # Debian packages; run as root or with sudo available.
@@ -8,6 +8,10 @@ set -eu
 
 want="dovecot-imapd"
 command -v dovecot >/dev/null 2>&1 && want=""
+# POP3 (the tests of the POP3 UIDL check run Dovecot's POP3 server too).
+if ! [ -x /usr/lib/dovecot/pop3 ]; then
+	want="$want dovecot-pop3d"
+fi
 if [ "${1:-}" = "--bench" ] && ! command -v mbsync >/dev/null 2>&1; then
 	want="$want isync"
 fi
