@@ -195,9 +195,19 @@ func TestApplyPOP3UIDLsMatch(t *testing.T) {
 // check still reporting the mismatch.
 func TestApplyPOP3GateHoldsMismatch(t *testing.T) {
 	r := newPOP3Rig(t, 2, pop3Opts{})
-	// A new INBOX's UIDVALIDITY is the time it was made: one second on,
-	// the target's INBOX cannot share the source's.
-	time.Sleep(1100 * time.Millisecond)
+	// A new INBOX's UIDVALIDITY is the time it was made (in seconds): once
+	// the clock is past the sources', the targets' INBOXes, made by the
+	// copy, cannot share theirs.
+	var newest uint32
+	for _, mb := range r.mailboxes {
+		newest = max(newest, inboxUIDValidity(t, r.src, mb))
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Unix() <= int64(newest); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the clock does not pass the sources' UIDVALIDITY %d", newest)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	db, report, hookLog := filepath.Join(r.dir, "state.db"), filepath.Join(r.dir, "report.json"), filepath.Join(r.dir, "hook.log")
 	hook := `echo "$MAILFERRY_MAILBOX" >> ` + hookLog
 	code, stdout, stderr := runCLI(t, nil, "apply", r.plan, "-i", r.inv, "--state", db, "--report", report, "--pop3-gate", "--cutover-exec", hook)

@@ -5,6 +5,10 @@ import (
 	"fmt"
 )
 
+// MaxMessages bounds the maildrop Read takes in: a server announcing more
+// (or a broken one) is refused rather than allowed to exhaust memory.
+const MaxMessages = 5_000_000
+
 // Message is one message as a POP3 client sees it.
 type Message struct {
 	Num  int    `json:"num"`
@@ -53,6 +57,9 @@ func (c *Client) read() (*Listing, error) {
 	n, octets, err := c.Stat()
 	if err != nil {
 		return nil, err
+	}
+	if n > MaxMessages {
+		return nil, c.protocolf("STAT", "count %d (more than %d messages are not read)", n, MaxMessages)
 	}
 	l := &Listing{Octets: octets, Messages: make([]Message, n)}
 	for i := range l.Messages {

@@ -197,6 +197,12 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		}
 		return nil, fmt.Errorf("%s: cannot connect to POP3 server %s: %w", cfg.Side, cfg.Addr(), unwrapOp(err))
 	}
+	return start(ctx, cfg, raw, tc, timeout)
+}
+
+// start speaks a new connection up to the end of the login: TLS as
+// configured, the greeting, CAPA, STLS, USER/PASS or AUTH PLAIN.
+func start(ctx context.Context, cfg Config, raw net.Conn, tc *tls.Config, timeout time.Duration) (*Client, error) {
 	c := &Client{cfg: cfg, conn: raw, raw: raw}
 	c.br = bufio.NewReaderSize(raw, 4096)
 	// Until Close, cancelling ctx closes the connection; until the login
