@@ -118,6 +118,12 @@ type Cluster struct {
 	Name string
 	URL  string
 	TLS  TLSMode
+	// POP3 is the cluster's POP3 URL (pop3://host:110, STLS required
+	// unless tls: none; pop3s://host:995), "" when it offers none or
+	// mailferry should not look. Logins are the auth section's, as over
+	// IMAP. POP3TLS is the mode it implies (set by validation).
+	POP3    string
+	POP3TLS TLSMode
 	// CAFile is a PEM bundle of the CAs trusted for this cluster's
 	// certificates (in a file, resolved against the inventory's directory);
 	// "" means the system's roots.
@@ -219,6 +225,7 @@ func (c *Cluster) check() []fieldProblem {
 	if msg := checkName(c.Name); msg != "" {
 		add("name", msg)
 	}
+	explicitTLS := c.TLS
 	if c.URL == "" {
 		add("url", "missing: say imaps://host:993 or imap://host:143")
 	} else if mode, err := parseURL(c.URL, c.TLS); err != nil {
@@ -230,6 +237,13 @@ func (c *Cluster) check() []fieldProblem {
 		}
 		if mode == TLSNone && c.InsecureSkipVerify {
 			add("insecure_skip_verify", "not used with tls: none (no certificate is checked)")
+		}
+	}
+	if c.POP3 != "" {
+		if mode, err := parsePOP3URL(c.POP3, explicitTLS); err != nil {
+			add("pop3", err.Error())
+		} else {
+			c.POP3TLS = mode
 		}
 	}
 	ps = append(ps, c.Auth.check()...)
@@ -351,6 +365,45 @@ func parseURL(rawURL string, tls TLSMode) (TLSMode, error) {
 		}
 	default:
 		return "", fmt.Errorf("scheme %q: say imaps://host:993 or imap://host:143", u.Scheme)
+	}
+}
+
+// parsePOP3URL checks a POP3 URL and returns the TLS mode it implies:
+// pop3s:// implicit TLS, pop3:// STLS (required) unless the cluster says
+// tls: none, as for its IMAP URL.
+func parsePOP3URL(rawURL string, tls TLSMode) (TLSMode, error) {
+	raw := secret.RedactURL(rawURL) // for messages
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", fmt.Errorf("not a URL: %q", raw)
+	}
+	if u.User != nil {
+		return "", fmt.Errorf("%q carries user information: POP3 logins are the cluster's auth, passwords in password_file or password_env", raw)
+	}
+	if u.Hostname() == "" {
+		return "", fmt.Errorf("%q has no host", raw)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n <= 0 || n > 65535 {
+			return "", fmt.Errorf("%q has a bad port", raw)
+		}
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("%q: want only scheme, host and port", raw)
+	}
+	switch u.Scheme {
+	case "pop3s":
+		if tls == TLSNone {
+			return "", fmt.Errorf("pop3s:// always uses TLS, but the cluster says tls: none: use pop3:// or drop tls: none")
+		}
+		return TLSImplicit, nil
+	case "pop3":
+		if tls == TLSNone {
+			return TLSNone, nil
+		}
+		return TLSStartTLS, nil
+	default:
+		return "", fmt.Errorf("scheme %q: say pop3s://host:995 or pop3://host:110", u.Scheme)
 	}
 }
 

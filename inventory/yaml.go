@@ -449,6 +449,13 @@ func (p *parser) cluster(n *yaml.Node, i int) Cluster {
 			track(key, func() { c.Name, _ = p.str(v, f) })
 		case "url":
 			track(key, func() { c.URL, _ = p.str(v, f) })
+		case "pop3":
+			track(key, func() {
+				c.POP3, _ = p.str(v, f)
+				if c.POP3 == "" {
+					p.errorf(v, f, "empty: say pop3://host:110 or pop3s://host:995, or leave pop3 out")
+				}
+			})
 		case "tls":
 			tls, _ = p.str(v, f)
 		case "ca_file":
@@ -555,7 +562,7 @@ func (p *parser) cluster(n *yaml.Node, i int) Cluster {
 				c.Tags[key], _ = p.str(v, join(f, key))
 			})
 		default:
-			p.unknown(k, field, key, "name", "url", "tls", "ca_file", "insecure_skip_verify", "auth", "capacity", "limits", "health", "health_query", "tags")
+			p.unknown(k, field, key, "name", "url", "pop3", "tls", "ca_file", "insecure_skip_verify", "auth", "capacity", "limits", "health", "health_query", "tags")
 			return
 		}
 		if _, ok := lines[key]; !ok {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"mailferry/internal/imapconn"
+	"mailferry/internal/pop3"
 	"mailferry/state"
 	"mailferry/throttle"
 )
@@ -45,6 +46,11 @@ type Move struct {
 	// Err, when set, says why the move cannot start (its login could not
 	// be built); it fails alone.
 	Err error
+	// SrcPOP3 and DstPOP3 are the mailbox's POP3 logins when its clusters
+	// have a pop3 URL: with SrcPOP3 the move compares the POP3 UIDLs of
+	// both sides before its cutover and after its final delta (see
+	// POP3Check).
+	SrcPOP3, DstPOP3 *pop3.Config
 }
 
 // MoveKey is the state's key of a move: the mailbox on its source and
@@ -88,6 +94,12 @@ type ApplyOptions struct {
 	// targets, so a move at ready goes on to the final delta without a
 	// hook (complete --routed).
 	Routed bool
+	// POP3Gate holds at ready, before the cutover, a move whose source has
+	// POP3 and whose target's UIDLs do not match it (or could not be
+	// compared): its POP clients would download their mail again. The
+	// held move keeps following the source (a delta pass per Apply) and
+	// is checked again by the next Apply or Complete.
+	POP3Gate bool
 	// HoldAtReady stops every move at ready (an approval gate); Complete
 	// takes only moves that are at ready or later on to the end.
 	HoldAtReady, Complete bool
@@ -121,6 +133,8 @@ type MoveResult struct {
 	Seconds  float64 `json:"seconds"`
 	// Failures are the last pass's failed messages and folders.
 	Failures []Failure `json:"failures,omitempty"`
+	// POP3Check (its pop3_* fields) is set when the source has POP3.
+	*POP3Check
 
 	outsideWindow bool // interrupted by a closed time window
 }
@@ -360,9 +374,37 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 		setPhase(PhaseReady, "")
 		phase = PhaseReady
 	}
+	followed := false // a delta pass at ready ran in this run
 	if phase == PhaseReady {
 		if o.HoldAtReady && !o.Complete {
 			return fail(ResultHeld, "held at ready (--hold-at-ready): finish with `mailferry complete`")
+		}
+		if m.SrcPOP3 != nil {
+			// The POP3 check runs here, before the routing changes: the
+			// target's UIDLs exist only once the messages are on it, and
+			// a mismatch found after the cutover could hold nothing. A
+			// move that was ready before this run first follows the
+			// source, so that the target holds what the source has.
+			if !converged {
+				rep, err := pass(PhaseReady, PhaseReady)
+				if outcome(rep, err) != "" {
+					return res
+				}
+				followed = true
+			}
+			sessions.Close() // no IMAP connection sits idle meanwhile
+			res.POP3Check = o.checkPOP3(ctx, m, POP3BeforeCutover)
+			if ctx.Err() != nil {
+				return fail(ResultInterrupted, ctx.Err().Error())
+			}
+			if !res.UIDLsMatch {
+				o.emit(Event{Kind: EventWarning, Mailbox: m.Mailbox, Text: res.POP3Check.Summary()})
+			}
+			if o.POP3Gate && !res.UIDLsMatch {
+				reason := "held at ready (--pop3-gate): " + res.POP3Check.Summary()
+				setPhase(PhaseReady, reason)
+				return fail(ResultHeld, reason+"; the next apply follows the source and checks again (complete without --pop3-gate accepts it)")
+			}
 		}
 		switch {
 		case o.Cutover != nil:
@@ -378,7 +420,7 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 			// Routing has not changed: the source still receives this
 			// mailbox's mail. Stay at ready, following the source: a move
 			// that was ready before this run gets a delta pass.
-			if !converged {
+			if !converged && !followed {
 				rep, err := pass(PhaseReady, PhaseReady)
 				if outcome(rep, err) != "" {
 					return res
@@ -400,6 +442,19 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 	}
 	setPhase(PhaseDone, "")
 	res.Result = ResultDone
+	if m.SrcPOP3 != nil {
+		// What the POP clients find now that every message is there; the
+		// move is done whatever it says. A final check that could not be
+		// made keeps the one before the cutover, if any.
+		sessions.Close()
+		final := o.checkPOP3(ctx, m, POP3Final)
+		if final.Error == "" || res.POP3Check == nil || res.Error != "" {
+			res.POP3Check = final
+		}
+		if !final.UIDLsMatch {
+			o.emit(Event{Kind: EventWarning, Mailbox: m.Mailbox, Text: final.Summary()})
+		}
+	}
 	return res
 }
 

@@ -51,6 +51,13 @@ type Options struct {
 	// Connections is a cluster's cap when its limits.connections is not
 	// set; 0 means 4. A degraded cluster gets a quarter (at least 1).
 	Connections int
+	// POP3 also looks at the moves whose source has a pop3 URL: which
+	// mailboxes' POP clients would download their mail again after the
+	// cutover (Report.POP3). POP3Sample bounds the mailboxes per source
+	// cluster whose UIDLs are read: 0 means DefaultPOP3Sample, below 0
+	// every one.
+	POP3       bool
+	POP3Sample int
 }
 
 // Kind is a problem's class: what kind of thing must be fixed.
@@ -138,6 +145,10 @@ type Report struct {
 	Mailboxes []MailboxReport `json:"mailboxes"`
 	Problems  []Problem       `json:"problems,omitempty"`
 	Warnings  []string        `json:"warnings,omitempty"`
+	// POP3 lists, with Options.POP3, the mailboxes whose POP3 UIDLs were
+	// looked at or that are at risk (see POP3Risk); being at risk stops
+	// nothing.
+	POP3 []POP3Risk `json:"pop3,omitempty"`
 }
 
 // OK reports whether nothing stops the moves.
@@ -245,6 +256,9 @@ func Run(ctx context.Context, inv *inventory.Inventory, moves []Move, opts Optio
 	// Messages above a target's APPENDLIMIT: looked for on the source
 	// only where the mailbox is larger than the limit.
 	tooBig(ctx, moves, runs, rep, opts)
+	if opts.POP3 {
+		pop3Check(ctx, inv, moves, runs, rep, opts)
+	}
 
 	for _, name := range order {
 		cr := runs[name]

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs what the test suites and the benchmark need that Go does not
-# bring: Dovecot (real IMAP servers for the integration tests), Chromium
+# bring: Dovecot (real IMAP and POP3 servers for the integration tests), Chromium
 # (renders the HTML reports in their test), Prometheus (a real server for
 # the health_query tests) and, with
 # --bench, isync (mbsync, the baseline the benchmark compares against) and
@@ -15,6 +15,10 @@ command -v chromium >/dev/null 2>&1 || want="$want chromium"
 # Prometheus: the health_query tests run a real server scraping an exporter
 # the test controls.
 command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || want="$want prometheus"
+# POP3 (the tests of the POP3 UIDL check run Dovecot's POP3 server too).
+if ! [ -x /usr/lib/dovecot/pop3 ]; then
+	want="$want dovecot-pop3d"
+fi
 if [ "${1:-}" = "--bench" ] && ! command -v mbsync >/dev/null 2>&1; then
 	want="$want isync"
 fi

@@ -49,6 +49,7 @@ type applyFlags struct {
 	noMulti        bool
 	allowMass      bool
 	routed         bool
+	pop3Gate       bool
 	skipPreflight  bool
 	force          bool   // apply, complete: run moves Check refuses
 	planPath       string // apply, complete: the plan file, for hints
@@ -76,6 +77,7 @@ func (a *applyFlags) register(f *pflag.FlagSet) {
 	f.DurationVar(&a.lateWindow, "late-commit-window", migrate.DefaultLateCommitWindow, lateCommitWindowUsage)
 	f.BoolVar(&a.noMulti, "no-multiappend", false, noMultiUsage)
 	f.BoolVar(&a.allowMass, "allow-mass-expunge", false, allowMassUsage)
+	f.BoolVar(&a.pop3Gate, "pop3-gate", false, "hold at ready, before the cutover, a move whose source has a pop3 URL and whose POP3 UIDLs on the target do not match (POP clients would download everything again)")
 	f.BoolVar(&a.skipPreflight, "skip-preflight", false, "do not check secrets, logins, TLS, quotas and APPENDLIMIT before the first move (see mailferry preflight)")
 }
 
@@ -368,6 +370,9 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 		if a.ioTimeout > 0 {
 			m.Src.IdleTimeout, m.Dst.IdleTimeout = a.ioTimeout, a.ioTimeout
 		}
+		if m.Err == nil {
+			m.SrcPOP3, m.DstPOP3, m.Err = pop3Logins(from, to, m.Src, m.Dst)
+		}
 		moves = append(moves, m)
 	}
 	for m := range want {
@@ -422,7 +427,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 			return acquire(ctx, st, k)
 		},
 		Parallel: a.parallel, ConvergeMessages: a.converge,
-		HoldAtReady: a.holdAtReady, Complete: complete, Named: complete && len(only) > 0, Routed: a.routed,
+		HoldAtReady: a.holdAtReady, POP3Gate: a.pop3Gate, Complete: complete, Named: complete && len(only) > 0, Routed: a.routed,
 		Limiter:  func(name string) *throttle.Limiter { return limiters[name] },
 		Observer: migrate.ObserverFunc(func(e migrate.Event) { view.event(e); served.record(e); rec.Event(e) }),
 		Stop:     stopChan(cmd.Context()),
@@ -598,6 +603,7 @@ func renderApplyReport(g *globalOptions, rep *migrate.ApplyReport) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	renderPOP3(g.stdout, rep)
 	for _, st := range rep.Throttle {
 		if st.Commands == 0 {
 			continue

@@ -36,6 +36,7 @@ type preflightOptions struct {
 	state         string
 	statePassword string
 	ioTimeout     time.Duration
+	pop3Sample    int
 }
 
 func newPreflightCommand(g *globalOptions) *cobra.Command {
@@ -54,6 +55,15 @@ QUOTA); each mailbox is held against its target's quota (GETQUOTAROOT
 "INBOX", when the target offers QUOTA) and, when the target names an
 APPENDLIMIT below the mailbox's size, its messages above that limit are
 looked for on the source (one SEARCH LARGER per folder).
+
+For moves whose source cluster has a pop3 URL, it lists the mailboxes at
+risk of their POP clients downloading everything again after the cutover:
+a target without a pop3 URL; and, for a sample of mailboxes per source
+cluster (--pop3-sample), the source's UIDLs (POP3 STAT, UIDL, LIST) and
+INBOX UIDs (IMAP, read-only) held against what the target would give: its
+own UIDLs when it holds mail already, else a fresh INBOX's (UIDs from 1, a
+new UIDVALIDITY) in the source's format. Being at risk changes no exit code
+(see apply --pop3-gate).
 
 A problem a whole cluster shares (an untrusted certificate, no STARTTLS, a
 refused admin login, an unreachable server) is reported once for the
@@ -88,7 +98,14 @@ not be reached; 6 some mailboxes will not fit their target.`,
 			if st != nil {
 				defer st.Close()
 			}
-			rep, err := runPreflight(cmd.Context(), inv, plan, nil, st, preflight.Options{IOTimeout: o.ioTimeout})
+			if o.pop3Sample < 0 {
+				return usageErrorf("--pop3-sample %d: want 0 (every mailbox) or more", o.pop3Sample)
+			}
+			sample := o.pop3Sample
+			if sample == 0 {
+				sample = -1 // every mailbox
+			}
+			rep, err := runPreflight(cmd.Context(), inv, plan, nil, st, preflight.Options{IOTimeout: o.ioTimeout, POP3: true, POP3Sample: sample})
 			if err != nil {
 				return err
 			}
@@ -105,6 +122,7 @@ not be reached; 6 some mailboxes will not fit their target.`,
 	cmd.Flags().StringVarP(&o.inventory, "inventory", "i", "", "inventory YAML `FILE` (clusters, logins, limits)")
 	cmd.Flags().StringVar(&o.state, "state", defaultState(), stateUsage+"; what it says is copied is not counted again, done moves are left out (none: check the plan's sizes)")
 	cmd.Flags().StringVar(&o.statePassword, "state-password-file", "", statePasswordUsage)
+	cmd.Flags().IntVar(&o.pop3Sample, "pop3-sample", preflight.DefaultPOP3Sample, "read the POP3 UIDLs of at most `N` mailboxes per source cluster with a pop3 URL (0: every mailbox)")
 	cmd.Flags().DurationVar(&o.ioTimeout, "io-timeout", 0, ioTimeoutUsage+" (default: each cluster's limits.io_timeout, else 2m0s); also bounds connecting and logging in (else 30s)")
 	return cmd
 }
@@ -230,6 +248,9 @@ func renderPreflight(w io.Writer, rep *preflight.Report) error {
 	}
 	for _, wm := range rep.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", wm)
+	}
+	if err := renderPOP3Risks(w, rep); err != nil {
+		return err
 	}
 	verdict := fmt.Sprintf("preflight: ok: %d mailboxes on %d clusters can move", len(rep.Mailboxes), len(rep.Clusters))
 	if !rep.OK() {

@@ -20,7 +20,11 @@ func (s *Server) config(ids identity, port, tlsPort int) string {
 	p("state_dir = %s", dir("state"))
 	p("instance_name = mailferry-%s", filepath.Base(s.Dir))
 	p("log_path = %s", dir("dovecot.log"))
-	p("protocols = imap")
+	if s.pop3Port != 0 {
+		p("protocols = imap pop3")
+	} else {
+		p("protocols = imap")
+	}
 	p("listen = 127.0.0.1")
 	p("shutdown_clients = yes")
 
@@ -64,6 +68,9 @@ func (s *Server) config(ids identity, port, tlsPort int) string {
 	}
 	p("}")
 	p("protocol imap {\n  mail_max_userip_connections = 200\n}")
+	if s.pop3Port != 0 {
+		p("protocol pop3 {\n  mail_max_userip_connections = 200\n}")
+	}
 
 	// TLS.
 	if tlsPort != 0 {
@@ -90,6 +97,16 @@ func (s *Server) config(ids identity, port, tlsPort int) string {
 		p("  inet_listener imaps {\n    port = 0\n  }")
 	}
 	p("}")
+	if s.pop3Port != 0 {
+		p("service pop3-login {")
+		if !ids.root {
+			p("  chroot =")
+		}
+		p("  service_count = 0\n  process_min_avail = 1")
+		p("  inet_listener pop3 {\n    address = 127.0.0.1\n    port = %d\n  }", s.pop3Port)
+		p("  inet_listener pop3s {\n    port = 0\n  }")
+		p("}")
+	}
 	for _, l := range s.extra {
 		p("%s", l)
 	}

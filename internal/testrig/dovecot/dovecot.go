@@ -92,6 +92,12 @@ type Options struct {
 	// Extra lines are appended to the generated dovecot.conf, e.g. to hide
 	// a capability ("imap_capability = ...") or to limit keywords.
 	Extra []string
+	// POP3 also serves POP3 (Debian's dovecot-pop3d) on POP3Addr, a
+	// second random loopback port, for the same users and master user
+	// (STLS offered when TLS). POP3 shows each user's INBOX; its UIDLs
+	// follow Dovecot's pop3_uidl_format (default %08Xu%08Xv: UID and
+	// UIDVALIDITY), which Extra can set ("pop3_uidl_format = %08Xu").
+	POP3 bool
 }
 
 // Server is a running Dovecot instance. Its fields are read-only.
@@ -99,6 +105,7 @@ type Server struct {
 	Name      string
 	Addr      string // 127.0.0.1:port, plain IMAP (STARTTLS offered when TLS)
 	TLSAddr   string // implicit TLS; "" unless Options.TLS
+	POP3Addr  string // 127.0.0.1:port, POP3 (STLS offered when TLS); "" unless Options.POP3
 	CAFile    string // PEM of the CA that signed the server certificate; "" unless Options.TLS
 	Dir       string // everything of this server lives below Dir
 	Separator string
@@ -108,6 +115,8 @@ type Server struct {
 	SpecialUse                 map[string]string // special-use attribute -> folder name
 
 	extra      []string
+	pop3       bool
+	pop3Port   int
 	logFile    string
 	stderrFile string
 	cmd        *exec.Cmd
@@ -179,6 +188,7 @@ func start(t TB, opts Options) (*Server, error) {
 		MasterPassword: opts.MasterPassword,
 		SpecialUse:     maps.Clone(opts.SpecialUse),
 		extra:          slices.Clone(opts.Extra),
+		pop3:           opts.POP3,
 	}
 	if s.Name == "" {
 		s.Name = "dovecot"
@@ -401,6 +411,12 @@ func (s *Server) launch(bin string, ids identity, withTLS bool) error {
 			return err
 		}
 	}
+	s.pop3Port = 0
+	if s.pop3 {
+		if s.pop3Port, err = freePort(); err != nil {
+			return err
+		}
+	}
 	conf := filepath.Join(s.Dir, "dovecot.conf")
 	if err := os.WriteFile(conf, []byte(s.config(ids, port, tlsPort)), 0o600); err != nil {
 		return err
@@ -442,6 +458,9 @@ func (s *Server) launch(bin string, ids identity, withTLS bool) error {
 	if withTLS {
 		s.TLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
 	}
+	if s.pop3 {
+		s.POP3Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.pop3Port))
+	}
 
 	if err := s.waitReady(30 * time.Second); err != nil {
 		s.kill()
@@ -470,7 +489,15 @@ func (s *Server) waitReady(timeout time.Duration) error {
 		case err != nil:
 			last = err
 		case strings.HasPrefix(greeting, "* OK") && !strings.Contains(greeting, "Waiting for authentication"):
-			return nil
+			if s.POP3Addr == "" {
+				return nil
+			}
+			// The POP3 port too, when there is one.
+			if greeting, err = readGreeting(s.POP3Addr); err == nil && strings.HasPrefix(greeting, "+OK") &&
+				!strings.Contains(greeting, "Waiting for authentication") {
+				return nil
+			}
+			last = fmt.Errorf("POP3 on %s: greeting %q, %v", s.POP3Addr, greeting, err)
 		default:
 			last = fmt.Errorf("greeting %q", greeting)
 		}
