@@ -205,6 +205,9 @@ type Event struct {
 	Messages int
 	Bytes    int64
 	Text     string
+	// Phase is, in EventMoveDone, the phase the move ended in (done for
+	// a move skipped because an earlier run finished it).
+	Phase string
 }
 
 // Observer receives events. Implementations must be safe for concurrent use;

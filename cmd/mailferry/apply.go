@@ -39,7 +39,7 @@ type applyFlags struct {
 	cutoverTimeout time.Duration
 	holdAtReady    bool
 	report         string
-	metricsAddr    string
+	metrics        metricsOptions
 	keepDeleted    bool
 	windows        []string
 	exitOutside    bool
@@ -66,7 +66,7 @@ func (a *applyFlags) register(f *pflag.FlagSet) {
 	f.BoolVar(&a.holdAtReady, "hold-at-ready", false, "stop every move at ready; finish them with `mailferry complete`")
 	f.BoolVar(&a.routed, "routed", false, "routing already sends these mailboxes' mail to their targets: moves at ready become final without a hook")
 	f.StringVar(&a.report, "report", "", "also write the final report as JSON to `FILE`")
-	f.StringVar(&a.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on `ADDR` (e.g. :9464) while running")
+	a.metrics.register(f)
 	f.BoolVar(&a.keepDeleted, "keep-deleted", false, "keep target copies of messages and folders deleted on the source")
 	f.StringArrayVar(&a.windows, "window", nil, "start new work only within local `HH:MM-HH:MM` (repeatable), on every cluster")
 	f.BoolVar(&a.exitOutside, "exit-outside-window", false, "outside the windows, finish in-flight work and exit 75 instead of waiting")
@@ -393,15 +393,11 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 			return err
 		}
 	}
-	var served *metrics
-	if a.metricsAddr != "" {
-		m, stopMetrics, err := serveMetrics(a.metricsAddr, limiters)
-		if err != nil {
-			return err
-		}
-		defer stopMetrics()
-		served = m
+	served, stopMetrics, err := startMetrics(g, a.metrics, limiters, moves, plan)
+	if err != nil {
+		return err
 	}
+	defer stopMetrics()
 
 	view := newApplyView(g, moves)
 	byKey := make(map[state.Key]migrate.Move, len(moves))

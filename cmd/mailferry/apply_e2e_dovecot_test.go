@@ -161,7 +161,7 @@ while [ -e `+request+` ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 	if v := metrics[`mailferry_moves{phase="ready"}`]; v < 1 {
 		t.Errorf(`mailferry_moves{phase="ready"} is %v while %s's hook runs, want at least 1`, v, late)
 	}
-	if v := metrics["mailferry_messages_copied_total"]; v < 1 {
+	if v := sumSeries(metrics, "mailferry_messages_copied_total"); v < 1 {
 		t.Errorf("mailferry_messages_copied_total is %v, want the messages copied so far", v)
 	}
 
