@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs what the test suites and the benchmark need that Go does not
-# bring: Dovecot (real IMAP servers for the integration tests) and, with
+# bring: Dovecot (real IMAP servers for the integration tests), promtool
+# (package prometheus: the metrics tests lint a real scrape with it) and, with
 # --bench, isync (mbsync, the baseline the benchmark compares against) and
 # GNU time (how the benchmark measures each tool's peak RSS).
 # Debian packages; run as root or with sudo available.
@@ -8,6 +9,8 @@ set -eu
 
 want="dovecot-imapd"
 command -v dovecot >/dev/null 2>&1 && want=""
+# promtool: `promtool check metrics` on the metrics of a running apply.
+command -v promtool >/dev/null 2>&1 || want="$want prometheus"
 if [ "${1:-}" = "--bench" ] && ! command -v mbsync >/dev/null 2>&1; then
 	want="$want isync"
 fi
