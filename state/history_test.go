@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -136,6 +139,55 @@ func TestRecordPassFenced(t *testing.T) {
 		}
 		if m := moves[0]; len(m.Passes) != 0 || m.Totals.Passes != 0 || m.Result != "" {
 			t.Errorf("a lost lease wrote: %s", fmt.Sprintf("%+v", m))
+		}
+	})
+}
+
+// A state written by schema version 2 (a move at ready with its counters)
+// is brought to version 3: the move keeps its progress, has no result and
+// no passes yet, and records them from then on.
+func TestUpgradeFromSchema2(t *testing.T) {
+	statetest.EachDriver(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		driver := "sqlite"
+		if !strings.HasPrefix(url, "sqlite:") {
+			driver = "postgres"
+		}
+		raw := statetest.RawDB(t, url)
+		if _, err := raw.Exec(`CREATE TABLE mailferry_schema_version (version INTEGER NOT NULL PRIMARY KEY, applied_at_us BIGINT NOT NULL)`); err != nil {
+			t.Fatal(err)
+		}
+		for v, name := range []string{"001_initial.sql", "002_suspects.sql"} {
+			body, err := os.ReadFile(filepath.Join("migrations", driver, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := raw.Exec(string(body)); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if _, err := raw.Exec(fmt.Sprintf(`INSERT INTO mailferry_schema_version (version, applied_at_us) VALUES (%d, 0)`, v+1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := raw.Exec(`INSERT INTO mailferry_migration (source, target, phase, messages_done, messages_total, created_at_us, updated_at_us)
+VALUES ('cluster:a/bob', 'cluster:b/bob', 'ready', 7, 7, 1, 1)`); err != nil {
+			t.Fatal(err)
+		}
+		s := open(t, url, newClock())
+		moves, err := s.Moves(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(moves) != 1 || moves[0].Phase != "ready" || moves[0].MessagesDone != 7 || moves[0].Result != "" ||
+			moves[0].Totals != (state.Totals{}) || len(moves[0].Passes) != 0 {
+			t.Fatalf("after the upgrade: %+v", moves)
+		}
+		l := acquire(t, s, moves[0].Key, "h")
+		if err := l.RecordPass(ctx, state.Pass{Phase: "final-delta", Result: state.PassOK, Changes: state.Changes{Copied: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		if moves, err = s.Moves(ctx); err != nil || moves[0].Totals.Copied != 1 || len(moves[0].Passes) != 1 {
+			t.Fatalf("a pass after the upgrade: %+v, %v", moves, err)
 		}
 	})
 }
