@@ -26,7 +26,8 @@ type statusEntry struct {
 	From string `json:"from"`
 	To   string `json:"to"`
 	// State says in one word where the move stands: its phase, or failed,
-	// held, interrupted or waiting when its last run ended so.
+	// held, interrupted or waiting when its last run ended so (and no run
+	// works on it now).
 	State string `json:"state"`
 	// Phase is the recorded phase the move resumes from ("new" before any).
 	Phase string `json:"phase"`
@@ -208,7 +209,10 @@ func entryOf(s state.MoveStatus) statusEntry {
 		t := s.ResultAt
 		e.ResultAt = &t
 	}
-	e.State = stateWord(e.Phase, s.Result)
+	e.State = e.Phase
+	if s.Holder == "" { // a run working on it now is past the last one's result
+		e.State = stateWord(e.Phase, s.Result)
+	}
 	for _, p := range s.Passes {
 		e.Passes = append(e.Passes, statusPass{
 			Pass: p.Seq, Phase: p.Phase, Result: p.Result, Error: p.Error, Holder: p.Holder, Started: p.Started,

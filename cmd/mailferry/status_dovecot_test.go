@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"mailferry/migrate"
 )
@@ -106,6 +107,7 @@ func TestStatusE2EFailedAndDone(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("status: exit %d\n%s", code, stderr)
 	}
+	t.Logf("status --passes:\n%s", text)
 	for _, mb := range r.mailboxes {
 		if mb != wrong && !strings.Contains(text, fmt.Sprintf("%d/%d", r.corpora[mb].TotalMessages(), r.corpora[mb].TotalMessages())) {
 			t.Errorf("status text lacks the done totals of %s:\n%s", mb, text)
@@ -146,7 +148,77 @@ func TestStatusE2EFailedAndDone(t *testing.T) {
 		t.Errorf("status --plan failures %+v, want %s with its reason", sum.Failed, wrong)
 	}
 	code, sumText, _ := runCLI(t, nil, "status", "--plan", plan, "--state", db)
+	t.Logf("status --plan:\n%s", sumText)
 	if code != exitOK || !strings.Contains(sumText, "3 moves: 2 done, 1 failed") || !strings.Contains(sumText, wrong) {
 		t.Errorf("status --plan text: exit %d\n%s", code, sumText)
+	}
+}
+
+// While a run works on a move, status names the holder (host, pid, since
+// when) of that move and of the run lock, which is a line after the
+// table, not a row.
+func TestStatusE2EHolder(t *testing.T) {
+	r := newApplyRig(t, 2)
+	const slow = "user01"
+	db := filepath.Join(r.dir, "state.db")
+	request := filepath.Join(r.dir, "status.request")
+	hook := r.script("hook.sh", `[ "$MAILFERRY_MAILBOX" = `+slow+` ] || exit 0
+touch `+request+`
+i=0
+while [ -e `+request+` ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+[ ! -e `+request+` ]
+`)
+	done := make(chan int, 1)
+	go func() {
+		code, _, _ := runCLI(t, nil, "drain", "alpha", "-i", r.inv, "--yes", "--state", db, "--cutover-exec", hook)
+		done <- code
+	}()
+	deadline := time.After(60 * time.Second)
+	for waiting := true; waiting; {
+		select {
+		case code := <-done:
+			t.Fatalf("drain ended (exit %d) before the hook of %s ran", code, slow)
+		case <-deadline:
+			t.Fatalf("the hook of %s did not run within 60 s", slow)
+		case <-time.After(20 * time.Millisecond):
+			_, err := os.Stat(request)
+			waiting = err != nil
+		}
+	}
+	code, jsonOut, stderr := runCLI(t, nil, "status", "--json", "--state", db)
+	_, text, _ := runCLI(t, nil, "status", "--state", db)
+	must(t, os.Remove(request))
+	select {
+	case c := <-done:
+		if c != exitOK {
+			t.Errorf("drain: exit %d", c)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("drain did not end within 60 s")
+	}
+	if code != exitOK {
+		t.Fatalf("status: exit %d\n%s", code, stderr)
+	}
+	var list []statusEntry
+	must(t, json.Unmarshal([]byte(jsonOut), &list))
+	host, _ := os.Hostname()
+	var found bool
+	for _, e := range list {
+		if e.Mailbox != slow {
+			continue
+		}
+		found = true
+		if h := e.Holder; h == nil || h.Host != host || h.PID != os.Getpid() || h.Since == nil || h.Since.After(time.Now()) {
+			t.Errorf("%s in its cutover: holder %+v; want this host and pid, and since when", slow, h)
+		}
+		if e.State != migrate.PhaseReady {
+			t.Errorf("%s in its cutover hook: state %q, want ready", slow, e.State)
+		}
+	}
+	if !found || len(list) != len(r.mailboxes) {
+		t.Errorf("status lists %d rows (want %d, no lock), %s among them: %v", len(list), len(r.mailboxes), slow, found)
+	}
+	if want := fmt.Sprintf("run lock of %s: held by %s pid %d since ", r.inv, host, os.Getpid()); !strings.Contains(text, want) {
+		t.Errorf("status text lacks %q:\n%s", want, text)
 	}
 }
