@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/push"
+	"github.com/prometheus/common/expfmt"
 	"github.com/spf13/pflag"
 
 	"mailferry/migrate"
@@ -264,7 +267,7 @@ func startMetrics(g *globalOptions, opts metricsOptions, limiters map[string]*th
 	}
 	write := func() {
 		if opts.textfile != "" {
-			if err := prometheus.WriteToTextfile(opts.textfile, reg); err != nil {
+			if err := writeTextfile(opts.textfile, reg); err != nil {
 				fmt.Fprintf(g.stderr, "mailferry: metrics: write %s: %v\n", opts.textfile, err)
 			}
 		}
@@ -303,6 +306,41 @@ func startMetrics(g *globalOptions, opts metricsOptions, limiters map[string]*th
 			stop()
 		}
 	}, nil
+}
+
+// writeTextfile writes what gatherer has to path in the text exposition
+// format, atomically: a hidden temporary file in the same directory (which
+// node_exporter's textfile collector, reading *.prom, skips) renamed over
+// path. The file is mode 0644, as the collector runs as another user, and
+// metrics hold no secret. (prometheus.WriteToTextfile would leave it 0600.)
+func writeTextfile(path string, gatherer prometheus.Gatherer) error {
+	families, err := gatherer.Gather()
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	for _, mf := range families {
+		if _, err := expfmt.MetricFamilyToText(&buf, mf); err != nil {
+			return err
+		}
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(buf.Bytes()); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
 }
 
 // serveMetrics serves /metrics from gatherer on addr until the returned

@@ -220,8 +220,11 @@ while [ -e `+request+` ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 	if sumSeries(final, "go_goroutines") != 0 || bytes.Contains(data, []byte("process_cpu_seconds_total")) {
 		t.Errorf("the textfile has the runtime's series (they clash with node_exporter's own)")
 	}
-	if matches, _ := filepath.Glob(filepath.Join(r.dir, "*.prom.*")); len(matches) > 0 {
+	if matches, _ := filepath.Glob(filepath.Join(r.dir, ".mailferry.prom.*")); len(matches) > 0 {
 		t.Errorf("temporary files of the textfile left behind: %v", matches)
+	}
+	if fi, err := os.Stat(textfile); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("textfile: %v, mode %v; want 0644 (node_exporter runs as another user)", err, fi.Mode().Perm())
 	}
 
 	pushMu.Lock()
