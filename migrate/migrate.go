@@ -260,7 +260,10 @@ func recordPass(ctx context.Context, opts Options, start time.Time, appended int
 	case errors.Is(err, ErrInterrupted):
 		p.Result, p.Error = state.PassInterrupted, "interrupted by the operator"
 	case errors.Is(err, context.Canceled) || ctx.Err() != nil:
-		p.Result, p.Error = state.PassInterrupted, "interrupted: "+context.Cause(ctx).Error()
+		p.Result, p.Error = state.PassInterrupted, "interrupted: the run was stopped at once"
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			p.Error = "interrupted: " + cause.Error() // such as a lost lease
+		}
 	case err != nil:
 		p.Result, p.Error = state.PassFailed, err.Error()
 	case rep != nil && rep.Failed > 0:
