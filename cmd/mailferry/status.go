@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"sort"
@@ -120,8 +121,8 @@ names: bytes, seconds): a list of the moves.
 Run locks (one per inventory, held while apply, drain, complete or
 rebalance runs) are not moves: a held one is named after the table.
 
-Exit codes: 0 shown; 1 the state could not be read; 2 usage error (or no
-state yet).`,
+Exit codes: 0 shown; 1 the state could not be read (or there is none yet);
+2 usage error.`,
 		Example: `  mailferry status
   mailferry status --passes
   mailferry status --plan plan.json
@@ -139,14 +140,18 @@ state yet).`,
 				}
 				plan = p
 			}
+			var list []state.MoveStatus
 			st, err := openState(cmd.Context(), stateURL, statePasswordFile, state.Existing())
-			if err != nil {
+			switch {
+			case errors.Is(err, state.ErrNoState) && plan != nil:
+				// Nothing ran yet: every move of the plan is new.
+			case err != nil:
 				return err
-			}
-			defer st.Close()
-			list, err := st.Moves(cmd.Context())
-			if err != nil {
-				return err
+			default:
+				defer st.Close()
+				if list, err = st.Moves(cmd.Context()); err != nil {
+					return err
+				}
 			}
 			out := statusOf(list)
 			if plan != nil {

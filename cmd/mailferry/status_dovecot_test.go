@@ -36,6 +36,9 @@ func TestStatusE2EFailedAndDone(t *testing.T) {
 		"alpha": "{method: credentials-file, credentials_file: " + credsFile + "}"}})
 	plan := r.planFile(inv)
 	db := filepath.Join(r.dir, "state.db")
+	if code, out, stderr := runCLI(t, nil, "status", "--plan", plan, "--state", db); code != exitOK || !strings.Contains(out, "3 moves: 3 new") {
+		t.Errorf("status --plan before any run: exit %d, %s\n%s", code, stderr, out)
+	}
 
 	code, stdout, stderr := runCLI(t, nil, "apply", plan, "-i", inv, "--state", db, "--hold-at-ready", "--skip-preflight")
 	if code != exitPartial {
