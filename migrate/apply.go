@@ -210,7 +210,7 @@ func Apply(ctx context.Context, moves []Move, opts ApplyOptions) (*ApplyReport, 
 			res := opts.runMove(ctx, m)
 			res.Seconds = time.Since(t0).Seconds()
 			rep.Moves[i] = res
-			opts.emit(Event{Kind: EventMoveDone, Mailbox: m.Mailbox, Text: res.Result})
+			opts.emit(Event{Kind: EventMoveDone, Mailbox: m.Mailbox, Text: res.Result, Phase: res.Phase})
 		}()
 	}
 	wg.Wait()
@@ -270,17 +270,22 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 		res.Result, res.Reason = result, reason
 		return res
 	}
-	if m.Err != nil {
-		return fail(ResultFailed, m.Err.Error())
-	}
 	lease, err := o.Acquire(ctx, MoveKey(m))
 	if err != nil {
 		// Held by another process (*state.HeldError) is not done either:
 		// the move fails alone, naming the holder, and the next Apply
 		// retries it.
+		if m.Err != nil {
+			return fail(ResultFailed, m.Err.Error())
+		}
 		return fail(ResultFailed, err.Error())
 	}
 	defer lease.Release(context.WithoutCancel(ctx))
+	// The run's outcome goes into the state with the reason, for status.
+	defer func() { recordResult(context.WithoutCancel(ctx), lease, res) }()
+	if m.Err != nil {
+		return fail(ResultFailed, m.Err.Error())
+	}
 	ctx, release := Hold(ctx, lease)
 	defer release()
 	sessions := &Sessions{} // one login per connection for all the passes
@@ -290,11 +295,9 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 	res.Phase = phase
 	setPhase := func(p, lastErr string) {
 		res.Phase = p
-		pr := lease.Migration.Progress
-		pr.Phase, pr.LastError = p, lastErr
-		pr.MessagesDone, pr.MessagesTotal, pr.BytesDone, pr.BytesTotal = int64(res.Copied), int64(res.Messages), res.Bytes, res.Bytes
-		pr.Verified, pr.Failed = int64(res.Verified), int64(res.Failed)
-		_ = lease.SetProgress(context.WithoutCancel(ctx), pr)
+		// The counters stay as the last pass recorded them: the whole
+		// move's, not this run's.
+		_ = lease.SetPhase(context.WithoutCancel(ctx), p, lastErr)
 		o.emit(Event{Kind: EventMovePhase, Mailbox: m.Mailbox, Text: p})
 	}
 	switch {
@@ -456,6 +459,20 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 		}
 	}
 	return res
+}
+
+// recordResult records how the run of a move ended, with the reason of a
+// move that failed, is held or stopped. A move skipped as already done or
+// not ready keeps the result it had.
+func recordResult(ctx context.Context, lease *state.Lease, res MoveResult) {
+	reason := res.Reason
+	switch res.Result {
+	case ResultSkipped:
+		return
+	case ResultDone, ResultSynced:
+		reason = ""
+	}
+	_ = lease.SetResult(ctx, res.Result, reason)
 }
 
 // NotRoutedReason is why a move without a cutover hook stays synced at

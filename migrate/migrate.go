@@ -210,6 +210,9 @@ type Event struct {
 	Messages int
 	Bytes    int64
 	Text     string
+	// Phase is, in EventMoveDone, the phase the move ended in (done for
+	// a move skipped because an earlier run finished it).
+	Phase string
 }
 
 // Observer receives events. Implementations must be safe for concurrent use;
@@ -226,7 +229,63 @@ func (f ObserverFunc) Event(e Event) { f(e) }
 // mailbox could not be migrated at all (login refused, folders not listable);
 // messages or folders that fail are listed in the report and the rest go on.
 // Cancelling ctx stops the copy promptly; what was appended stays appended.
+// With State, the pass goes into the migration's history (see recordPass).
 func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report, error) {
+	if opts.State == nil {
+		return copyMailbox(ctx, src, dst, opts)
+	}
+	start := time.Now()
+	var appended atomic.Int64 // bytes of the APPENDs the target accepted
+	inner := opts.Observer
+	opts.Observer = ObserverFunc(func(e Event) {
+		if e.Kind == EventMessageCopied {
+			appended.Add(e.Bytes)
+		}
+		if inner != nil {
+			inner.Event(e)
+		}
+	})
+	rep, err := copyMailbox(ctx, src, dst, opts)
+	recordPass(ctx, opts, start, appended.Load(), rep, err)
+	return rep, err
+}
+
+// recordPass adds the pass to the state's history: what it changed and
+// how it ended, in words (a copy that could not start at all, such as a
+// refused login, fails with its error; one that ran fails with its first
+// failed message or folder).
+func recordPass(ctx context.Context, opts Options, start time.Time, appended int64, rep *Report, err error) {
+	p := state.Pass{Phase: opts.Phase, Result: state.PassOK, Started: start.UTC(), Ended: time.Now().UTC(), Changes: state.Changes{BytesCopied: appended}}
+	if p.Phase == "" {
+		p.Phase = "copying"
+	}
+	switch {
+	case errors.Is(err, ErrOutsideWindow):
+		p.Result, p.Error = state.PassWaiting, "outside the allowed time windows"
+	case errors.Is(err, ErrInterrupted):
+		p.Result, p.Error = state.PassInterrupted, "interrupted by the operator"
+	case errors.Is(err, context.Canceled) || ctx.Err() != nil:
+		p.Result, p.Error = state.PassInterrupted, "interrupted: the run was stopped at once"
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			p.Error = "interrupted: " + cause.Error() // such as a lost lease
+		}
+	case err != nil:
+		p.Result, p.Error = state.PassFailed, err.Error()
+	case rep != nil && rep.Failed > 0:
+		p.Result, p.Error = state.PassFailed, fmt.Sprintf("%d of %d messages failed; first: %s", rep.Failed, rep.Messages, rep.Failures[0].Reason)
+	}
+	if rep != nil {
+		p.Messages, p.Failed = int64(rep.Messages), int64(rep.Failed)
+		p.Copied, p.Adopted, p.FlagsUpdated = int64(rep.Copied), int64(rep.Adopted), int64(rep.FlagsUpdated)
+		p.Expunged, p.TargetOnly, p.DuplicatesRemoved = int64(rep.Expunged), int64(rep.TargetOnly), int64(rep.DuplicatesRemoved)
+	}
+	if rerr := opts.State.RecordPass(context.WithoutCancel(ctx), p); rerr != nil && !errors.Is(rerr, state.ErrLeaseLost) && opts.Observer != nil {
+		opts.Observer.Event(Event{Kind: EventWarning, Text: fmt.Sprintf("record the pass: %v", rerr)})
+	}
+}
+
+// copyMailbox is Copy without the pass's history.
+func copyMailbox(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report, error) {
 	start := time.Now()
 	if opts.Verify == "" {
 		opts.Verify = VerifyFull

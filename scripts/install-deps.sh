@@ -2,7 +2,7 @@
 # Installs what the test suites and the benchmark need that Go does not
 # bring: Dovecot (real IMAP and POP3 servers for the integration tests), Chromium
 # (renders the HTML reports in their test), Prometheus (a real server for
-# the health_query tests) and, with
+# the health_query tests; promtool lints a real scrape in the metrics tests) and, with
 # --bench, isync (mbsync, the baseline the benchmark compares against) and
 # GNU time (how the benchmark measures each tool's peak RSS).
 # Debian packages; run as root or with sudo available.
@@ -13,8 +13,10 @@ command -v dovecot >/dev/null 2>&1 && want=""
 # Chromium: the HTML report is rendered in headless Chromium in the tests.
 command -v chromium >/dev/null 2>&1 || want="$want chromium"
 # Prometheus: the health_query tests run a real server scraping an exporter
-# the test controls.
-command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || want="$want prometheus"
+# the test controls; the metrics tests run `promtool check metrics`.
+if ! { command -v prometheus || [ -x /usr/bin/prometheus ]; } >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+	want="$want prometheus"
+fi
 # POP3 (the tests of the POP3 UIDL check run Dovecot's POP3 server too).
 if ! [ -x /usr/lib/dovecot/pop3 ]; then
 	want="$want dovecot-pop3d"

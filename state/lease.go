@@ -147,11 +147,11 @@ VALUES (?, ?, ?, ?) ON CONFLICT (source, target) DO NOTHING`),
 	// SQLite runs one write transaction at a time. The previous holder
 	// read above must still be the one replaced (else no row: try again).
 	r, err := scanMigration(tx.QueryRowContext(ctx, s.q(`UPDATE mailferry_migration
-SET holder = ?, lease_expires_at_us = ?, epoch = epoch + 1
+SET holder = ?, lease_expires_at_us = ?, epoch = epoch + 1, acquired_at_us = ?
 WHERE source = ? AND target = ? AND (holder = '' OR lease_expires_at_us <= ? OR holder = ?)
 AND holder = ? AND lease_expires_at_us = ?
 RETURNING `+migrationColumns),
-		holder, expires.UnixMicro(), key.Source, key.Target, now.UnixMicro(), stale, prevHolder, prevExp))
+		holder, expires.UnixMicro(), now.UnixMicro(), key.Source, key.Target, now.UnixMicro(), stale, prevHolder, prevExp))
 	if errors.Is(err, sql.ErrNoRows) {
 		var h string
 		var exp int64

@@ -115,17 +115,21 @@ type Op struct {
 // timing a command. Every Begin that returns an Op must be paired with
 // op.Done; waiting ends early with ctx's error.
 func (l *Limiter) Begin(ctx context.Context) (*Op, error) {
-	waited := false
+	var waitStart time.Time // zero: admitted without waiting
 	for {
 		l.mu.Lock()
 		if l.adapt.inflight < l.adapt.limit {
 			l.adapt.inflight++
 			l.adapt.ivPeak = max(l.adapt.ivPeak, l.adapt.inflight)
+			now := l.clock.Now()
+			if !waitStart.IsZero() {
+				l.st.SlotWaited += now.Sub(waitStart)
+			}
 			l.mu.Unlock()
-			return &Op{l: l, start: l.clock.Now()}, nil
+			return &Op{l: l, start: now}, nil
 		}
-		if !waited {
-			waited = true
+		if waitStart.IsZero() {
+			waitStart = l.clock.Now()
 			l.st.SlotWaits++
 		}
 		ch := l.changed
@@ -133,6 +137,9 @@ func (l *Limiter) Begin(ctx context.Context) (*Op, error) {
 		select {
 		case <-ch:
 		case <-ctx.Done():
+			l.mu.Lock()
+			l.st.SlotWaited += l.clock.Now().Sub(waitStart)
+			l.mu.Unlock()
 			return nil, fmt.Errorf("wait for a command slot on cluster %q: %w", l.name, context.Cause(ctx))
 		}
 	}
@@ -176,7 +183,38 @@ func (l *Limiter) ObserveAs(k Kind, d time.Duration) {
 	defer l.mu.Unlock()
 	l.st.Commands++
 	l.adapt.sample(k, d)
+	l.latencyObserved(k, d)
 	l.evaluate(now)
+}
+
+// OnLatency makes f receive every latency sample the limiter takes (of
+// timed commands, streaming FETCH responses and APPEND answers), for
+// metrics such as a histogram. f is called with the limiter's lock held:
+// it must be fast and must not call the limiter. Set it before use.
+func (l *Limiter) OnLatency(f func(k Kind, d time.Duration)) {
+	l.mu.Lock()
+	l.onLatency = f
+	l.mu.Unlock()
+}
+
+// latencyObserved passes a sample to OnLatency's f. l.mu must be held.
+func (l *Limiter) latencyObserved(k Kind, d time.Duration) {
+	if l.onLatency != nil {
+		l.onLatency(k, d)
+	}
+}
+
+// String names the kind in metrics: command, fetch or append.
+func (k Kind) String() string {
+	switch k {
+	case KindCommand:
+		return "command"
+	case KindFetch:
+		return "fetch"
+	case KindAppend:
+		return "append"
+	}
+	return fmt.Sprintf("kind%d", int(k))
 }
 
 // ObserveAppend records the wait for an APPEND's answer (one message, or a
@@ -217,6 +255,7 @@ func (o *Op) end(err error, v Verdict, timed bool) {
 	}
 	if timed {
 		a.sample(KindCommand, now.Sub(o.start))
+		l.latencyObserved(KindCommand, now.Sub(o.start))
 	}
 	l.evaluate(now)
 }

@@ -92,6 +92,8 @@ type Limiter struct {
 	adapt   adaptive
 	storage storage // the storage signal and its pause gate (storage.go)
 	st      Stats
+	// onLatency receives every latency sample (OnLatency).
+	onLatency func(Kind, time.Duration)
 }
 
 // New returns the Limiter of the cluster called name. A Config that fails
@@ -142,10 +144,15 @@ func (l *Limiter) Name() string { return l.name }
 // nothing).
 func (l *Limiter) AcquireConn(ctx context.Context) (release func(), err error) {
 	if !l.conns.TryAcquire(1) {
+		start := l.clock.Now()
 		l.mu.Lock()
 		l.st.ConnWaits++
 		l.mu.Unlock()
-		if err := l.conns.Acquire(ctx, 1); err != nil {
+		err := l.conns.Acquire(ctx, 1)
+		l.mu.Lock()
+		l.st.ConnWaited += l.clock.Now().Sub(start)
+		l.mu.Unlock()
+		if err != nil {
 			return nil, fmt.Errorf("wait for a connection to cluster %q: %w", l.name, err)
 		}
 	}
@@ -245,7 +252,12 @@ func (l *Limiter) WaitWindow(ctx context.Context) error {
 	l.mu.Lock()
 	l.st.WindowWaits++
 	l.mu.Unlock()
-	return l.cfg.Windows.Wait(ctx, l.clock)
+	start := l.clock.Now()
+	err := l.cfg.Windows.Wait(ctx, l.clock)
+	l.mu.Lock()
+	l.st.WindowWaited += l.clock.Now().Sub(start)
+	l.mu.Unlock()
+	return err
 }
 
 // Stats is a Limiter's observable state, for progress output and metrics.
@@ -268,11 +280,14 @@ type Stats struct {
 	Decreases int64 // times the limit shrank
 	Increases int64 // times the limit grew
 
-	ConnWaits   int64         // AcquireConn calls that had to wait
-	SlotWaits   int64         // Begin calls that had to wait for the limit
-	RateWaits   int64         // token-bucket waits (bytes or messages)
-	RateWaited  time.Duration // total time those waits asked for
-	WindowWaits int64         // WaitWindow calls made outside the windows
+	ConnWaits    int64         // AcquireConn calls that had to wait
+	ConnWaited   time.Duration // total time they waited
+	SlotWaits    int64         // Begin calls that had to wait for the limit
+	SlotWaited   time.Duration // total time they waited
+	RateWaits    int64         // token-bucket waits (bytes or messages)
+	RateWaited   time.Duration // total time those waits asked for
+	WindowWaits  int64         // WaitWindow calls made outside the windows
+	WindowWaited time.Duration // total time they waited for a window to open
 
 	Backoffs    int64         // retries delayed by Retry
 	BackoffTime time.Duration // total of those delays

@@ -40,7 +40,7 @@ type applyFlags struct {
 	holdAtReady    bool
 	report         string
 	reportHTML     string
-	metricsAddr    string
+	metrics        metricsOptions
 	keepDeleted    bool
 	windows        []string
 	exitOutside    bool
@@ -69,7 +69,7 @@ func (a *applyFlags) register(f *pflag.FlagSet) {
 	f.BoolVar(&a.routed, "routed", false, "routing already sends these mailboxes' mail to their targets: moves at ready become final without a hook")
 	f.StringVar(&a.report, "report", "", "also write the final report as JSON to `FILE`")
 	f.StringVar(&a.reportHTML, "report-html", "", reportHTMLUsage)
-	f.StringVar(&a.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on `ADDR` (e.g. :9464) while running")
+	a.metrics.register(f)
 	f.BoolVar(&a.keepDeleted, "keep-deleted", false, "keep target copies of messages and folders deleted on the source")
 	f.StringArrayVar(&a.windows, "window", nil, "start new work only within local `HH:MM-HH:MM` (repeatable), on every cluster")
 	f.BoolVar(&a.exitOutside, "exit-outside-window", false, "outside the windows, finish in-flight work and exit 75 instead of waiting")
@@ -400,15 +400,11 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 			return err
 		}
 	}
-	var served *metrics
-	if a.metricsAddr != "" {
-		m, stopMetrics, err := serveMetrics(a.metricsAddr, limiters)
-		if err != nil {
-			return err
-		}
-		defer stopMetrics()
-		served = m
+	served, stopMetrics, err := startMetrics(g, a.metrics, limiters, moves, plan)
+	if err != nil {
+		return err
 	}
+	defer stopMetrics()
 
 	view := newApplyView(g, moves)
 	rec := newRunRecorder(a, moves, inv, limiters)

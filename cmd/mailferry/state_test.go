@@ -53,11 +53,14 @@ func TestMigrateStateAndStatus(t *testing.T) {
 	}
 	n := int64(mbox.TotalMessages())
 	if len(list) != 1 || list[0].Phase != "done" || list[0].MessagesDone != n || list[0].MessagesTotal != n ||
-		list[0].Verified != n || list[0].BytesDone != mbox.TotalBytes() || list[0].Holder != "" {
+		list[0].Verified != n || list[0].BytesDone != mbox.TotalBytes() || list[0].Holder != nil {
 		t.Fatalf("status = %+v; want one done migration of %d messages", list, n)
 	}
-	if list[0].Source != "imap://"+src.Addr+"/alice" || list[0].LastActivity.IsZero() {
-		t.Errorf("status entry %+v lacks source or activity", list[0])
+	if e := list[0]; e.Mailbox != "alice" || e.From != "imap://"+src.Addr || e.To != "imap://"+dst.Addr || e.LastActivity.IsZero() {
+		t.Errorf("status entry %+v: want mailbox alice from imap://%s to imap://%s, with its activity", e, src.Addr, dst.Addr)
+	}
+	if e := list[0]; e.Totals.Passes != 1 || e.Totals.Copied != n || len(e.Passes) != 1 || e.Passes[0].Copied != n || e.Passes[0].Result != "ok" {
+		t.Errorf("status entry %+v: want one pass that copied %d messages", e, n)
 	}
 	for _, secret := range []string{"src-pw", "dst-pw"} {
 		raw, _ := os.ReadFile(db)
