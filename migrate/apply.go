@@ -196,7 +196,7 @@ func Apply(ctx context.Context, moves []Move, opts ApplyOptions) (*ApplyReport, 
 			res := opts.runMove(ctx, m)
 			res.Seconds = time.Since(t0).Seconds()
 			rep.Moves[i] = res
-			opts.emit(Event{Kind: EventMoveDone, Mailbox: m.Mailbox, Text: res.Result})
+			opts.emit(Event{Kind: EventMoveDone, Mailbox: m.Mailbox, Text: res.Result, Reason: res.Reason})
 		}()
 	}
 	wg.Wait()

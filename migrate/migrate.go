@@ -192,8 +192,12 @@ const (
 	// EventMovePhase: Apply took a move into the phase Text.
 	EventMovePhase
 	// EventMoveDone: a move ended; Text is its result (done, failed, held,
-	// interrupted, skipped).
+	// interrupted, skipped), Reason why it is not done.
 	EventMoveDone
+	// EventBytes: Bytes more of message bodies were streamed to the target
+	// (sent, not yet answered). Each connection reports at most every
+	// bytesEvery, and what is left when a batch ends; for live progress.
+	EventBytes
 )
 
 // Event is one progress report from a copy.
@@ -205,6 +209,8 @@ type Event struct {
 	Messages int
 	Bytes    int64
 	Text     string
+	// Reason: why a move (EventMoveDone) is not done, as in MoveResult.
+	Reason string
 }
 
 // Observer receives events. Implementations must be safe for concurrent use;

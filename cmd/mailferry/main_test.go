@@ -103,7 +103,7 @@ func seededPair(t *testing.T) (src, dst *memserver.Server, mbox *corpus.Mailbox)
 	}
 	t.Cleanup(func() { dst.Close() })
 	mbox = corpus.Generate(corpus.Options{Seed: 7, Folders: 5, MessagesPerFolder: 6, MaxSize: 64 << 10})
-	if err := seedMem(src.AddUser("alice", "src-pw"), mbox); err != nil {
+	if err := seedMem(context.Background(), nil, src.AddUser("alice", "src-pw"), mbox); err != nil {
 		t.Fatal(err)
 	}
 	dst.AddUser("alice", "dst-pw")
