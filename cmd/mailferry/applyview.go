@@ -585,13 +585,13 @@ func moveReason(result, reason, phase string) string {
 	case reason == "not started":
 		return "not started: the run was stopped before its turn"
 	case reason == "interrupted between passes":
-		return "stopped between passes (Ctrl-C or SIGTERM)" + during + "; run again to resume"
+		return "stopped by Ctrl-C/SIGTERM between passes" + during + "; run again to resume"
 	case strings.Contains(reason, migrate.ErrOutsideWindow.Error()):
 		return "stopped outside the allowed time windows" + during + "; run again inside a window"
 	case strings.HasSuffix(reason, "context canceled"):
-		return "stopped at once (a second Ctrl-C or SIGTERM, or the lease was lost)" + during + "; run again to resume"
+		return "stopped at once (second Ctrl-C/SIGTERM or lease lost)" + during + "; run again to resume"
 	case strings.HasSuffix(reason, migrate.ErrInterrupted.Error()):
-		return "stopped (Ctrl-C or SIGTERM) after finishing the messages in flight" + during + "; run again to resume"
+		return "stopped by Ctrl-C/SIGTERM" + during + " (messages in flight finished); run again to resume"
 	}
 	return oneLine(reason)
 }

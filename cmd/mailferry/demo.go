@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -110,9 +112,14 @@ const (
 func runDemo(cmd *cobra.Command, g *globalOptions, o *demoOptions, maxSize int64) error {
 	ctx := cmd.Context()
 	stop := stopChan(ctx)
-	// Every mailbox's corpus first (sizes and flags only: the bytes come
-	// when seeding), so that what does not fit in memory is refused
-	// before anything is seeded.
+	// Sizes first: a quick estimate from the flags, then every mailbox's
+	// corpus (sizes and flags only: the bytes come when seeding), so that
+	// what does not fit in memory is refused before anything is seeded.
+	if est := demoEstimate(o, maxSize); est > 0 {
+		if err := demoFits(g, o, maxSize, est, est/2, false); err != nil {
+			return err
+		}
+	}
 	var mbs []demoMailbox
 	others := []string{demoClusters[0], demoClusters[2]}
 	var seeded, drained int64
@@ -131,7 +138,7 @@ func runDemo(cmd *cobra.Command, g *globalOptions, o *demoOptions, maxSize int64
 		}
 		mbs = append(mbs, m)
 	}
-	if err := demoFits(g, o, maxSize, seeded, drained); err != nil {
+	if err := demoFits(g, o, maxSize, seeded, drained, true); err != nil {
 		return err
 	}
 
@@ -298,7 +305,7 @@ func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''
 // demoFits refuses sizes whose clusters would not fit in this process's
 // memory (the seeded mail, and the copies of bravo's on the targets), and
 // warns when seeding takes a while.
-func demoFits(g *globalOptions, o *demoOptions, maxSize, seeded, drained int64) error {
+func demoFits(g *globalOptions, o *demoOptions, maxSize, seeded, drained int64, warn bool) error {
 	need := seeded + drained
 	avail, ok := availableMemory()
 	if !ok {
@@ -310,11 +317,27 @@ func demoFits(g *globalOptions, o *demoOptions, maxSize, seeded, drained int64) 
 			o.mailboxes, o.folders, o.messages, inventory.FormatBytes(maxSize), inventory.FormatBytes(seeded),
 			inventory.FormatBytes(drained), inventory.FormatBytes(avail))
 	}
-	if need > 512<<20 {
+	if warn && need > 512<<20 {
 		fmt.Fprintf(g.stderr, "mailferry: demo: warning: %s of mail to seed and %s to copy, held in memory: this takes a while\n",
 			inventory.FormatBytes(seeded), inventory.FormatBytes(drained))
 	}
 	return nil
+}
+
+// demoEstimate is about how many bytes the flags seed: mailboxes ×
+// folders × messages × the mean message size (corpus sizes are spread
+// log-uniformly from 1 KiB to --max-size). Overflow counts as too much.
+func demoEstimate(o *demoOptions, maxSize int64) int64 {
+	const minSize = 1 << 10
+	mean := float64(maxSize)
+	if maxSize > minSize {
+		mean = float64(maxSize-minSize) / math.Log(float64(maxSize)/minSize)
+	}
+	est := float64(o.mailboxes) * float64(o.folders) * float64(o.messages) * mean
+	if est > math.MaxInt64/4 {
+		return math.MaxInt64 / 4
+	}
+	return int64(est)
 }
 
 // availableMemory reads MemAvailable from /proc/meminfo (Linux).
@@ -343,19 +366,22 @@ type demoStory struct {
 	slowFrom      time.Duration // after the drain's start
 	slowFor       time.Duration
 
-	once      sync.Once
-	stopSlow  chan struct{}
-	wg        sync.WaitGroup
-	mu        sync.Mutex
-	latePhase string // the late mailbox's phase
-	delivered int    // messages delivered to it during its first copy
-	lateErr   error
-	caught    int // its messages copied after its first pass
-	deliverer sync.Once
+	once       sync.Once
+	stopSlow   chan struct{}
+	wg         sync.WaitGroup
+	mu         sync.Mutex
+	slowed     bool   // bravo's slow spell began
+	latePhase  string // the late mailbox's phase
+	delivered  int    // messages delivered to it during its first copy
+	lateErr    error
+	caught     map[string]int // its messages copied after its first pass, by phase
+	deliverer  sync.Once
+	delivering atomic.Bool   // the late mail is on its way
+	lateDone   chan struct{} // closed once it is there
 }
 
 func newDemoStory(plan *planner.Plan, mbs []demoMailbox, sources map[string]*imapmemserver.User, slow *faultproxy.Proxy) *demoStory {
-	s := &demoStory{slow: slow, stopSlow: make(chan struct{})}
+	s := &demoStory{slow: slow, stopSlow: make(chan struct{}), caught: map[string]int{}, lateDone: make(chan struct{})}
 	bytes := map[string]int64{}
 	var drained int64
 	for _, m := range mbs {
@@ -402,6 +428,14 @@ func (s *demoStory) observe(e migrate.Event, say func(format string, args ...any
 	if s.late == nil || e.Mailbox != s.late.Mailbox {
 		return
 	}
+	if e.Kind == migrate.EventMovePhase && e.Text != migrate.PhaseCopying && s.delivering.Load() {
+		// The next pass waits for the late mail to be there (it is
+		// delivered aside: see below).
+		select {
+		case <-s.lateDone:
+		case <-time.After(10 * time.Second):
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch e.Kind {
@@ -409,13 +443,14 @@ func (s *demoStory) observe(e migrate.Event, say func(format string, args ...any
 		s.latePhase = e.Text
 	case migrate.EventMessageCopied:
 		if s.latePhase != migrate.PhaseCopying {
-			s.caught += e.Messages
+			s.caught[s.latePhase] += e.Messages
 			return
 		}
 		// The folder of this message was listed by the first pass: mail
 		// arriving in it now is for the next pass. Delivered aside: this
 		// runs on the copy's goroutines.
 		s.deliverer.Do(func() {
+			s.delivering.Store(true)
 			s.wg.Add(1)
 			go s.deliver(e.Folder, say)
 		})
@@ -425,7 +460,8 @@ func (s *demoStory) observe(e migrate.Event, say func(format string, args ...any
 // deliver appends the late messages to the late mailbox's folder on bravo.
 func (s *demoStory) deliver(folder string, say func(format string, args ...any)) {
 	defer s.wg.Done()
-	late := corpus.Generate(corpus.Options{Seed: 4242, Folders: 1, MessagesPerFolder: demoLateMessages, MaxSize: 16 << 10})
+	defer close(s.lateDone)
+	late := corpus.Generate(corpus.Options{Seed: 4242, Folders: 1, MessagesPerFolder: 2 * demoLateMessages, MaxSize: 16 << 10})
 	n := 0
 	var err error
 	for _, msg := range late.Folders[0].Messages {
@@ -450,6 +486,9 @@ func (s *demoStory) slowSpell(say func(format string, args ...any)) {
 	case <-s.stopSlow:
 		return
 	}
+	s.mu.Lock()
+	s.slowed = true
+	s.mu.Unlock()
 	s.slow.SetLatency(demoLatency)
 	say("demo: bravo slows down: every reply now takes %v longer", demoLatency)
 	select {
@@ -498,15 +537,28 @@ func (s *demoStory) outro(w io.Writer, rep *migrate.ApplyReport, dir string) {
 		fmt.Fprintf(w, "demo: delivering to %s failed: %v\n", s.late.Mailbox, s.lateErr)
 	case s.delivered == 0:
 		fmt.Fprintf(w, "demo: %s's first copy ended before mail could reach it\n", s.late.Mailbox)
+	case len(s.caught) == 0:
+		fmt.Fprintf(w, "demo: %d messages reached %s during its first copy, and no pass after it copied anything\n", s.delivered, s.late.Mailbox)
 	default:
-		fmt.Fprintf(w, "demo: %d messages reached %s during its first copy; its delta passes copied %d messages after it\n",
-			s.delivered, s.late.Mailbox, s.caught)
+		var passes []string
+		for _, p := range []string{migrate.PhaseConverging, migrate.PhaseReady, migrate.PhaseFinal} {
+			if n := s.caught[p]; n > 0 {
+				passes = append(passes, fmt.Sprintf("the %s pass copied %d", p, n))
+			}
+		}
+		fmt.Fprintf(w, "demo: %d messages reached %s during its first copy: caught by a delta pass (%s)\n",
+			s.delivered, s.late.Mailbox, strings.Join(passes, ", "))
 	}
+	slowed := s.slowed
 	s.mu.Unlock()
 	for _, st := range rep.Throttle {
-		if st.Name == demoOverloaded {
+		switch {
+		case st.Name != demoOverloaded:
+		case slowed:
 			fmt.Fprintf(w, "demo: bravo's throttle: started at %d of %d commands in flight (degraded), %d decreases while it was slow, %d increases, %d at the end\n",
 				max(1, st.Cap/4), st.Cap, st.Decreases, st.Increases, st.Limit)
+		default:
+			fmt.Fprintf(w, "demo: the drain was over before bravo's slow spell (larger sizes show its throttle at work)\n")
 		}
 	}
 	if routes, err := os.ReadFile(filepath.Join(dir, "routes")); err == nil {
