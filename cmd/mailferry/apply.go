@@ -462,7 +462,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	}
 	reportPath := a.report
 	if a.hooks != nil && a.hooks.reportTemp {
-		reportPath = ""
+		reportPath = "-"
 	}
 	if werr := renderApplyReport(g, rep, view.copiedBytes, reportPath); werr != nil {
 		return werr

@@ -660,10 +660,11 @@ func ndjsonEvent(e migrate.Event) any {
 
 // renderApplyTable prints the final report as a table: one row a move,
 // what this run copied, each cell on one line and the reasons cut to fit
-// (their full text is in the --report file, or listed below the table).
+// (their full text is in the --report file at reportPath; "-": say nothing
+// of it).
 func renderApplyTable(w io.Writer, rep *migrate.ApplyReport, copiedBytes func(mailbox string) int64, reportPath string) error {
 	const reasonWidth = 100
-	var cut []string // full reasons of cut rows, when no report file keeps them
+	cut := false // some reason was cut
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MAILBOX\tFROM\tTO\tMESSAGES COPIED\tBYTES COPIED\tTIME\tVERIFIED\tRESULT")
 	var bytesTotal int64
@@ -672,8 +673,7 @@ func renderApplyTable(w io.Writer, rep *migrate.ApplyReport, copiedBytes func(ma
 		if m.Reason != "" && m.Result != migrate.ResultDone {
 			reason := moveReason(m.Result, m.Reason, m.Phase)
 			if short := cutRunes(reason, reasonWidth); short != reason {
-				cut = append(cut, fmt.Sprintf("  %s: %s", oneLine(m.Mailbox), reason))
-				reason = short
+				cut, reason = true, short
 			}
 			result += ": " + reason
 		}
@@ -690,10 +690,11 @@ func renderApplyTable(w io.Writer, rep *migrate.ApplyReport, copiedBytes func(ma
 		return err
 	}
 	switch {
-	case len(cut) > 0 && reportPath != "":
+	case !cut || reportPath == "-":
+	case reportPath != "":
 		fmt.Fprintf(w, "(reasons cut to %d characters: %s has them whole)\n", reasonWidth, reportPath)
-	case len(cut) > 0:
-		fmt.Fprintf(w, "reasons in full:\n%s\n", strings.Join(cut, "\n"))
+	default:
+		fmt.Fprintf(w, "(reasons cut to %d characters: --report FILE keeps them whole)\n", reasonWidth)
 	}
 	for _, st := range rep.Throttle {
 		if st.Commands == 0 {
