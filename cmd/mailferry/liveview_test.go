@@ -36,43 +36,7 @@ func TestLiveViewOnTerminal(t *testing.T) {
 	bin := mailferryBinary(t)
 	cmd := exec.Command(bin, "demo")
 	cmd.Env = append(crashEnviron(), "TMPDIR="+t.TempDir(), "XDG_STATE_HOME="+t.TempDir(), "TERM=xterm")
-	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 50, Cols: 160})
-	if err != nil {
-		t.Fatalf("start the demo in a pty: %v", err)
-	}
-	defer tty.Close()
-	screen := newVTScreen(160, 50)
-	read := make(chan struct{})
-	go func() {
-		defer close(read)
-		_, _ = io.Copy(screen, tty) // ends with EIO once the demo is gone
-	}()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-
-	var captures [][]string
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	limit := time.After(2 * time.Minute)
-	var waitErr error
-wait:
-	for {
-		select {
-		case <-tick.C:
-			captures = append(captures, screen.capture())
-		case waitErr = <-exited:
-			break wait
-		case <-limit:
-			_ = cmd.Process.Kill()
-			<-exited
-			t.Fatalf("the demo still runs after 2 minutes:\n%s", strings.Join(screen.transcript(), "\n"))
-		}
-	}
-	select {
-	case <-read:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the pty was not closed 10s after the demo exited")
-	}
+	screen, captures, waitErr := runInPTY(t, cmd)
 	all := strings.Join(screen.transcript(), "\n")
 	if waitErr != nil {
 		t.Fatalf("demo: %v\n%s", waitErr, all)
@@ -317,4 +281,88 @@ func TestApplyTableStaysATable(t *testing.T) {
 	if !strings.Contains(out.String(), "/tmp/report.json has them whole") {
 		t.Errorf("with --report the table points to it:\n%s", out.String())
 	}
+}
+
+// mailferry migrate in a pseudo-terminal: one bar, redrawn in place at
+// the bottom while the copy runs (bytes as they stream), gone when the
+// report is printed.
+func TestMigrateProgressOnTerminal(t *testing.T) {
+	src, dst, _ := seededPair(t)
+	bin := mailferryBinary(t)
+	// A bytes/s limit makes the copy last a few seconds.
+	cmd := exec.Command(bin, "migrate", "--from-tls", "none", "--to-tls", "none", "--max-bytes-per-second", "200KiB",
+		"--from", "imap://alice@"+src.Addr, "--to", "imap://alice@"+dst.Addr)
+	cmd.Env = append(crashEnviron(), "XDG_STATE_HOME="+t.TempDir(), "TERM=xterm",
+		"MAILFERRY_FROM_PASSWORD=src-pw", "MAILFERRY_TO_PASSWORD=dst-pw")
+	screen, captures, err := runInPTY(t, cmd)
+	all := strings.Join(screen.transcript(), "\n")
+	if err != nil {
+		t.Fatalf("migrate: %v\n%s", err, all)
+	}
+	barRe := regexp.MustCompile(`^\[[-=>+]+\] +\d+%  copied \d+/\d+ messages, \S+ \S+ of \S+ \S+, \S+ \S+/s`)
+	var during, withBar int
+	for _, c := range captures {
+		text := strings.Join(c, "\n")
+		if strings.Contains(text, "verified") && strings.Contains(text, "copied") && !barRe.MatchString(lastLine(c)) {
+			break // the report
+		}
+		if during == 0 && !barRe.MatchString(lastLine(c)) {
+			continue // not started
+		}
+		during++
+		if barRe.MatchString(lastLine(c)) {
+			withBar++
+		}
+	}
+	if during < 4 || withBar < during-1 {
+		t.Errorf("the bar is at the bottom of %d of %d captures during the copy, want all (and 4 or more):\n%s", withBar, during, all)
+	}
+	for _, l := range screen.transcript() {
+		if barRe.MatchString(l) {
+			t.Errorf("the terminal kept the bar: %q", l)
+		}
+	}
+}
+
+// runInPTY runs cmd in a pseudo-terminal of 160×50 and captures its
+// screen four times a second until it exits (2 minutes at most).
+func runInPTY(t *testing.T, cmd *exec.Cmd) (*vtScreen, [][]string, error) {
+	t.Helper()
+	tty, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 50, Cols: 160})
+	if err != nil {
+		t.Fatalf("start %v in a pty: %v", cmd.Args, err)
+	}
+	defer tty.Close()
+	screen := newVTScreen(160, 50)
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		_, _ = io.Copy(screen, tty) // ends with EIO once the process is gone
+	}()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var captures [][]string
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	limit := time.After(2 * time.Minute)
+	var waitErr error
+wait:
+	for {
+		select {
+		case <-tick.C:
+			captures = append(captures, screen.capture())
+		case waitErr = <-exited:
+			break wait
+		case <-limit:
+			_ = cmd.Process.Kill()
+			<-exited
+			t.Fatalf("%v still runs after 2 minutes:\n%s", cmd.Args, strings.Join(screen.transcript(), "\n"))
+		}
+	}
+	select {
+	case <-read:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the pty was not closed 10s after the process exited")
+	}
+	return screen, captures, waitErr
 }
