@@ -278,7 +278,7 @@ func (v *applyView) event(e migrate.Event) {
 	}
 	switch e.Kind {
 	case migrate.EventMovePhase:
-		if changed && e.Text != migrate.PhaseDone { // the move's result line says done
+		if changed && scrolledPhase(e.Text) {
 			v.line("%s (%s): %s", e.Mailbox, mv.route, e.Text)
 		}
 	case migrate.EventMoveDone:
@@ -286,6 +286,14 @@ func (v *applyView) event(e migrate.Event) {
 	case migrate.EventWarning:
 		v.line("warning: %s: %s", e.Mailbox, oneLine(e.Text))
 	}
+}
+
+// scrolledPhase says whether entering phase p gets a line above the live
+// area: the passes do; ready and cutover last a moment on the way to the
+// final delta (a move that stays at ready ends with its result line, and
+// the cutover hook's output has its own), and done is the result line's.
+func scrolledPhase(p string) bool {
+	return p != migrate.PhaseReady && p != migrate.PhaseCutover && p != migrate.PhaseDone
 }
 
 // doneText is a finished move's line: its result, what this run copied,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"os/exec"
 	"regexp"
@@ -365,4 +366,46 @@ wait:
 		t.Fatal("the pty was not closed 10s after the process exited")
 	}
 	return screen, captures, waitErr
+}
+
+// The live view in-process, its stderr a pseudo-terminal: what the race
+// detector sees of it (the other terminal tests run the built binary).
+func TestLiveViewInProcess(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptmx.Close()
+	if err := pty.Setsize(tty, &pty.Winsize{Rows: 50, Cols: 160}); err != nil {
+		t.Fatal(err)
+	}
+	screen := newVTScreen(160, 50)
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		_, _ = io.Copy(screen, ptmx)
+	}()
+	var stdout bytes.Buffer
+	code := run(context.Background(), []string{"demo", "--mailboxes", "8", "--folders", "2", "--messages", "4", "--max-size", "64KiB", "--parallel", "2"},
+		strings.NewReader(""), &stdout, tty)
+	tty.Close()
+	select {
+	case <-read:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the pty was not closed")
+	}
+	all := strings.Join(screen.transcript(), "\n")
+	if code != exitOK {
+		t.Fatalf("exit %d\nstdout:\n%s\nterminal:\n%s", code, stdout.String(), all)
+	}
+	for _, l := range screen.transcript() {
+		if liveMoveRe.MatchString(l) || liveBarRe.MatchString(l) {
+			t.Errorf("the terminal kept a line of the live area: %q", l)
+		}
+	}
+	if n := strings.Count(all, "@demo.example: done;"); n != 3 {
+		t.Errorf("%d results done on the terminal, want 3:\n%s", n, all)
+	}
 }
