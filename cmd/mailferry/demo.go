@@ -54,11 +54,19 @@ charlie), seed realistic mailboxes on them (nested and non-ASCII folders,
 attachments, flags, keywords), half of them on bravo, which is degraded and
 near its load capacity. Then do what an operator would: build the inventory
 (per-mailbox credentials in a 0600 file), plan a drain of bravo, apply it
-with live progress under bravo's throttle (it starts at a quarter of its
-connection limit because it is degraded), verify every copy by SHA-256, and
-print the report. Nothing outside this process is touched, and the
-temporary directory holding the inventory's credentials and the state is
-removed at the end.`,
+with the live view under bravo's throttle (it starts at a quarter of its
+connection limit because it is degraded), verify every copy by SHA-256,
+print the report and the final status.
+
+On the way: bravo, reached through a fault proxy, gets slow for a few
+seconds (its throttle's limit drops, then recovers); the second mailbox
+moved fails alone, over a quota its target does not announce; mail reaches
+the third during its first copy and a delta pass copies it; a cutover hook
+script switches each converged mailbox's routing. About 15 seconds at the
+default sizes. Sizes that would not fit in memory are refused before
+seeding; Ctrl-C or SIGTERM while seeding stops at once. Nothing outside
+this process is touched, and the temporary directory holding the
+inventory's credentials, the state and the hook is removed at the end.`,
 		Example: `  go run ./cmd/mailferry demo
   mailferry demo --mailboxes 100 --parallel 16
   mailferry demo --json | tail -1`,
