@@ -86,9 +86,10 @@ func TestLiveViewOnTerminal(t *testing.T) {
 			withMoves++
 		}
 	}
-	// The first and last captures may fall between the bar's frames.
-	if withBar < len(during)-2 {
-		t.Errorf("the overall bar is at the bottom of %d of %d captures during the drain, want all but 2 at most", withBar, len(during))
+	// A capture may fall in the middle of a frame (the terminal takes it
+	// in pieces), and the first and last between the view and the rest.
+	if withBar*10 < len(during)*9 {
+		t.Errorf("the overall bar is at the bottom of %d of %d captures during the drain, want 90%% of them or more", withBar, len(during))
 	}
 	if withMoves == 0 {
 		t.Errorf("no capture shows more than one move's line")
