@@ -210,7 +210,7 @@ func Apply(ctx context.Context, moves []Move, opts ApplyOptions) (*ApplyReport, 
 			res := opts.runMove(ctx, m)
 			res.Seconds = time.Since(t0).Seconds()
 			rep.Moves[i] = res
-			opts.emit(Event{Kind: EventMoveDone, Mailbox: m.Mailbox, Text: res.Result, Phase: res.Phase})
+			opts.emit(Event{Kind: EventMoveDone, Mailbox: m.Mailbox, Text: res.Result, Phase: res.Phase, Reason: res.Reason})
 		}()
 	}
 	wg.Wait()

@@ -192,11 +192,15 @@ const (
 	// EventMovePhase: Apply took a move into the phase Text.
 	EventMovePhase
 	// EventMoveDone: a move ended; Text is its result (done, failed, held,
-	// interrupted, skipped).
+	// interrupted, skipped), Reason why it is not done.
 	EventMoveDone
 	// EventClusterHealth: the storage signal of the cluster Cluster
 	// (health_query) changed level, failed or works again; Text says how.
 	EventClusterHealth
+	// EventBytes: Bytes more of message bodies were streamed to the target
+	// (sent, not yet answered). Each connection reports at most every
+	// bytesEvery, and what is left when a batch ends; for live progress.
+	EventBytes
 )
 
 // Event is one progress report from a copy.
@@ -213,6 +217,8 @@ type Event struct {
 	// Phase is, in EventMoveDone, the phase the move ended in (done for
 	// a move skipped because an earlier run finished it).
 	Phase string
+	// Reason: why a move (EventMoveDone) is not done, as in MoveResult.
+	Reason string
 }
 
 // Observer receives events. Implementations must be safe for concurrent use;

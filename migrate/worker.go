@@ -119,6 +119,7 @@ type worker struct {
 	pair
 	dstSt *imapconn.Stream // the target's side of the batch streaming now
 	buf   []byte
+	meter streamMeter // counts the body bytes sent, for EventBytes
 }
 
 func (w *worker) close() {
@@ -733,6 +734,7 @@ func (w *worker) streamBatch(ctx context.Context, fc *folderCopy, st *imapconn.S
 		}
 		return w.run.dstLim.WaitMessages(ctx, 1)
 	}
+	defer w.meter.flush()
 	if err := wait(); err != nil {
 		return err
 	}
@@ -930,6 +932,10 @@ func (w *worker) copyBody(ctx context.Context, msg *message, lit imap.LiteralRea
 	var dw io.Writer = ew
 	if size > 1<<20 {
 		dw = &failWriter{Writer: dw, at: size / 2}
+	}
+	if w.run.opts.Observer != nil {
+		w.meter.w, w.meter.run = dw, w.run
+		dw = &w.meter
 	}
 	h := sha256.New()
 	body := w.run.limitedReader(ctx, io.LimitReader(lit, size))

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -53,6 +52,18 @@ type applyFlags struct {
 	skipPreflight  bool
 	force          bool   // apply, complete: run moves Check refuses
 	planPath       string // apply, complete: the plan file, for hints
+	hooks          *runHooks
+}
+
+// runHooks are what the demo adds to a run in-process (nil for the
+// commands).
+type runHooks struct {
+	// observe sees every event after the view; say prints a line among
+	// the progress output.
+	observe func(e migrate.Event, say func(format string, args ...any))
+	// reportTemp: the --report file is the demo's, removed at its end,
+	// so the table does not point to it.
+	reportTemp bool
 }
 
 func (a *applyFlags) register(f *pflag.FlagSet) {
@@ -406,7 +417,11 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	}
 	defer stopMetrics()
 
-	view := newApplyView(g, moves)
+	lims := make([]*throttle.Limiter, 0, len(inv.Clusters))
+	for _, c := range inv.Clusters {
+		lims = append(lims, limiters[c.Name])
+	}
+	view := newApplyView(g, moves, a.parallel, lims, movesBefore(ctx, st, moves))
 	rec := newRunRecorder(a, moves, inv, limiters)
 	byKey := make(map[state.Key]migrate.Move, len(moves))
 	for _, m := range moves {
@@ -431,6 +446,10 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	if a.cutoverExec != "" {
 		opts.Cutover = cutoverHook(view.say, a.cutoverExec, a.cutoverTimeout, inv)
 	}
+	if h := a.hooks; h != nil && h.observe != nil {
+		observe := opts.Observer
+		opts.Observer = migrate.ObserverFunc(func(e migrate.Event) { observe.Event(e); h.observe(e, view.say) })
+	}
 	stopHealth, err := startHealthQueries(ctx, inv, limiters, func(text string) { view.say("warning: %s", text) }, opts.Observer.Event)
 	if err != nil {
 		return err
@@ -444,7 +463,11 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 		rep.Throttle = append(rep.Throttle, limiters[c.Name].Snapshot())
 	}
 	writeRunReports(g, a, rep, plan, rec)
-	if werr := renderApplyReport(g, rep); werr != nil {
+	reportPath := a.report
+	if a.hooks != nil && a.hooks.reportTemp {
+		reportPath = "-"
+	}
+	if werr := renderApplyReport(g, rep, view.copiedBytes, reportPath); werr != nil {
 		return werr
 	}
 	switch {
@@ -575,42 +598,45 @@ func cutoverHook(say func(format string, args ...any), command string, timeout t
 	}
 }
 
-func renderApplyReport(g *globalOptions, rep *migrate.ApplyReport) error {
+func renderApplyReport(g *globalOptions, rep *migrate.ApplyReport, copiedBytes func(mailbox string) int64, reportPath string) error {
 	if g.json {
 		return json.NewEncoder(g.stdout).Encode(struct {
 			Event string `json:"event"`
 			*migrate.ApplyReport
 		}{"report", rep})
 	}
-	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MAILBOX\tFROM\tTO\tMESSAGES\tBYTES\tTIME\tVERIFIED\tRESULT")
-	for _, m := range rep.Moves {
-		result := m.Result
-		if m.Reason != "" && m.Result != migrate.ResultDone {
-			result += ": " + m.Reason
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%d\t%s\n", m.Mailbox, m.From, m.To, m.Messages, humanBytes(m.Bytes),
-			time.Duration(m.Seconds*float64(time.Second)).Round(100*time.Millisecond), m.Verified, result)
-	}
-	t := rep.Totals
-	fmt.Fprintf(tw, "total\t\t\t%d\t%s\t%s\t%d\t%d done, %d failed, %d held, %d interrupted, %d skipped, %d synced (not final)\n",
-		t.Messages, humanBytes(t.Bytes), time.Duration(rep.Seconds*float64(time.Second)).Round(100*time.Millisecond), t.Verified,
-		t.Done, t.Failed, t.Held, t.Interrupted, t.Skipped, t.Synced)
-	if err := tw.Flush(); err != nil {
+	if err := renderApplyTable(g.stdout, rep, copiedBytes, reportPath); err != nil {
 		return err
 	}
 	renderPOP3(g.stdout, rep)
-	for _, st := range rep.Throttle {
-		if st.Commands == 0 {
-			continue
-		}
-		fmt.Fprintf(g.stdout, "throttle %s: limit %d/%d at the end (%d decreases, %d increases), p90 latency %s, %d backoffs, %d rate waits\n",
-			st.Name, st.Limit, st.Cap, st.Decreases, st.Increases, st.Latency.Round(time.Millisecond), st.Backoffs, st.RateWaits)
-	}
 	for _, st := range rep.Throttle {
 		if line := healthLine(st); line != "" {
 			fmt.Fprintln(g.stdout, line)
 		}
 	}
 	return nil
+}
+
+// movesBefore is what the state holds of the moves before the run (for
+// the live view: what is left to copy); nothing when it cannot tell.
+func movesBefore(ctx context.Context, st *state.Store, moves []migrate.Move) map[string]moveBefore {
+	list, err := st.List(ctx)
+	if err != nil {
+		return nil
+	}
+	byKey := make(map[state.Key]state.Status, len(list))
+	for _, s := range list {
+		byKey[s.Key] = s
+	}
+	out := map[string]moveBefore{}
+	for _, m := range moves {
+		s, ok := byKey[migrate.MoveKey(m)]
+		if !ok {
+			s, ok = byKey[migrate.LegacyMoveKey(m)]
+		}
+		if ok {
+			out[m.Mailbox] = moveBefore{phase: s.Phase, bytesDone: s.BytesDone, bytesTotal: s.BytesTotal}
+		}
+	}
+	return out
 }

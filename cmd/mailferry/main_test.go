@@ -103,7 +103,7 @@ func seededPair(t *testing.T) (src, dst *memserver.Server, mbox *corpus.Mailbox)
 	}
 	t.Cleanup(func() { dst.Close() })
 	mbox = corpus.Generate(corpus.Options{Seed: 7, Folders: 5, MessagesPerFolder: 6, MaxSize: 64 << 10})
-	if err := seedMem(src.AddUser("alice", "src-pw"), mbox); err != nil {
+	if err := seedMem(context.Background(), nil, src.AddUser("alice", "src-pw"), mbox); err != nil {
 		t.Fatal(err)
 	}
 	dst.AddUser("alice", "dst-pw")
@@ -220,63 +220,6 @@ func migrateJSON(t *testing.T, env map[string]string, args ...string) map[string
 		t.Fatalf("%v: stdout is not one JSON object: %v\n%s", args[0], err, stdout)
 	}
 	return rep
-}
-
-func TestDemo(t *testing.T) {
-	tmp := t.TempDir()
-	t.Setenv("TMPDIR", tmp) // the demo's own temporary directory lands here
-	args := []string{"demo", "--mailboxes", "6", "--folders", "2", "--messages", "3", "--max-size", "16KiB", "--parallel", "3"}
-	code, stdout, stderr := runCLI(t, nil, args...)
-	if code != exitOK {
-		t.Fatalf("exit %d; stderr %q\n%s", code, stderr, stdout)
-	}
-	for _, w := range []string{
-		"seeded 6 mailboxes", "on bravo", "drain bravo", "bravo    degraded  3 -> 0",
-		"3 done, 0 failed, 0 held, 0 interrupted",
-		"3 of 3 mailboxes moved off bravo",
-	} {
-		if !strings.Contains(stdout, w) {
-			t.Errorf("demo output lacks %q:\n%s", w, stdout)
-		}
-	}
-	if n := strings.Count(stderr, "done ("); n != 3 {
-		t.Errorf("progress shows %d finished moves, want 3:\n%s", n, stderr)
-	}
-	if left, _ := os.ReadDir(tmp); len(left) != 0 {
-		t.Errorf("demo left %d files behind in TMPDIR (first: %s)", len(left), left[0].Name())
-	}
-
-	code, stdout, stderr = runCLI(t, nil, append(args, "--json")...)
-	if code != exitOK {
-		t.Fatalf("--json: exit %d; stderr %q", code, stderr)
-	}
-	lines := strings.Split(strings.TrimSpace(stdout), "\n")
-	var events []string
-	for _, l := range lines {
-		var e struct{ Event string }
-		if err := json.Unmarshal([]byte(l), &e); err != nil {
-			t.Fatalf("--json: not a JSON line: %v\n%s", err, l)
-		}
-		events = append(events, e.Event)
-	}
-	if events[0] != "plan" || events[len(events)-1] != "report" {
-		t.Errorf("--json events %v: want plan first and report last", events)
-	}
-	var rep struct {
-		Moves  []struct{ From, Result string }
-		Totals struct{ Moves, Done, Messages, Verified int }
-	}
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rep); err != nil {
-		t.Fatal(err)
-	}
-	if rep.Totals.Moves != 3 || rep.Totals.Done != 3 || rep.Totals.Messages == 0 || rep.Totals.Verified != rep.Totals.Messages {
-		t.Errorf("--json report totals %+v: want 3 moves done, every message verified", rep.Totals)
-	}
-	for _, m := range rep.Moves {
-		if m.From != "bravo" || m.Result != "done" {
-			t.Errorf("--json report move %+v: want from bravo, done", m)
-		}
-	}
 }
 
 func TestVersion(t *testing.T) {

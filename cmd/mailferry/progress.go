@@ -1,38 +1,53 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/term"
 
+	"mailferry/inventory"
 	"mailferry/migrate"
 	"mailferry/throttle"
 )
 
-// progress renders copy events: a progress bar on a terminal, a plain line
-// every few seconds elsewhere, nothing but the final report with --json.
-// Warnings go to stderr as they happen (not with --json: the report lists
-// them).
+// progress renders one mailbox copy's events (mailferry migrate): on a
+// terminal a bar redrawn in place (bytes as they stream, rate, ETA, the
+// throttles holding back) with warnings scrolling above it; a plain line
+// every few seconds elsewhere; nothing but the final report with --json.
 type progress struct {
-	w     io.Writer
-	quiet bool
-	bar   *progressbar.ProgressBar
+	w        io.Writer
+	quiet    bool
+	limiters []*throttle.Limiter // shown in the bar and the plain lines
+
+	p    *mpb.Progress
+	bar  *mpb.Bar
+	snap atomic.Pointer[progressSnap] // what the bar shows; its filler reads nothing else
 
 	mu           sync.Mutex
 	totalMsgs    int
 	totalBytes   int64
 	msgs         int
-	bytes        int64
+	bytes        int64 // of the copied messages
+	streamed     int64 // body bytes sent (EventBytes)
+	rate         rateWindow
 	lastLine     time.Time
+	lastSnap     time.Time
 	started      time.Time
 	lineInterval time.Duration
-	limiters     []*throttle.Limiter // shown in plain lines and the bar
+}
+
+type progressSnap struct {
+	total, done int64
+	text        string
 }
 
 func isTerminal(w io.Writer) bool {
@@ -50,76 +65,103 @@ func (p *progress) Event(e migrate.Event) {
 	switch e.Kind {
 	case migrate.EventWarning:
 		if !p.quiet {
-			p.clearBar()
-			fmt.Fprintf(p.w, "mailferry: warning: %s\n", e.Text)
+			p.line("warning: %s", oneLine(e.Text))
 		}
 	case migrate.EventPlanned:
 		p.totalMsgs, p.totalBytes = e.Messages, e.Bytes
-		if !p.quiet && isTerminal(p.w) && e.Bytes > 0 {
-			p.bar = progressbar.NewOptions64(e.Bytes,
-				progressbar.OptionSetWriter(p.w),
-				progressbar.OptionShowBytes(true),
-				progressbar.OptionShowCount(),
-				progressbar.OptionSetDescription("copying"),
-				progressbar.OptionThrottle(100*time.Millisecond),
-				progressbar.OptionClearOnFinish(),
-			)
+		if !p.quiet && p.p == nil && isTerminal(p.w) && e.Bytes > 0 {
+			p.startBar()
 		}
+	case migrate.EventBytes:
+		p.streamed += e.Bytes
 	case migrate.EventMessageCopied:
 		p.msgs += e.Messages
 		p.bytes += e.Bytes
-		if p.bar != nil {
-			_ = p.bar.Add64(e.Bytes)
-		}
-		if p.quiet || time.Since(p.lastLine) < p.lineInterval {
-			return
-		}
-		// Every few seconds: a plain line, or the throttle's state in the
-		// bar's description (reading the limiters per message would cost
-		// two locks a message for nothing the eye can follow).
-		p.lastLine = time.Now()
-		if p.bar != nil {
-			p.bar.Describe("copying" + p.throttleText())
-			return
-		}
-		secs := time.Since(p.started).Seconds()
-		fmt.Fprintf(p.w, "mailferry: copied %d/%d messages, %s/%s, %.1f MB/s%s\n",
-			p.msgs, p.totalMsgs, humanBytes(p.bytes), humanBytes(p.totalBytes), float64(p.bytes)/1e6/secs, p.throttleText())
+	default:
+		return
 	}
+	now := time.Now()
+	if p.p != nil {
+		// The bar's text, a few times a second (reading the limiters per
+		// event would cost two locks an event for nothing the eye can
+		// follow).
+		if now.Sub(p.lastSnap) >= viewTick {
+			p.lastSnap = now
+			p.rate.add(now, p.streamed)
+			p.snap.Store(&progressSnap{total: max(p.totalBytes, p.streamed), done: p.streamed, text: p.text(true)})
+		}
+		return
+	}
+	if p.quiet || now.Sub(p.lastLine) < p.lineInterval {
+		return
+	}
+	p.lastLine = now
+	p.rate.add(now, p.streamed)
+	p.line("%s", p.text(false))
 }
 
-func (p *progress) clearBar() {
-	if p.bar != nil {
-		_ = p.bar.Clear()
+// text says how far the copy is. p.mu is held.
+func (p *progress) text(live bool) string {
+	var b strings.Builder
+	var rate float64
+	if live {
+		rate = p.rate.perSecond()
+	} else if secs := time.Since(p.started).Seconds(); secs > 0 {
+		rate = float64(p.streamed) / secs
 	}
+	fmt.Fprintf(&b, "copied %d/%d messages, %s of %s, %s/s", p.msgs, p.totalMsgs,
+		inventory.FormatBytes(p.streamed), inventory.FormatBytes(p.totalBytes), inventory.FormatBytes(int64(rate)))
+	if left := p.totalBytes - p.streamed; left > 0 && rate > 0 {
+		fmt.Fprintf(&b, ", ETA %s", etaText(time.Duration(float64(left)/rate*float64(time.Second))))
+	}
+	stats := make([]throttle.Stats, len(p.limiters))
+	for i, l := range p.limiters {
+		stats[i] = l.Snapshot()
+	}
+	b.WriteString(throttleText(stats))
+	return b.String()
+}
+
+// startBar puts the bar on the terminal. p.mu is held.
+func (p *progress) startBar() {
+	p.snap.Store(&progressSnap{total: p.totalBytes})
+	p.p = mpb.New(mpb.WithOutput(p.w), mpb.WithRefreshRate(viewTick))
+	barStyle := mpb.BarStyle().Build()
+	var scratch bytes.Buffer
+	p.bar = p.p.New(0, nil, mpb.BarFillerTrim(), mpb.BarFillerMiddleware(func(mpb.BarFiller) mpb.BarFiller {
+		return mpb.BarFillerFunc(func(w io.Writer, st decor.Statistics) error {
+			s := p.snap.Load()
+			scratch.Reset()
+			total := max(s.total, s.done, 1)
+			_ = barStyle.Fill(&scratch, decor.Statistics{AvailableWidth: 32, Total: total, Current: s.done})
+			line := fmt.Sprintf("%s %3d%%  %s", scratch.String(), s.done*100/total, s.text)
+			// mpb ends the row.
+			_, err := io.WriteString(w, cutRunes(line, st.AvailableWidth-1))
+			return err
+		})
+	}))
+}
+
+// line prints one line, above the bar when there is one. p.mu is held.
+func (p *progress) line(format string, args ...any) {
+	text := "mailferry: " + fmt.Sprintf(format, args...) + "\n"
+	if p.p != nil {
+		_, _ = p.p.Write([]byte(text))
+		return
+	}
+	_, _ = io.WriteString(p.w, text)
 }
 
 func (p *progress) done() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.bar != nil {
-		_ = p.bar.Finish()
-		p.bar = nil
+	pp, bar := p.p, p.bar
+	p.mu.Unlock()
+	if pp == nil {
+		return
 	}
-}
-
-// throttleText says, for each throttled side that is holding back, its
-// concurrency limit, latency and backoffs: what an operator watching a
-// sick cluster wants to see.
-func (p *progress) throttleText() string {
-	var b strings.Builder
-	for _, l := range p.limiters {
-		st := l.Snapshot()
-		if st.Limit == st.Cap && st.Backoffs == 0 && st.RateWaits == 0 && st.WindowWaits == 0 {
-			continue
-		}
-		fmt.Fprintf(&b, "; %s: %d/%d in flight allowed, p90 %s", st.Name, st.Limit, st.Cap, st.Latency.Round(time.Millisecond))
-		if st.Backoffs > 0 {
-			fmt.Fprintf(&b, ", %d backoffs (last %v)", st.Backoffs, st.LastSignal)
-		}
-		if st.RateWaits > 0 {
-			b.WriteString(", rate-limited")
-		}
-	}
-	return b.String()
+	bar.Abort(true)
+	pp.Wait()
+	p.mu.Lock()
+	p.p, p.bar = nil, nil
+	p.mu.Unlock()
 }

@@ -304,7 +304,7 @@ func renderStatus(g *globalOptions, out statusOutput, passes bool) error {
 				e.Mailbox, e.From, e.To, e.State, e.MessagesDone, e.MessagesTotal,
 				inventory.FormatBytes(e.BytesDone), inventory.FormatBytes(e.BytesTotal), e.Totals.Passes,
 				changedText(e.Totals), holderText(e.Holder), e.LastActivity.Local().Format("2006-01-02 15:04:05"),
-				oneLine(orDash(e.LastError), 100))
+				statusLine(orDash(e.LastError), 100))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -332,7 +332,7 @@ func renderPasses(g *globalOptions, moves []statusEntry) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%.1f\t%d\t%s\t%d\t%d\t%d\t%d\t%s\n",
 				e.Mailbox, e.From, e.To, p.Pass, p.Phase, p.Result, p.Started.Local().Format("2006-01-02 15:04:05"),
 				p.DurationSeconds, p.Copied, inventory.FormatBytes(p.BytesCopied), p.Adopted, p.FlagsUpdated, p.Expunged,
-				p.TargetOnly, oneLine(orDash(p.Error), 100))
+				p.TargetOnly, statusLine(orDash(p.Error), 100))
 		}
 	}
 	return tw.Flush()
@@ -375,14 +375,10 @@ func orDash(s string) string {
 	return s
 }
 
-// oneLine keeps a table row on one line: newlines become spaces and a
+// statusLine keeps a table row on one line: newlines become spaces and a
 // text longer than max runes is cut with "…" (--json has it whole).
-func oneLine(s string, max int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if r := []rune(s); len(r) > max {
-		return string(r[:max-1]) + "…"
-	}
-	return s
+func statusLine(s string, max int) string {
+	return cutRunes(strings.Join(strings.Fields(s), " "), max)
 }
 
 // planSummary is `status --plan PLAN`: where the plan's moves stand.
@@ -474,7 +470,7 @@ func renderPlanSummary(g *globalOptions, sum planSummary) error {
 	fmt.Fprintf(g.stdout, "failed:\n")
 	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
 	for _, f := range sum.Failed {
-		fmt.Fprintf(tw, "  %s\t%s -> %s\t%s\n", f.Mailbox, f.From, f.To, oneLine(orDash(f.Reason), 160))
+		fmt.Fprintf(tw, "  %s\t%s -> %s\t%s\n", f.Mailbox, f.From, f.To, statusLine(orDash(f.Reason), 160))
 	}
 	return tw.Flush()
 }

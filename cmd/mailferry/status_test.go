@@ -62,10 +62,10 @@ func TestStatusOfSeparatesLocks(t *testing.T) {
 }
 
 func TestStatusOneLine(t *testing.T) {
-	if got := oneLine("a\nb  c", 10); got != "a b c" {
+	if got := statusLine("a\nb  c", 10); got != "a b c" {
 		t.Errorf("oneLine = %q", got)
 	}
-	if got := oneLine("abcdefghijkl", 5); got != "abcd…" {
+	if got := statusLine("abcdefghijkl", 5); got != "abcd…" {
 		t.Errorf("oneLine cut = %q", got)
 	}
 }

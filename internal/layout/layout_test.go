@@ -62,7 +62,7 @@ var rules = []rule{
 	},
 	{
 		why:  "library packages never import the CLI",
-		deny: []string{"mailferry/cmd", "github.com/spf13/cobra", "github.com/schollz/progressbar"},
+		deny: []string{"mailferry/cmd", "github.com/spf13/cobra", "github.com/vbauerster/mpb"},
 		allow: []string{
 			"cmd/mailferry",
 		},

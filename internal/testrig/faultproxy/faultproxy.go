@@ -13,6 +13,7 @@ package faultproxy
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -64,15 +65,25 @@ type Proxy struct {
 // test ends.
 func Start(t TB, upstream string) *Proxy {
 	t.Helper()
+	p, err := Listen(upstream)
+	if err != nil {
+		t.Fatalf("faultproxy: %v", err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// Listen is Start outside a test (the demo's degraded cluster): the
+// caller calls Close.
+func Listen(upstream string) (*Proxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("faultproxy: listen: %v", err)
+		return nil, fmt.Errorf("listen: %w", err)
 	}
 	p := &Proxy{Addr: ln.Addr().String(), upstream: upstream, ln: ln, links: map[*link]struct{}{}}
 	p.wg.Add(1)
 	go p.accept()
-	t.Cleanup(p.Close)
-	return p
+	return p, nil
 }
 
 // CorruptUpstream makes the next n occurrences (n < 0: all) of pattern in
