@@ -574,10 +574,7 @@ func cutoverHook(say func(format string, args ...any), command string, timeout t
 
 func renderApplyReport(g *globalOptions, rep *migrate.ApplyReport) error {
 	if g.json {
-		return json.NewEncoder(g.stdout).Encode(struct {
-			Event string `json:"event"`
-			*migrate.ApplyReport
-		}{"report", rep})
+		return json.NewEncoder(g.stdout).Encode(reportLine{"report", rep})
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MAILBOX\tFROM\tTO\tMESSAGES\tBYTES\tTIME\tVERIFIED\tRESULT")

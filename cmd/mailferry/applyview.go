@@ -57,6 +57,7 @@ func newApplyView(g *globalOptions, moves []migrate.Move) *applyView {
 		v.bar = progressbar.NewOptions64(v.total,
 			progressbar.OptionSetWriter(g.stderr),
 			progressbar.OptionShowBytes(true),
+			progressbar.OptionUseIECUnits(true),
 			progressbar.OptionSetDescription(fmt.Sprintf("0/%d moves", len(moves))),
 			progressbar.OptionThrottle(100*time.Millisecond),
 			progressbar.OptionSetPredictTime(true),
@@ -100,14 +101,7 @@ func (v *applyView) event(e migrate.Event) {
 			_ = v.json.Encode(ndjsonEvent(e))
 		} else if time.Since(v.lastLine) >= v.every {
 			v.lastLine = time.Now()
-			_ = v.json.Encode(struct {
-				Event    string    `json:"event"`
-				Time     time.Time `json:"time"`
-				Messages int       `json:"messages"`
-				Bytes    int64     `json:"bytes"`
-				Finished int       `json:"moves_finished"`
-				Moves    int       `json:"moves"`
-			}{"progress", time.Now().UTC(), v.msgs, v.bytes, v.finished, v.moves})
+			_ = v.json.Encode(progressLine{"progress", time.Now().UTC(), v.msgs, v.bytes, v.finished, v.moves})
 		}
 		return
 	}
@@ -147,8 +141,8 @@ func (v *applyView) event(e migrate.Event) {
 	if v.bar == nil && time.Since(v.lastLine) >= v.every {
 		v.lastLine = time.Now()
 		secs := time.Since(v.started).Seconds()
-		v.line("%d/%d moves finished, %d active (%s); %d messages, %s copied, %.1f MB/s",
-			v.finished, v.moves, len(v.phase), v.activeText(), v.msgs, humanBytes(v.bytes), float64(v.bytes)/1e6/secs)
+		v.line("%d/%d moves finished, %d active (%s); %d messages, %s copied, %s",
+			v.finished, v.moves, len(v.phase), v.activeText(), v.msgs, humanBytes(v.bytes), humanRate(float64(v.bytes)/secs))
 	}
 }
 
@@ -184,13 +178,5 @@ var ndjsonKinds = map[migrate.EventKind]string{
 
 func ndjsonEvent(e migrate.Event) any {
 	kind := ndjsonKinds[e.Kind]
-	return struct {
-		Event    string    `json:"event"`
-		Time     time.Time `json:"time"`
-		Mailbox  string    `json:"mailbox,omitempty"`
-		Folder   string    `json:"folder,omitempty"`
-		Messages int       `json:"messages,omitempty"`
-		Bytes    int64     `json:"bytes,omitempty"`
-		Text     string    `json:"text,omitempty"`
-	}{kind, time.Now().UTC(), e.Mailbox, e.Folder, e.Messages, e.Bytes, e.Text}
+	return eventLine{kind, time.Now().UTC(), e.Mailbox, e.Folder, e.Messages, e.Bytes, e.Text}
 }

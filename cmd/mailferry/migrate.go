@@ -353,7 +353,7 @@ func renderReport(w io.Writer, rep *migrate.Report, asJSON bool) error {
 	if rep.Remaining > 0 {
 		fmt.Fprintf(&b, "remaining  %d (interrupted: run the same command again)\n", rep.Remaining)
 	}
-	fmt.Fprintf(&b, "time       %s, %.1f MB/s\n", (time.Duration(rep.Seconds * float64(time.Second))).Round(time.Millisecond), rep.MBps)
+	fmt.Fprintf(&b, "time       %s, %s\n", seconds(rep.Seconds).Round(time.Millisecond), humanRate(rep.BytesPerSecond))
 	for _, st := range rep.Throttle {
 		if st.Decreases == 0 && st.Backoffs == 0 && st.RateWaits == 0 && st.WindowWaits == 0 {
 			continue
@@ -387,15 +387,12 @@ func renderReport(w io.Writer, rep *migrate.Report, asJSON bool) error {
 	return err
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// humanBytes and humanRate are how text shows a byte count and a rate:
+// inventory.FormatBytes and inventory.FormatRate (IEC units), the one
+// formatter of the whole program.
+func humanBytes(n int64) string { return inventory.FormatBytes(n) }
+
+func humanRate(bytesPerSecond float64) string { return inventory.FormatRate(bytesPerSecond) }
+
+// seconds is a report's float seconds as a duration.
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

@@ -59,6 +59,7 @@ func (p *progress) Event(e migrate.Event) {
 			p.bar = progressbar.NewOptions64(e.Bytes,
 				progressbar.OptionSetWriter(p.w),
 				progressbar.OptionShowBytes(true),
+				progressbar.OptionUseIECUnits(true),
 				progressbar.OptionShowCount(),
 				progressbar.OptionSetDescription("copying"),
 				progressbar.OptionThrottle(100*time.Millisecond),
@@ -83,8 +84,8 @@ func (p *progress) Event(e migrate.Event) {
 			return
 		}
 		secs := time.Since(p.started).Seconds()
-		fmt.Fprintf(p.w, "mailferry: copied %d/%d messages, %s/%s, %.1f MB/s%s\n",
-			p.msgs, p.totalMsgs, humanBytes(p.bytes), humanBytes(p.totalBytes), float64(p.bytes)/1e6/secs, p.throttleText())
+		fmt.Fprintf(p.w, "mailferry: copied %d/%d messages, %s/%s, %s%s\n",
+			p.msgs, p.totalMsgs, humanBytes(p.bytes), humanBytes(p.totalBytes), humanRate(float64(p.bytes)/secs), p.throttleText())
 	}
 }
 
