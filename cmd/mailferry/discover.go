@@ -42,9 +42,9 @@ measured keeps its old values and is listed; exit code 3 then.`,
 	}
 	f := cmd.Flags()
 	f.StringVarP(&o.inventory, "inventory", "i", "", "inventory YAML `FILE`")
-	f.StringVar(&o.cluster, "cluster", "", "measure only this cluster's mailboxes")
-	f.StringVarP(&o.output, "output", "o", "", "write the CSV to `FILE` (default: stdout)")
-	f.IntVar(&o.parallel, "parallel", 0, "mailboxes measured at once per cluster (default: its connection limit)")
+	f.StringVar(&o.cluster, "cluster", "", "measure only the mailboxes of `CLUSTER`")
+	f.StringVarP(&o.output, "output", "o", "", "write the CSV to `FILE` (default: stdout; a file name, never a format: --json prints a summary)")
+	f.IntVar(&o.parallel, "parallel", 0, "`N` mailboxes measured at once per cluster (default: its connection limit)")
 	return cmd
 }
 
