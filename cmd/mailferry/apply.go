@@ -473,7 +473,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 			jerr = writeFileAtomic(a.report, append(data, '\n'))
 		}
 		if jerr != nil {
-			fmt.Fprintf(g.stderr, "mailferry: write report: %v\n", jerr)
+			g.log.Error("write report: " + jerr.Error())
 		}
 	}
 	if werr := renderApplyReport(g, rep); werr != nil {

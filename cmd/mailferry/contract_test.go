@@ -163,10 +163,10 @@ func TestLogLines(t *testing.T) {
 // TestLineLevel: a line's level comes from its prefix.
 func TestLineLevel(t *testing.T) {
 	for line, want := range map[string]string{
-		"mailferry: warning: x":            "WARN",
-		"mailferry: preflight: warning: x": "WARN",
-		"mailferry: error: x":              "ERROR",
-		"mailferry: user1: copying":        "INFO",
+		"mailferry: warning: x":             "WARN",
+		"mailferry: preflight: warning: x":  "WARN",
+		"mailferry: error: x":               "ERROR",
+		"mailferry: user1: copying":         "INFO",
 		"discover bravo [1/3] alice: 2 KiB": "INFO",
 	} {
 		if got := lineLevel(line).String(); got != want {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -145,7 +146,15 @@ func runLogged(ctx context.Context, args []string, stdin io.Reader, stdout io.Wr
 		case errors.As(err, &pf):
 			msg = pf.msg
 		}
-		logs.logger().Error(msg, "exit_code", code)
+		level := slog.LevelError
+		if code == exitSynced {
+			level = slog.LevelWarn // in sync, not final: no failure
+		}
+		var attrs []any
+		if logs.format == "json" {
+			attrs = append(attrs, "exit_code", code)
+		}
+		logs.logger().Log(context.Background(), level, msg, attrs...)
 	}
 	return code
 }
