@@ -192,8 +192,12 @@ func checkOutputFlags(cmd *cobra.Command) error {
 			continue
 		}
 		if v := f.Value.String(); formatWords[strings.ToLower(v)] {
-			return usageErrorf("--%s %s: --%s names the file to write, not a format: say --json for JSON on stdout, or --%s ./%s for a file called %q",
-				name, v, name, name, v, v)
+			flag := "--" + name
+			if f.Shorthand != "" {
+				flag = "-" + f.Shorthand + "/--" + name
+			}
+			return usageErrorf("%s %s: %s names the file to write, not a format: say --json for JSON on stdout, or %s ./%s for a file called %q",
+				flag, v, flag, flag, v, v)
 		}
 	}
 	return nil
