@@ -38,6 +38,7 @@ var schemaDocs = []struct {
 	{"migrate-report.schema.json", "mailferry migrate --json report", migrate.Report{}},
 	{"preflight.schema.json", "mailferry preflight --json report", preflightJSON{}},
 	{"inventory-check.schema.json", "mailferry inventory check --json report", checkReport{}},
+	{"discover.schema.json", "mailferry discover --json summary", discoverReport{}},
 	{"version.schema.json", "mailferry version --json", versionInfo{}},
 }
 
@@ -161,8 +162,8 @@ func TestSchemaRejectsPascalCase(t *testing.T) {
 // TestOutputsMatchSchemas runs the commands and validates what they print
 // against the checked-in schemas: the plan (plan --json, plan -o, drain
 // --dry-run --json), the NDJSON stream and the report of a real apply (the
-// demo's), migrate --json, preflight --json, inventory check --json and
-// version --json.
+// demo's), migrate --json, preflight --json, discover --json, inventory
+// check --json and version --json.
 func TestOutputsMatchSchemas(t *testing.T) {
 	planSchema := checkedSchema(t, "plan.schema.json")
 	t.Run("plan", func(t *testing.T) {
@@ -231,6 +232,11 @@ func TestOutputsMatchSchemas(t *testing.T) {
 			t.Fatalf("preflight of an unreachable cluster: exit %d, want %d: %s", code, exitFailure, stderr)
 		}
 		validate(t, checkedSchema(t, "preflight.schema.json"), "preflight --json", stdout)
+		code, stdout, stderr = runCLI(t, nil, "discover", "-i", inv, "--json", "-o", filepath.Join(t.TempDir(), "m.csv"))
+		if code != exitPartial {
+			t.Fatalf("discover of an unreachable cluster: exit %d, want %d: %s", code, exitPartial, stderr)
+		}
+		validate(t, checkedSchema(t, "discover.schema.json"), "discover --json", stdout)
 	})
 	t.Run("inventory check and version", func(t *testing.T) {
 		code, stdout, stderr := runCLI(t, nil, "inventory", "check", "-i", exampleInventory, "--skip-secrets", "--json")
