@@ -261,6 +261,19 @@ func TestCompletion(t *testing.T) {
 		{[]string{"status", "--log-level", ""}, []string{"debug", "info", "warn", "error"}},
 		{[]string{"migrate", "--from-tls", ""}, []string{"none", "starttls", "tls"}},
 	}
+	plan := filepath.Join(t.TempDir(), "plan.json")
+	if code, _, stderr := runCLI(t, nil, "plan", "-i", exampleInventory, "--drain", "bravo", "--max-moves", "2", "-o", plan); code != exitOK {
+		t.Fatalf("plan: exit %d: %s", code, stderr)
+	}
+	var p struct{ Moves []struct{ Mailbox string } }
+	data, _ := os.ReadFile(plan)
+	if err := json.Unmarshal(data, &p); err != nil || len(p.Moves) != 2 {
+		t.Fatalf("plan %s: %v", data, err)
+	}
+	tests = append(tests, struct {
+		args []string
+		want []string
+	}{[]string{"complete", plan, p.Moves[0].Mailbox, ""}, []string{p.Moves[1].Mailbox}})
 	for _, tc := range tests {
 		code, stdout, stderr := runCLI(t, nil, append([]string{cobra.ShellCompRequestCmd}, tc.args...)...)
 		if code != exitOK {
