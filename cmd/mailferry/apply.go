@@ -376,6 +376,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 			}
 		}()
 	}
+	tracer := g.logs.tracer() // --debug-imap: every move's trace, as debug lines
 	var moves []migrate.Move
 	for _, pm := range plan.Moves {
 		if len(only) > 0 && !want[pm.Mailbox] {
@@ -396,7 +397,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 		case traces != nil:
 			m.Src.Debug, m.Dst.Debug = traces.writer(pm.Mailbox, "source"), traces.writer(pm.Mailbox, "target")
 		case a.debugIMAP:
-			m.Src.Debug, m.Dst.Debug = prefixWriter{w: g.logs.tracer(), prefix: pm.Mailbox + ": source: "}, prefixWriter{w: g.logs.tracer(), prefix: pm.Mailbox + ": target: "}
+			m.Src.Debug, m.Dst.Debug = prefixWriter{w: tracer, prefix: pm.Mailbox + ": source: "}, prefixWriter{w: tracer, prefix: pm.Mailbox + ": target: "}
 		}
 		if a.ioTimeout > 0 {
 			m.Src.IdleTimeout, m.Dst.IdleTimeout = a.ioTimeout, a.ioTimeout

@@ -362,3 +362,49 @@ func TestVersionFromBuildInfo(t *testing.T) {
 		t.Errorf("version --json: %s (%v); want revision %s, its time and a version", out, err, rev)
 	}
 }
+
+// TestApplyDebugIMAPDir: apply --debug-imap-dir writes each move's trace,
+// both sides, into a 0600 file of its own, without the passwords.
+func TestApplyDebugIMAPDir(t *testing.T) {
+	src, dst, mbox := seededPair(t)
+	dir := t.TempDir()
+	var y strings.Builder
+	y.WriteString("version: 1\nclusters:\n")
+	for _, c := range []struct{ name, addr, pw string }{{"alpha", src.Addr, "src-pw"}, {"bravo", dst.Addr, "dst-pw"}} {
+		creds := filepath.Join(dir, c.name+".csv")
+		if err := os.WriteFile(creds, []byte("alice,alice,"+c.pw+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		y.WriteString("  - name: " + c.name + "\n    url: imap://" + c.addr + "\n    tls: none\n" +
+			"    auth: {method: credentials-file, credentials_file: " + creds + "}\n    capacity: {bytes: 1GiB, load: 100}\n")
+	}
+	y.WriteString("mailboxes:\n  - {name: alice, cluster: alpha, bytes: 1000, load: 1}\n")
+	inv := filepath.Join(dir, "inv.yaml")
+	if err := os.WriteFile(inv, []byte(y.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	plan := filepath.Join(dir, "plan.json")
+	if code, _, stderr := runCLI(t, nil, "plan", "-i", inv, "--drain", "alpha", "-o", plan); code != exitOK {
+		t.Fatalf("plan: exit %d: %s", code, stderr)
+	}
+	traces := filepath.Join(dir, "traces")
+	code, stdout, stderr := runCLI(t, nil, "apply", plan, "-i", inv, "--routed", "--debug-imap-dir", traces, "--json")
+	if code != exitOK {
+		t.Fatalf("apply: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	path := filepath.Join(traces, "alice.imap.log")
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	if fi.Mode().Perm() != 0o600 || !bytes.Contains(data, []byte("source: ")) || !bytes.Contains(data, []byte("target: ")) {
+		t.Errorf("%s: mode %v, want 0600 and both sides:\n%.1000s", path, fi.Mode().Perm(), data)
+	}
+	if bytes.Contains(data, []byte("src-pw")) || bytes.Contains(data, []byte("dst-pw")) {
+		t.Error("a password in the trace file")
+	}
+	if n := mbox.TotalMessages(); !bytes.Contains(data, []byte("APPEND")) || n == 0 {
+		t.Errorf("the trace shows no APPEND of the %d messages", n)
+	}
+}

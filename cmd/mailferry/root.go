@@ -52,8 +52,13 @@ Off a terminal every stderr line carries a timestamp.
 	root.SetVersionTemplate("{{.Name}} " + versionText() + "\n")
 	pf := root.PersistentFlags()
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON on stdout instead of text (NDJSON events for apply, drain, complete, rebalance, demo)")
-	pf.StringVar(&logs.format, "log-format", logs.format, "stderr lines as `FORMAT`: text (timestamped off a terminal) or json (one JSON object a line)")
-	pf.StringVar(&logs.levelName, "log-level", logs.levelName, "print stderr lines at `LEVEL` and above: debug, info, warn or error (--debug-imap alone means debug)")
+	// The log flags show their defaults, but keep what newLogOutput read
+	// from the arguments until cobra parses them (an error parsing an
+	// earlier flag is then still reported in the asked format).
+	format, level := logs.format, logs.levelName
+	pf.StringVar(&logs.format, "log-format", "text", "stderr lines as `FORMAT`: text (timestamped off a terminal) or json (one JSON object a line)")
+	pf.StringVar(&logs.levelName, "log-level", "info", "print stderr lines at `LEVEL` and above: debug, info, warn or error (--debug-imap alone means debug)")
+	logs.format, logs.levelName = format, level
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		if err := logs.configure(cmd); err != nil {
