@@ -30,6 +30,10 @@ func closedAddr(t *testing.T) string {
 // TestUsageErrorsExit2: bad arguments, unknown flags and commands, format
 // words given to -o, bad log flags: exit 2 on every command, nothing done.
 func TestUsageErrorsExit2(t *testing.T) {
+	exampleInventory, err := filepath.Abs(exampleInventory) // each case runs in a directory of its own
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		args []string
 		want string // in stderr
