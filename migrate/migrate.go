@@ -154,14 +154,14 @@ type Report struct {
 	// Throttle is what each cluster's limiter observed by the end.
 	Throttle []Throttle `json:"throttle,omitempty"`
 	// BodiesFetched counts message bodies read from the source.
-	BodiesFetched  int             `json:"source_bodies_fetched"`
-	Verified       int             `json:"verified"`
-	Failed         int             `json:"failed"`
-	Seconds        float64         `json:"seconds"`
-	BytesPerSecond float64         `json:"bytes_per_second"`
-	Mapping        []FolderMapping `json:"folder_mapping"`
-	Failures       []Failure       `json:"failures,omitempty"`
-	Warnings       []string        `json:"warnings,omitempty"`
+	BodiesFetched int             `json:"source_bodies_fetched"`
+	Verified      int             `json:"verified"`
+	Failed        int             `json:"failed"`
+	Seconds       float64         `json:"seconds"`
+	BytesPerSec   float64         `json:"bytes_per_second"`
+	Mapping       []FolderMapping `json:"folder_mapping"`
+	Failures      []Failure       `json:"failures,omitempty"`
+	Warnings      []string        `json:"warnings,omitempty"`
 }
 
 // Failure is one message (UID > 0) or folder (UID 0) that was not copied and
@@ -395,7 +395,7 @@ func Copy(ctx context.Context, src, dst imapconn.Config, opts Options) (*Report,
 	rep := r.report
 	rep.Seconds = time.Since(start).Seconds()
 	if rep.Seconds > 0 {
-		rep.BytesPerSecond = float64(rep.Bytes) / rep.Seconds
+		rep.BytesPerSec = float64(rep.Bytes) / rep.Seconds
 	}
 	sort.SliceStable(rep.Failures, func(i, j int) bool {
 		if rep.Failures[i].Folder != rep.Failures[j].Folder {

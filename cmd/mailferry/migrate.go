@@ -376,7 +376,7 @@ func renderReport(w io.Writer, rep *migrate.Report, asJSON bool) error {
 	if rep.Remaining > 0 {
 		fmt.Fprintf(&b, "remaining  %d (interrupted: run the same command again)\n", rep.Remaining)
 	}
-	fmt.Fprintf(&b, "time       %s, %s\n", seconds(rep.Seconds).Round(time.Millisecond), humanRate(rep.BytesPerSecond))
+	fmt.Fprintf(&b, "time       %s, %s\n", seconds(rep.Seconds).Round(time.Millisecond), humanRate(rep.BytesPerSec))
 	for _, st := range rep.Throttle {
 		if st.Decreases == 0 && st.Backoffs == 0 && st.RateWaits == 0 && st.WindowWaits == 0 {
 			continue
