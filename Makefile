@@ -1,7 +1,7 @@
-.PHONY: test bench demo build
+.PHONY: test bench demo build docs
 
 build:
-	go build -o mailferry ./cmd/mailferry
+	go build -buildvcs=auto -o mailferry ./cmd/mailferry
 
 test:
 	./scripts/test.sh
@@ -11,3 +11,8 @@ bench:
 
 demo:
 	go run ./cmd/mailferry demo
+
+# docs/ (Markdown reference) and schema/ (JSON Schemas) from the code.
+docs:
+	go generate ./cmd/mailferry
+	go test ./cmd/mailferry -run TestSchemasUpToDate -update

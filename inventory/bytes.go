@@ -88,3 +88,14 @@ func FormatBytes(n int64) string {
 		return fmt.Sprintf("%.2f %s", f, units[u])
 	}
 }
+
+// FormatRate renders a rate in bytes per second as FormatBytes does, with
+// "/s": "975 KiB/s", "1.30 MiB/s". mailferry shows every byte count and
+// rate in text through FormatBytes and FormatRate, so one unit system
+// (IEC) is on screen.
+func FormatRate(bytesPerSecond float64) string {
+	if bytesPerSecond != bytesPerSecond || bytesPerSecond < 0 { // NaN (no time yet), negative
+		bytesPerSecond = 0
+	}
+	return FormatBytes(int64(bytesPerSecond+0.5)) + "/s"
+}

@@ -229,3 +229,13 @@ func TestLimitsLatencyAndWindows(t *testing.T) {
 		t.Errorf("windows %v open at the wrong hours", l.Windows)
 	}
 }
+
+func TestFormatRate(t *testing.T) {
+	nan := 0.0
+	nan /= nan
+	for r, want := range map[float64]string{975e3: "952 KiB/s", 1.3 * (1 << 20): "1.30 MiB/s", 0: "0 B/s", -5: "0 B/s", nan: "0 B/s"} {
+		if got := FormatRate(r); got != want {
+			t.Errorf("FormatRate(%v) = %q, want %q", r, got, want)
+		}
+	}
+}

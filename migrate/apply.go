@@ -131,6 +131,11 @@ type MoveResult struct {
 	Failed   int     `json:"failed"`
 	Passes   int     `json:"passes"`
 	Seconds  float64 `json:"seconds"`
+	// ConfigurationError: the move failed on its configuration (a login
+	// that could not be built, credentials refused, TLS that cannot be
+	// set up), which no rerun fixes until the inventory or the servers'
+	// accounts change.
+	ConfigurationError bool `json:"configuration_error,omitempty"`
 	// Failures are the last pass's failed messages and folders.
 	Failures []Failure `json:"failures,omitempty"`
 	// POP3Check (its pop3_* fields) is set when the source has POP3.
@@ -145,12 +150,27 @@ type ApplyReport struct {
 	Seconds float64      `json:"seconds"`
 	// Throttle is what each cluster's limiter observed by the end (filled
 	// by the caller, which owns the limiters).
-	Throttle []Throttle `json:"throttle,omitempty"`
-	Totals   struct {
-		Moves, Done, Failed, Held, Interrupted, Skipped, Synced int
-		Messages, Copied, Verified                              int
-		Bytes                                                   int64
-	} `json:"totals"`
+	Throttle []Throttle  `json:"throttle,omitempty"`
+	Totals   ApplyTotals `json:"totals"`
+}
+
+// ApplyTotals sums an ApplyReport's moves: how many ended in each result,
+// and their messages and bytes.
+type ApplyTotals struct {
+	Moves       int   `json:"moves"`
+	Done        int   `json:"done"`
+	Failed      int   `json:"failed"`
+	Held        int   `json:"held"`
+	Interrupted int   `json:"interrupted"`
+	Skipped     int   `json:"skipped"`
+	Synced      int   `json:"synced"`
+	Messages    int   `json:"messages"`
+	Copied      int   `json:"copied"`
+	Verified    int   `json:"verified"`
+	Bytes       int64 `json:"bytes"`
+	// ConfigurationFailed counts the failed moves whose failure is one of
+	// configuration (see MoveResult.ConfigurationError).
+	ConfigurationFailed int `json:"configuration_failed"`
 }
 
 // OK reports whether every move is done (skipped ones were done before).
@@ -222,6 +242,9 @@ func Apply(ctx context.Context, moves []Move, opts ApplyOptions) (*ApplyReport, 
 			t.Done++
 		case ResultFailed:
 			t.Failed++
+			if r.ConfigurationError {
+				t.ConfigurationFailed++
+			}
 		case ResultHeld:
 			t.Held++
 		case ResultInterrupted:
@@ -270,6 +293,9 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 		res.Result, res.Reason = result, reason
 		return res
 	}
+	// A move whose login could not be built fails on its configuration;
+	// it still takes its lease (below) so the failure is recorded.
+	res.ConfigurationError = m.Err != nil
 	lease, err := o.Acquire(ctx, MoveKey(m))
 	if err != nil {
 		// Held by another process (*state.HeldError) is not done either:
@@ -347,6 +373,7 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 			res.outsideWindow = errors.Is(err, ErrOutsideWindow)
 		case err != nil:
 			res.Result, res.Reason = ResultFailed, err.Error()
+			res.ConfigurationError = imapconn.IsConfigurationError(err)
 		case rep.Failed > 0:
 			res.Result, res.Reason = ResultFailed, fmt.Sprintf("%d of %d messages failed; first: %s", rep.Failed, rep.Messages, rep.Failures[0].Reason)
 		}

@@ -158,7 +158,7 @@ type Report struct {
 	Verified      int             `json:"verified"`
 	Failed        int             `json:"failed"`
 	Seconds       float64         `json:"seconds"`
-	MBps          float64         `json:"mb_per_second"`
+	BytesPerSec   float64         `json:"bytes_per_second"`
 	Mapping       []FolderMapping `json:"folder_mapping"`
 	Failures      []Failure       `json:"failures,omitempty"`
 	Warnings      []string        `json:"warnings,omitempty"`
@@ -465,7 +465,7 @@ func copyMailbox(ctx context.Context, src, dst imapconn.Config, opts Options) (*
 	rep := r.report
 	rep.Seconds = time.Since(start).Seconds()
 	if rep.Seconds > 0 {
-		rep.MBps = float64(rep.Bytes) / 1e6 / rep.Seconds
+		rep.BytesPerSec = float64(rep.Bytes) / rep.Seconds
 	}
 	sort.SliceStable(rep.Failures, func(i, j int) bool {
 		if rep.Failures[i].Folder != rep.Failures[j].Folder {

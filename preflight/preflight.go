@@ -115,7 +115,7 @@ type ClusterReport struct {
 	// APPENDLIMIT=N, STATUS=SIZE, SPECIAL-USE, QUOTA), from its first login.
 	Capabilities []string `json:"capabilities,omitempty"`
 	Missing      []string `json:"missing,omitempty"`
-	AppendLimit  int64    `json:"append_limit,omitempty"`
+	AppendLimit  int64    `json:"append_limit_bytes,omitempty"`
 	// Problem is the cluster's shared problem, "" when none.
 	Problem string `json:"problem,omitempty"`
 }
@@ -132,11 +132,11 @@ type MailboxReport struct {
 	Target string `json:"target"`
 	// QuotaFree and QuotaLimit are the target's STORAGE headroom and
 	// limit in bytes, when it offers QUOTA and sets one.
-	QuotaFree  *int64 `json:"quota_free,omitempty"`
-	QuotaLimit *int64 `json:"quota_limit,omitempty"`
+	QuotaFree  *int64 `json:"quota_free_bytes,omitempty"`
+	QuotaLimit *int64 `json:"quota_limit_bytes,omitempty"`
 	// TooBig counts its messages above the target's APPENDLIMIT, when
 	// looked for.
-	TooBig int `json:"too_big,omitempty"`
+	TooBig int `json:"messages_too_big,omitempty"`
 }
 
 // Report is the whole check.

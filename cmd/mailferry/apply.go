@@ -50,6 +50,8 @@ type applyFlags struct {
 	routed         bool
 	pop3Gate       bool
 	skipPreflight  bool
+	debugIMAP      bool
+	debugIMAPDir   string
 	force          bool   // apply, complete: run moves Check refuses
 	planPath       string // apply, complete: the plan file, for hints
 	hooks          *runHooks
@@ -76,7 +78,7 @@ func (a *applyFlags) register(f *pflag.FlagSet) {
 	f.IntVar(&a.converge, "converge-messages", 50, "a delta pass changing fewer than `N` messages ends convergence")
 	f.StringVar(&a.cutoverExec, "cutover-exec", "", "run `CMD` (sh -c) once per mailbox when it has converged; exit 0 means mail now goes to the target. Env: MAILFERRY_MAILBOX, MAILFERRY_FROM, MAILFERRY_TO")
 	f.DurationVar(&a.cutoverTimeout, "cutover-timeout", 5*time.Minute, "give up on a cutover hook after `D` (the move holds at ready)")
-	f.BoolVar(&a.holdAtReady, "hold-at-ready", false, "stop every move at ready; finish them with `mailferry complete`")
+	f.BoolVar(&a.holdAtReady, "hold-at-ready", false, "stop every move at ready; finish them with \"mailferry complete\"")
 	f.BoolVar(&a.routed, "routed", false, "routing already sends these mailboxes' mail to their targets: moves at ready become final without a hook")
 	f.StringVar(&a.report, "report", "", "also write the final report as JSON to `FILE`")
 	f.StringVar(&a.reportHTML, "report-html", "", reportHTMLUsage)
@@ -89,6 +91,8 @@ func (a *applyFlags) register(f *pflag.FlagSet) {
 	f.BoolVar(&a.noMulti, "no-multiappend", false, noMultiUsage)
 	f.BoolVar(&a.allowMass, "allow-mass-expunge", false, allowMassUsage)
 	f.BoolVar(&a.pop3Gate, "pop3-gate", false, "hold at ready, before the cutover, a move whose source has a pop3 URL and whose POP3 UIDLs on the target do not match (POP clients would download everything again)")
+	f.BoolVar(&a.debugIMAP, "debug-imap", false, debugIMAPUsage)
+	f.StringVar(&a.debugIMAPDir, "debug-imap-dir", "", debugIMAPDirUsage)
 	f.BoolVar(&a.skipPreflight, "skip-preflight", false, "do not check secrets, logins, TLS, quotas and APPENDLIMIT before the first move (see mailferry preflight)")
 }
 
@@ -210,8 +214,17 @@ runs exits 5, naming the holder.`,
 				return usageErrorf("plan: %w", err)
 			}
 			plan.Inventory = a.inventory
-			if err := renderPlan(g.stderr, plan); err != nil {
-				return err
+			switch {
+			case dryRun && g.json:
+				return planner.WritePlan(g.stdout, plan) // the plan document, as plan --json
+			case g.json:
+				if err := json.NewEncoder(g.stdout).Encode(planLine{"plan", plan}); err != nil {
+					return err
+				}
+			default:
+				if err := renderPlan(g.stderr, plan); err != nil {
+					return err
+				}
 			}
 			if dryRun {
 				return nil
@@ -234,7 +247,7 @@ runs exits 5, naming the holder.`,
 	}
 	a.register(cmd.Flags())
 	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the plan only")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the plan only (with --json the plan document, as plan --json prints it)")
 	return cmd
 }
 
@@ -269,6 +282,11 @@ is done, 3 when some failed or are held.`,
 				return usageErrorf("plan: %w", err)
 			}
 			plan.Inventory = a.inventory
+			if g.json {
+				if err := json.NewEncoder(g.stdout).Encode(planLine{"plan", plan}); err != nil {
+					return err
+				}
+			}
 			return runApply(cmd, g, a, inv, plan, false, nil)
 		},
 	}
@@ -307,7 +325,7 @@ func confirm(g *globalOptions, question string) (bool, error) {
 	if !ok || !term.IsTerminal(int(f.Fd())) {
 		return false, usageErrorf("%s (no terminal to ask on: say --yes)", question)
 	}
-	fmt.Fprintf(g.stderr, "%s [y/N] ", question)
+	fmt.Fprintf(g.logs.raw, "%s [y/N] ", question) // the terminal itself: a prompt is no log line
 	line, err := bufio.NewReader(g.stdin).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
 		return false, err
@@ -362,6 +380,18 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	for _, m := range only {
 		want[m] = true
 	}
+	var traces *traceFiles
+	if a.debugIMAPDir != "" {
+		if traces, err = newTraceFiles(a.debugIMAPDir); err != nil {
+			return err
+		}
+		defer func() {
+			if terr := traces.close(); terr != nil {
+				g.log.Warn(terr.Error())
+			}
+		}()
+	}
+	tracer := g.logs.tracer() // --debug-imap: every move's trace, as debug lines
 	var moves []migrate.Move
 	for _, pm := range plan.Moves {
 		if len(only) > 0 && !want[pm.Mailbox] {
@@ -378,6 +408,12 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 			m.Dst, m.Err = discover.Config(to, pm.Mailbox)
 		}
 		m.Src.Side, m.Dst.Side = "source", "target"
+		switch {
+		case traces != nil:
+			m.Src.Debug, m.Dst.Debug = traces.writer(pm.Mailbox, "source"), traces.writer(pm.Mailbox, "target")
+		case a.debugIMAP:
+			m.Src.Debug, m.Dst.Debug = prefixWriter{w: tracer, prefix: pm.Mailbox + ": source: "}, prefixWriter{w: tracer, prefix: pm.Mailbox + ": target: "}
+		}
 		if a.ioTimeout > 0 {
 			m.Src.IdleTimeout, m.Dst.IdleTimeout = a.ioTimeout, a.ioTimeout
 		}
@@ -480,6 +516,11 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	}
 	t := rep.Totals
 	switch {
+	case t.Failed > 0 && t.Failed == t.ConfigurationFailed && t.Done+t.Held+t.Interrupted+t.Synced == 0:
+		// Nothing but configuration failures: no rerun helps until the
+		// inventory, the secrets or the accounts change (exit 2).
+		return usageErrorf("every move failed on its configuration (%d of %d: a login that could not be built, credentials refused, TLS): "+
+			"fix the inventory, the secrets or the accounts (reasons above) and run again", t.Failed, t.Moves)
 	case rep.Unfinished():
 		synced := ""
 		if t.Synced > 0 {
@@ -600,10 +641,7 @@ func cutoverHook(say func(format string, args ...any), command string, timeout t
 
 func renderApplyReport(g *globalOptions, rep *migrate.ApplyReport, copiedBytes func(mailbox string) int64, reportPath string) error {
 	if g.json {
-		return json.NewEncoder(g.stdout).Encode(struct {
-			Event string `json:"event"`
-			*migrate.ApplyReport
-		}{"report", rep})
+		return json.NewEncoder(g.stdout).Encode(reportLine{"report", rep})
 	}
 	if err := renderApplyTable(g.stdout, rep, copiedBytes, reportPath); err != nil {
 		return err

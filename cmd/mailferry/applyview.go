@@ -327,14 +327,7 @@ func (v *applyView) jsonEvent(e migrate.Event) {
 			return
 		}
 		v.lastLine = time.Now()
-		_ = v.json.Encode(struct {
-			Event    string    `json:"event"`
-			Time     time.Time `json:"time"`
-			Messages int       `json:"messages"`
-			Bytes    int64     `json:"bytes"`
-			Finished int       `json:"moves_finished"`
-			Moves    int       `json:"moves"`
-		}{"progress", time.Now().UTC(), v.msgs, v.copied, v.finished, len(v.order)})
+		_ = v.json.Encode(progressLine{"progress", time.Now().UTC(), v.msgs, v.copied, v.finished, len(v.order)})
 	default:
 		_ = v.json.Encode(ndjsonEvent(e))
 	}
@@ -650,20 +643,12 @@ func cutRunes(s string, n int) string {
 var ndjsonKinds = map[migrate.EventKind]string{
 	migrate.EventPlanned: "planned", migrate.EventFolderStarted: "folder_started", migrate.EventFolderDone: "folder_done",
 	migrate.EventMessageCopied: "message_copied", migrate.EventWarning: "warning",
-	migrate.EventMovePhase: "move_phase", migrate.EventMoveDone: "move_done",
+	migrate.EventMovePhase: "move_phase", migrate.EventMoveDone: "move_done", migrate.EventClusterHealth: "cluster_health",
 }
 
 func ndjsonEvent(e migrate.Event) any {
-	kind := ndjsonKinds[e.Kind]
-	return struct {
-		Event    string    `json:"event"`
-		Time     time.Time `json:"time"`
-		Mailbox  string    `json:"mailbox,omitempty"`
-		Folder   string    `json:"folder,omitempty"`
-		Messages int       `json:"messages,omitempty"`
-		Bytes    int64     `json:"bytes,omitempty"`
-		Text     string    `json:"text,omitempty"`
-	}{kind, time.Now().UTC(), e.Mailbox, e.Folder, e.Messages, e.Bytes, e.Text}
+	return eventLine{Event: ndjsonKinds[e.Kind], Time: time.Now().UTC(), Mailbox: e.Mailbox, Cluster: e.Cluster,
+		Folder: e.Folder, Messages: e.Messages, Bytes: e.Bytes, Text: e.Text, Reason: e.Reason}
 }
 
 // renderApplyTable prints the final report as a table: one row a move,

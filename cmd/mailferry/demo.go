@@ -223,10 +223,7 @@ func runDemo(cmd *cobra.Command, g *globalOptions, o *demoOptions, maxSize int64
 	}
 
 	if g.json {
-		if err := json.NewEncoder(g.stdout).Encode(struct {
-			Event string `json:"event"`
-			*planner.Plan
-		}{"plan", plan}); err != nil {
+		if err := json.NewEncoder(g.stdout).Encode(planLine{"plan", plan}); err != nil {
 			return err
 		}
 	} else {

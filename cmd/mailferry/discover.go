@@ -42,9 +42,9 @@ measured keeps its old values and is listed; exit code 3 then.`,
 	}
 	f := cmd.Flags()
 	f.StringVarP(&o.inventory, "inventory", "i", "", "inventory YAML `FILE`")
-	f.StringVar(&o.cluster, "cluster", "", "measure only this cluster's mailboxes")
-	f.StringVarP(&o.output, "output", "o", "", "write the CSV to `FILE` (default: stdout)")
-	f.IntVar(&o.parallel, "parallel", 0, "mailboxes measured at once per cluster (default: its connection limit)")
+	f.StringVar(&o.cluster, "cluster", "", "measure only the mailboxes of `CLUSTER`")
+	f.StringVarP(&o.output, "output", "o", "", "write the CSV to `FILE` (default: stdout; a file name, never a format: --json prints a summary)")
+	f.IntVar(&o.parallel, "parallel", 0, "`N` mailboxes measured at once per cluster (default: its connection limit)")
 	return cmd
 }
 
@@ -109,18 +109,9 @@ func runDiscover(cmd *cobra.Command, g *globalOptions, o *discoverOptions) error
 		}
 	}
 	if g.json {
-		type failure struct {
-			Mailbox string `json:"mailbox"`
-			Cluster string `json:"cluster"`
-			Error   string `json:"error"`
-		}
-		out := struct {
-			Measured int       `json:"measured"`
-			Failed   []failure `json:"failed"`
-			Output   string    `json:"output,omitempty"`
-		}{Measured: measured, Failed: []failure{}, Output: o.output}
+		out := discoverReport{Measured: measured, Failed: []discoverFailure{}, Output: o.output}
 		for _, f := range failed {
-			out.Failed = append(out.Failed, failure{f.Mailbox.Name, f.Mailbox.Cluster, f.Err.Error()})
+			out.Failed = append(out.Failed, discoverFailure{f.Mailbox.Name, f.Mailbox.Cluster, f.Err.Error()})
 		}
 		if err := writeJSON(g, out); err != nil {
 			return err
@@ -133,4 +124,18 @@ func runDiscover(cmd *cobra.Command, g *globalOptions, o *discoverOptions) error
 		return partialError{fmt.Sprintf("discover: %d of %d mailboxes could not be measured (they keep their old values)", len(failed), len(failed)+measured)}
 	}
 	return nil
+}
+
+// discoverReport is what discover --json prints.
+type discoverReport struct {
+	Measured int               `json:"measured"`
+	Failed   []discoverFailure `json:"failed"`
+	Output   string            `json:"output,omitempty"`
+}
+
+// discoverFailure is a mailbox that could not be measured.
+type discoverFailure struct {
+	Mailbox string `json:"mailbox"`
+	Cluster string `json:"cluster"`
+	Error   string `json:"error"`
 }

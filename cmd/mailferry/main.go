@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -67,18 +68,20 @@ func (e lockedError) Unwrap() error { return e.err }
 func main() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	logs := newLogOutput(os.Stderr, os.Args[1:])
+	log := logs.logger()
 	stop := make(chan struct{})
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
-		<-sigs
+		sig := <-sigs
 		close(stop)
-		fmt.Fprintln(os.Stderr, "mailferry: interrupted: finishing messages in flight (interrupt again to stop at once)")
+		log.Warn("interrupted: finishing messages in flight (interrupt again to stop at once)", "signal", sig.String())
 		<-sigs
 		cancel()
 	}()
 	stopProfile := cpuProfile(os.Getenv("MAILFERRY_CPUPROFILE"))
-	code := run(withStop(ctx, stop), os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	code := runLogged(withStop(ctx, stop), os.Args[1:], os.Stdin, os.Stdout, logs)
 	stopProfile()
 	os.Exit(code)
 }
@@ -119,35 +122,61 @@ func stopChan(ctx context.Context) <-chan struct{} {
 // run executes the command tree and maps its error to an exit code. It is the
 // only place that decides exit codes.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	root := newRootCommand(stdin, stdout, stderr)
-	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
-	return exitCode(ctx, err, stderr)
+	return runLogged(ctx, args, stdin, stdout, newLogOutput(stderr, args))
 }
 
-func exitCode(ctx context.Context, err error, stderr io.Writer) int {
+// runLogged is run with its stderr already wrapped (main's signal handler
+// writes to the same output).
+func runLogged(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, logs *logOutput) int {
+	defer logs.close()
+	root := newRootCommand(stdin, stdout, logs)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	code := exitCode(ctx, err)
+	if err != nil {
+		msg := err.Error()
+		var pe partialError
+		var se syncedError
+		var pf preflightError
+		switch {
+		case errors.As(err, &pe):
+			msg = pe.msg
+		case errors.As(err, &se):
+			msg = se.msg
+		case errors.As(err, &pf):
+			msg = pf.msg
+		}
+		level := slog.LevelError
+		if code == exitSynced {
+			level = slog.LevelWarn // in sync, not final: no failure
+		}
+		var attrs []any
+		if logs.format == "json" {
+			attrs = append(attrs, "exit_code", code)
+		}
+		logs.logger().Log(context.Background(), level, msg, attrs...)
+	}
+	return code
+}
+
+// exitCode is the exit code of a command's error (see the README and
+// exitCodesHelp).
+func exitCode(ctx context.Context, err error) int {
 	if err == nil {
 		return exitOK
 	}
 	var pe partialError
-	if errors.As(err, &pe) {
-		fmt.Fprintf(stderr, "mailferry: %s\n", pe.msg)
-		return exitPartial
-	}
 	var se syncedError
-	if errors.As(err, &se) {
-		fmt.Fprintf(stderr, "mailferry: %s\n", se.msg)
-		return exitSynced
-	}
 	var pf preflightError
-	if errors.As(err, &pf) {
-		fmt.Fprintf(stderr, "mailferry: %s\n", pf.msg)
-		return pf.code
-	}
-	fmt.Fprintf(stderr, "mailferry: %s\n", err)
 	var ue usageError
 	var le lockedError
 	switch {
+	case errors.As(err, &pe):
+		return exitPartial
+	case errors.As(err, &se):
+		return exitSynced
+	case errors.As(err, &pf):
+		return pf.code
 	case errors.As(err, &ue):
 		return exitUsage
 	case errors.As(err, &le):

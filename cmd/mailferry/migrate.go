@@ -34,6 +34,8 @@ type migrateOptions struct {
 	folderMap                []string
 	connections              int
 	debugIMAP                bool
+	debugIMAPDir             string
+	traces                   *traceFiles
 	state                    string
 	statePasswordFile        string
 	keepDeleted              bool
@@ -47,6 +49,13 @@ type migrateOptions struct {
 // lateCommitWindowUsage is the help of --late-commit-window (migrate,
 // apply, drain, rebalance, complete).
 const lateCommitWindowUsage = "a server may still store an APPEND for `D` after its connection dropped: look for such copies that long, and after a crash that long before a folder is done"
+
+// debugIMAPUsage and debugIMAPDirUsage are the help of --debug-imap and
+// --debug-imap-dir (migrate, apply, drain, rebalance, complete).
+const (
+	debugIMAPUsage    = "trace the IMAP protocol of both sides to stderr, as debug lines (credentials redacted; implies --log-level debug unless given)"
+	debugIMAPDirUsage = "write each mailbox's IMAP trace (both sides, credentials redacted, mode 0600: it holds the mail) to `DIR`/MAILBOX.imap.log instead of stderr"
+)
 
 // allowMassUsage is the help of --allow-mass-expunge.
 const allowMassUsage = "mirror deletions of more than 10% (and 5) of a folder's messages, or of a whole folder, on the source; without it such a folder stops and its copies stay"
@@ -162,7 +171,8 @@ Exit codes: 0 everything copied and verified; 3 some messages failed (listed);
 	f.StringArrayVar(&o.exclude, "exclude", nil, "skip folders whose path (segments joined by /) matches `REGEX` (repeatable)")
 	f.StringArrayVar(&o.folderMap, "folder-map", nil, "copy source folder SRC to target folder DST, paths joined by / (`SRC=DST`, repeatable)")
 	f.IntVar(&o.connections, "connections", 4, "folders copied at once (one connection per side each)")
-	f.BoolVar(&o.debugIMAP, "debug-imap", false, "trace the IMAP protocol to stderr (credentials redacted)")
+	f.BoolVar(&o.debugIMAP, "debug-imap", false, debugIMAPUsage)
+	f.StringVar(&o.debugIMAPDir, "debug-imap-dir", "", debugIMAPDirUsage)
 	f.StringVar(&o.state, "state", defaultState(), stateUsage+"; none for no state")
 	f.StringVar(&o.statePasswordFile, "state-password-file", "", statePasswordUsage)
 	f.BoolVar(&o.keepDeleted, "keep-deleted", false, "keep target copies of messages and folders deleted on the source since the last run")
@@ -190,6 +200,16 @@ func runMigrate(cmd *cobra.Command, g *globalOptions, o *migrateOptions) error {
 	}
 	if o.lateWindow <= 0 {
 		return usageErrorf("--late-commit-window %s: want a positive duration such as 10s", o.lateWindow)
+	}
+	if o.debugIMAPDir != "" {
+		if o.traces, err = newTraceFiles(o.debugIMAPDir); err != nil {
+			return err
+		}
+		defer func() {
+			if terr := o.traces.close(); terr != nil {
+				g.log.Warn(terr.Error())
+			}
+		}()
 	}
 	src, err := o.side("source", "--from", o.from, o.fromTLS, o.fromAdmin, o.fromPassFile, "MAILFERRY_FROM_PASSWORD", g)
 	if err != nil {
@@ -222,7 +242,7 @@ func runMigrate(cmd *cobra.Command, g *globalOptions, o *migrateOptions) error {
 		}
 	}
 	if o.insecure {
-		fmt.Fprintln(g.stderr, "mailferry: warning: --insecure-skip-verify: TLS certificates are not checked; credentials can be intercepted")
+		g.log.Warn("--insecure-skip-verify: TLS certificates are not checked; credentials can be intercepted")
 	}
 	ctx := cmd.Context()
 	st, err := openState(ctx, o.state, o.statePasswordFile)
@@ -305,8 +325,11 @@ func (o *migrateOptions) side(side, flag, rawURL, tlsMode, admin, passFile, pass
 		IdleTimeout:      o.ioTimeout,
 		NoStartTLSAdvice: fmt.Sprintf("use imaps://, or %s-tls none to send the password in clear text", flag),
 	}
-	if o.debugIMAP {
-		cfg.Debug = prefixWriter{w: g.stderr, prefix: side + ": "}
+	switch {
+	case o.traces != nil:
+		cfg.Debug = o.traces.writer(ep.Mailbox, side)
+	case o.debugIMAP:
+		cfg.Debug = prefixWriter{w: g.logs.tracer(), prefix: side + ": "}
 	}
 	return cfg, nil
 }
@@ -353,7 +376,7 @@ func renderReport(w io.Writer, rep *migrate.Report, asJSON bool) error {
 	if rep.Remaining > 0 {
 		fmt.Fprintf(&b, "remaining  %d (interrupted: run the same command again)\n", rep.Remaining)
 	}
-	fmt.Fprintf(&b, "time       %s, %.1f MB/s\n", (time.Duration(rep.Seconds * float64(time.Second))).Round(time.Millisecond), rep.MBps)
+	fmt.Fprintf(&b, "time       %s, %s\n", seconds(rep.Seconds).Round(time.Millisecond), humanRate(rep.BytesPerSec))
 	for _, st := range rep.Throttle {
 		if st.Decreases == 0 && st.Backoffs == 0 && st.RateWaits == 0 && st.WindowWaits == 0 {
 			continue
@@ -387,15 +410,12 @@ func renderReport(w io.Writer, rep *migrate.Report, asJSON bool) error {
 	return err
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// humanBytes and humanRate are how text shows a byte count and a rate:
+// inventory.FormatBytes and inventory.FormatRate (IEC units), the one
+// formatter of the whole program.
+func humanBytes(n int64) string { return inventory.FormatBytes(n) }
+
+func humanRate(bytesPerSecond float64) string { return inventory.FormatRate(bytesPerSecond) }
+
+// seconds is a report's float seconds as a duration.
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

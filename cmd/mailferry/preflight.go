@@ -279,11 +279,7 @@ func applyPreflight(ctx context.Context, g *globalOptions, a *applyFlags, inv *i
 		return nil
 	}
 	if g.json {
-		if err := json.NewEncoder(g.stdout).Encode(struct {
-			Event string `json:"event"`
-			OK    bool   `json:"ok"`
-			*preflight.Report
-		}{"preflight", false, rep}); err != nil {
+		if err := json.NewEncoder(g.stdout).Encode(preflightLine{"preflight", false, rep}); err != nil {
 			return err
 		}
 	} else if err := renderPreflight(g.stdout, rep); err != nil {

@@ -194,10 +194,11 @@ func TestPreflightWrongAdminPassword(t *testing.T) {
 	}
 	r.nothingOn("bravo")
 
-	// Without the preflight, the old behaviour: every move fails alone.
+	// Without the preflight every move fails alone, each on its refused
+	// login: a run whose every move failed on configuration exits 2.
 	code, stdout, stderr = runCLI(t, nil, "apply", plan, "-i", inv, "--state", db, "--cutover-exec", "true", "--skip-preflight")
-	if code != exitPartial || strings.Count(stdout, "refused") != 4 {
-		t.Errorf("apply --skip-preflight: exit %d, want %d with 4 refused moves\nstdout:\n%s\nstderr:\n%s", code, exitPartial, stdout, stderr)
+	if code != exitUsage || strings.Count(stdout, "refused") != 4 || !strings.Contains(stderr, "every move failed on its configuration") {
+		t.Errorf("apply --skip-preflight: exit %d, want %d with 4 refused moves\nstdout:\n%s\nstderr:\n%s", code, exitUsage, stdout, stderr)
 	}
 }
 

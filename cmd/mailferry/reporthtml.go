@@ -48,12 +48,12 @@ func writeRunReports(g *globalOptions, a *applyFlags, rep *migrate.ApplyReport, 
 			err = writeFileAtomic(a.report, append(data, '\n'))
 		}
 		if err != nil {
-			fmt.Fprintf(g.stderr, "mailferry: write report %s: %v\n", a.report, err)
+			g.log.Error(fmt.Sprintf("write report %s: %v", a.report, err))
 		}
 	}
 	if a.reportHTML != "" {
 		if err := writeRunHTML(a.reportHTML, doc); err != nil {
-			fmt.Fprintf(g.stderr, "mailferry: write HTML report %s: %v\n", a.reportHTML, err)
+			g.log.Error(fmt.Sprintf("write HTML report %s: %v", a.reportHTML, err))
 		}
 	}
 }

@@ -88,9 +88,9 @@ mailboxes:
 		preflightStops(t, inventory("notrust.yaml", noTLS, ""), "bravo", "ca_file", "certificate")
 		code, _, rep := drain(inventory("notrust.yaml", noTLS, ""), "--skip-preflight")
 		reason := rep.Moves[0].Reason
-		if code != exitPartial || rep.Moves[0].Result != migrate.ResultFailed ||
+		if code != exitUsage || rep.Moves[0].Result != migrate.ResultFailed || !rep.Moves[0].ConfigurationError ||
 			!strings.Contains(reason, "cluster bravo") || !strings.Contains(reason, "ca_file") || strings.Contains(reason, "--ca-file") {
-			t.Fatalf("exit %d, move %s: %q; want failed, telling to set ca_file for bravo", code, rep.Moves[0].Result, reason)
+			t.Fatalf("exit %d, move %s: %q; want exit 2 (every move failed on configuration), failed, telling to set ca_file for bravo", code, rep.Moves[0].Result, reason)
 		}
 	})
 	t.Run("ca_file", func(t *testing.T) {
@@ -112,9 +112,9 @@ mailboxes:
 		preflightStops(t, inventory("starttls.yaml", "", "    ca_file: certs/bravo-ca.pem\n"), "alpha", "offers no STARTTLS", "tls: none")
 		code, _, rep := drain(inventory("starttls.yaml", "", "    ca_file: certs/bravo-ca.pem\n"), "--skip-preflight")
 		reason := rep.Moves[0].Reason
-		if code != exitPartial || rep.Moves[0].Result != migrate.ResultFailed ||
+		if code != exitUsage || rep.Moves[0].Result != migrate.ResultFailed || !rep.Moves[0].ConfigurationError ||
 			!strings.Contains(reason, "offers no STARTTLS") || !strings.Contains(reason, "cluster alpha") || !strings.Contains(reason, "tls: none") {
-			t.Fatalf("exit %d, move %s: %q; want failed, naming alpha and tls: none", code, rep.Moves[0].Result, reason)
+			t.Fatalf("exit %d, move %s: %q; want exit 2 (every move failed on configuration), failed, naming alpha and tls: none", code, rep.Moves[0].Result, reason)
 		}
 	})
 }

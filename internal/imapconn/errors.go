@@ -152,3 +152,12 @@ type SetupError struct {
 
 func (e *SetupError) Error() string { return e.Err.Error() }
 func (e *SetupError) Unwrap() error { return e.Err }
+
+// IsConfigurationError reports whether err is one that only a change of
+// configuration fixes: a refused login (AuthError) or a connection that
+// cannot be set up (SetupError: no STARTTLS, an untrusted certificate).
+func IsConfigurationError(err error) bool {
+	var ae *AuthError
+	var se *SetupError
+	return errors.As(err, &ae) || errors.As(err, &se)
+}
