@@ -138,8 +138,9 @@ type MoveResult struct {
 	ConfigurationError bool `json:"configuration_error,omitempty"`
 	// Failures are the last pass's failed messages and folders.
 	Failures []Failure `json:"failures,omitempty"`
-	// POP3Check (its pop3_* fields) is set when the source has POP3.
-	*POP3Check
+	// POP3 is set when the source has POP3: what a POP client would see
+	// of the move.
+	POP3 *POP3Check `json:"pop3,omitempty"`
 
 	outsideWindow bool // interrupted by a closed time window
 }
@@ -423,15 +424,15 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 				followed = true
 			}
 			sessions.Close() // no IMAP connection sits idle meanwhile
-			res.POP3Check = o.checkPOP3(ctx, m, POP3BeforeCutover)
+			res.POP3 = o.checkPOP3(ctx, m, POP3BeforeCutover)
 			if ctx.Err() != nil {
 				return fail(ResultInterrupted, ctx.Err().Error())
 			}
-			if !res.UIDLsMatch {
-				o.emit(Event{Kind: EventWarning, Mailbox: m.Mailbox, Text: res.POP3Check.Summary()})
+			if !res.POP3.UIDLsMatch {
+				o.emit(Event{Kind: EventWarning, Mailbox: m.Mailbox, Text: res.POP3.Summary()})
 			}
-			if o.POP3Gate && !res.UIDLsMatch {
-				reason := "held at ready (--pop3-gate): " + res.POP3Check.Summary()
+			if o.POP3Gate && !res.POP3.UIDLsMatch {
+				reason := "held at ready (--pop3-gate): " + res.POP3.Summary()
 				setPhase(PhaseReady, reason)
 				return fail(ResultHeld, reason+"; the next apply follows the source and checks again (complete without --pop3-gate accepts it)")
 			}
@@ -478,8 +479,8 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 		// made keeps the one before the cutover, if any.
 		sessions.Close()
 		final := o.checkPOP3(ctx, m, POP3Final)
-		if final.Error == "" || res.POP3Check == nil || res.Error != "" {
-			res.POP3Check = final
+		if final.Error == "" || res.POP3 == nil || res.POP3.Error != "" {
+			res.POP3 = final
 		}
 		if !final.UIDLsMatch {
 			o.emit(Event{Kind: EventWarning, Mailbox: m.Mailbox, Text: final.Summary()})

@@ -21,27 +21,27 @@ const (
 // UIDLs and message order over POP3 held against the target's. It is
 // set in a MoveResult only for a move whose source cluster has a pop3 URL.
 type POP3Check struct {
-	Checked string `json:"pop3_checked"`
+	Checked string `json:"checked"`
 	// UIDLsMatch: every message on the target has the UIDL, at the same
 	// position, that it has on the source (the target may lack the
 	// source's newest messages at the check before the cutover:
 	// POP3PendingMessages; the final delta copies them).
-	UIDLsMatch bool `json:"pop3_uidls_match"`
+	UIDLsMatch bool `json:"uidls_match"`
 	// OrderMatch: the messages both have come in the same order (their
 	// POP3 sizes agree position by position).
-	OrderMatch     bool `json:"pop3_order_match"`
-	SourceMessages int  `json:"pop3_source_messages"`
-	TargetMessages int  `json:"pop3_target_messages"`
+	OrderMatch     bool `json:"order_match"`
+	SourceMessages int  `json:"source_messages"`
+	TargetMessages int  `json:"target_messages"`
 	// RefetchMessages: target messages whose UIDL the source did not
 	// show: a POP client that keeps its mail on the server downloads
 	// them again after the cutover.
-	RefetchMessages int `json:"pop3_refetch_messages"`
-	PendingMessages int `json:"pop3_pending_messages,omitempty"`
+	RefetchMessages int `json:"refetch_messages"`
+	PendingMessages int `json:"pending_messages,omitempty"`
 	// FirstDifference names the first message whose UIDLs differ.
-	FirstDifference string `json:"pop3_first_difference,omitempty"`
+	FirstDifference string `json:"first_difference,omitempty"`
 	// Error says why the check could not be made (then UIDLsMatch is
 	// false: nothing says they match).
-	Error string `json:"pop3_error,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 // Summary is the check in one line, for the report's text and the gate's

@@ -22,13 +22,19 @@ type StatsJSON struct {
 	LimitDecreases    int64   `json:"limit_decreases"`
 	LimitIncreases    int64   `json:"limit_increases"`
 	ConnectionWaits   int64   `json:"connection_waits"`
+	ConnectionWaitSec float64 `json:"connection_wait_seconds"`
 	SlotWaits         int64   `json:"slot_waits"`
+	SlotWaitSeconds   float64 `json:"slot_wait_seconds"`
 	RateWaits         int64   `json:"rate_waits"`
 	RateWaitSeconds   float64 `json:"rate_wait_seconds"`
 	WindowWaits       int64   `json:"window_waits"`
+	WindowWaitSeconds float64 `json:"window_wait_seconds"`
 	Backoffs          int64   `json:"backoffs"`
 	BackoffSeconds    float64 `json:"backoff_seconds"`
 	LastSignal        string  `json:"last_signal,omitempty"`
+	// StorageStats are the health_query figures (already named with
+	// their units); omitted without a health_query.
+	StorageStats
 }
 
 // JSON is s as StatsJSON.
@@ -38,8 +44,10 @@ func (s Stats) JSON() StatsJSON {
 		LatencyP90Seconds: s.Latency.Seconds(), BaselineSeconds: s.Baseline.Seconds(),
 		Commands: s.Commands, CommandsSent: s.Sent, Errors: s.Errors, OverloadErrors: s.Distress,
 		LimitDecreases: s.Decreases, LimitIncreases: s.Increases,
-		ConnectionWaits: s.ConnWaits, SlotWaits: s.SlotWaits, RateWaits: s.RateWaits, RateWaitSeconds: s.RateWaited.Seconds(),
-		WindowWaits: s.WindowWaits, Backoffs: s.Backoffs, BackoffSeconds: s.BackoffTime.Seconds(),
+		ConnectionWaits: s.ConnWaits, ConnectionWaitSec: s.ConnWaited.Seconds(), SlotWaits: s.SlotWaits, SlotWaitSeconds: s.SlotWaited.Seconds(),
+		RateWaits: s.RateWaits, RateWaitSeconds: s.RateWaited.Seconds(),
+		WindowWaits: s.WindowWaits, WindowWaitSeconds: s.WindowWaited.Seconds(), Backoffs: s.Backoffs, BackoffSeconds: s.BackoffTime.Seconds(),
+		StorageStats: s.StorageStats,
 	}
 	if s.LastSignal != SignalNone {
 		j.LastSignal = s.LastSignal.String()
@@ -62,8 +70,10 @@ func (s *Stats) UnmarshalJSON(data []byte) error {
 		Latency: sec(j.LatencyP90Seconds), Baseline: sec(j.BaselineSeconds),
 		Commands: j.Commands, Sent: j.CommandsSent, Errors: j.Errors, Distress: j.OverloadErrors,
 		Decreases: j.LimitDecreases, Increases: j.LimitIncreases,
-		ConnWaits: j.ConnectionWaits, SlotWaits: j.SlotWaits, RateWaits: j.RateWaits, RateWaited: sec(j.RateWaitSeconds),
-		WindowWaits: j.WindowWaits, Backoffs: j.Backoffs, BackoffTime: sec(j.BackoffSeconds),
+		ConnWaits: j.ConnectionWaits, ConnWaited: sec(j.ConnectionWaitSec), SlotWaits: j.SlotWaits, SlotWaited: sec(j.SlotWaitSeconds),
+		RateWaits: j.RateWaits, RateWaited: sec(j.RateWaitSeconds),
+		WindowWaits: j.WindowWaits, WindowWaited: sec(j.WindowWaitSeconds), Backoffs: j.Backoffs, BackoffTime: sec(j.BackoffSeconds),
+		StorageStats: j.StorageStats,
 	}
 	for i, name := range signalNames {
 		if name == j.LastSignal {

@@ -36,8 +36,8 @@ func pop3Logins(from, to *inventory.Cluster, src, dst imapconn.Config) (s, d *po
 // POP3 UIDLs were compared.
 func renderPOP3(w io.Writer, rep *migrate.ApplyReport) {
 	for _, m := range rep.Moves {
-		if m.POP3Check != nil {
-			fmt.Fprintf(w, "pop3 %s: %s\n", m.Mailbox, m.POP3Check.Summary())
+		if m.POP3 != nil {
+			fmt.Fprintf(w, "pop3 %s: %s\n", m.Mailbox, m.POP3.Summary())
 		}
 	}
 }

@@ -149,7 +149,7 @@ func TestApplyPOP3UIDLsMatch(t *testing.T) {
 	rep := readReport(t, report)
 	for _, m := range rep.Moves {
 		inbox := len(r.corpora[m.Mailbox].Folder("INBOX").Messages)
-		c := m.POP3Check
+		c := m.POP3
 		if m.Result != migrate.ResultDone || c == nil || c.Checked != migrate.POP3Final || !c.UIDLsMatch || !c.OrderMatch ||
 			c.RefetchMessages != 0 || c.SourceMessages != inbox || c.TargetMessages != inbox || c.Error != "" {
 			t.Errorf("move of %s: result %q, POP3 %+v; want done, UIDLs and order matching over %d messages", m.Mailbox, m.Result, c, inbox)
@@ -217,14 +217,14 @@ func TestApplyPOP3GateHoldsMismatch(t *testing.T) {
 	t.Logf("apply --pop3-gate:\n%s", stdout)
 	raw, err := os.ReadFile(report)
 	must(t, err)
-	for _, field := range []string{`"pop3_uidls_match": false`, `"pop3_refetch_messages"`, `"pop3_checked": "before-cutover"`} {
+	for _, field := range []string{`"uidls_match": false`, `"refetch_messages"`, `"checked": "before-cutover"`} {
 		if !strings.Contains(string(raw), field) {
 			t.Errorf("the JSON report lacks %s:\n%s", field, raw)
 		}
 	}
 	for _, m := range readReport(t, report).Moves {
 		inbox := len(r.corpora[m.Mailbox].Folder("INBOX").Messages)
-		c := m.POP3Check
+		c := m.POP3
 		if m.Result != migrate.ResultHeld || m.Phase != migrate.PhaseReady || !strings.Contains(m.Reason, "--pop3-gate") {
 			t.Errorf("move of %s: result %q phase %q reason %q; want held at ready by --pop3-gate", m.Mailbox, m.Result, m.Phase, m.Reason)
 		}
@@ -255,8 +255,8 @@ func TestApplyPOP3GateHoldsMismatch(t *testing.T) {
 		t.Fatalf("second apply --pop3-gate: exit %d\nstderr:\n%s\nstdout:\n%s", code, stderr, stdout)
 	}
 	want := len(r.corpora["user00"].Folder("INBOX").Messages) + 1
-	if m := moveOf(t, readReport(t, report), "user00"); m.Result != migrate.ResultHeld || m.POP3Check == nil || m.TargetMessages != want || m.RefetchMessages != want {
-		t.Errorf("second apply, user00: %+v / POP3 %+v; want held again with %d messages on the target", m, m.POP3Check, want)
+	if m := moveOf(t, readReport(t, report), "user00"); m.Result != migrate.ResultHeld || m.POP3 == nil || m.POP3.TargetMessages != want || m.POP3.RefetchMessages != want {
+		t.Errorf("second apply, user00: %+v / POP3 %+v; want held again with %d messages on the target", m, m.POP3, want)
 	}
 	if _, err := os.Stat(hookLog); err == nil {
 		t.Fatalf("the cutover hook ran on the second apply")
@@ -268,7 +268,7 @@ func TestApplyPOP3GateHoldsMismatch(t *testing.T) {
 		t.Fatalf("complete: exit %d\nstderr:\n%s\nstdout:\n%s", code, stderr, stdout)
 	}
 	for _, m := range readReport(t, report).Moves {
-		if c := m.POP3Check; m.Result != migrate.ResultDone || c == nil || c.Checked != migrate.POP3Final || c.UIDLsMatch || c.RefetchMessages != c.SourceMessages || c.SourceMessages == 0 {
+		if c := m.POP3; m.Result != migrate.ResultDone || c == nil || c.Checked != migrate.POP3Final || c.UIDLsMatch || c.RefetchMessages != c.SourceMessages || c.SourceMessages == 0 {
 			t.Errorf("complete, %s: result %q, POP3 %+v; want done, the final check reporting the mismatch", m.Mailbox, m.Result, c)
 		}
 	}
@@ -288,8 +288,8 @@ func TestApplyPOP3GateWithoutTargetURL(t *testing.T) {
 		t.Fatalf("apply: exit %d\nstderr:\n%s\nstdout:\n%s", code, stderr, stdout)
 	}
 	m := moveOf(t, readReport(t, report), "user00")
-	if m.Result != migrate.ResultHeld || m.POP3Check == nil || !strings.Contains(m.Error, "has no pop3 URL") || m.SourceMessages == 0 {
-		t.Errorf("move %+v, POP3 %+v; want held, naming the target's missing pop3 URL", m, m.POP3Check)
+	if m.Result != migrate.ResultHeld || m.POP3 == nil || !strings.Contains(m.POP3.Error, "has no pop3 URL") || m.POP3.SourceMessages == 0 {
+		t.Errorf("move %+v, POP3 %+v; want held, naming the target's missing pop3 URL", m, m.POP3)
 	}
 }
 
@@ -361,7 +361,7 @@ func TestApplyPOP3Synced(t *testing.T) {
 			t.Fatalf("apply %d: exit %d, want %d\nstderr:\n%s\nstdout:\n%s", run, code, exitSynced, stderr, stdout)
 		}
 		m := moveOf(t, readReport(t, report), "user00")
-		if c := m.POP3Check; m.Result != migrate.ResultSynced || c == nil || c.Checked != migrate.POP3BeforeCutover || !c.UIDLsMatch || c.TargetMessages == 0 {
+		if c := m.POP3; m.Result != migrate.ResultSynced || c == nil || c.Checked != migrate.POP3BeforeCutover || !c.UIDLsMatch || c.TargetMessages == 0 {
 			t.Errorf("apply %d: result %q, POP3 %+v; want synced, UIDLs matching", run, m.Result, c)
 		}
 		if run == 2 && m.Passes != 1 {
