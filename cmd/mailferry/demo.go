@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"github.com/spf13/cobra"
 
 	"mailferry/internal/testrig/corpus"
@@ -191,7 +190,7 @@ func runDemo(cmd *cobra.Command, g *globalOptions, o *demoOptions, maxSize int64
 		fmt.Fprintf(g.stdout, "demo: seeding %d mailboxes (%s) into three in-process IMAP clusters (Ctrl-C stops)\n",
 			len(mbs), inventory.FormatBytes(seeded))
 	}
-	sources := map[string]*imapmemserver.User{} // mailbox -> its account on its cluster
+	sources := map[string]*memserver.User{} // mailbox -> its account on its cluster
 	for _, m := range mbs {
 		for _, c := range demoClusters {
 			passwords[c][m.name] = randomPassword()
@@ -366,7 +365,7 @@ func availableMemory() (int64, bool) {
 type demoStory struct {
 	failing, late *planner.Move
 	failingBytes  int64
-	lateUser      *imapmemserver.User
+	lateUser      *memserver.User
 	slow          *faultproxy.Proxy
 	slowFrom      time.Duration // after the drain's start
 	slowFor       time.Duration
@@ -385,7 +384,7 @@ type demoStory struct {
 	lateDone   chan struct{} // closed once it is there
 }
 
-func newDemoStory(plan *planner.Plan, mbs []demoMailbox, sources map[string]*imapmemserver.User, slow *faultproxy.Proxy) *demoStory {
+func newDemoStory(plan *planner.Plan, mbs []demoMailbox, sources map[string]*memserver.User, slow *faultproxy.Proxy) *demoStory {
 	s := &demoStory{slow: slow, stopSlow: make(chan struct{}), caught: map[string]int{}, lateDone: make(chan struct{})}
 	bytes := map[string]int64{}
 	var drained int64

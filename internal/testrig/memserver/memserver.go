@@ -56,8 +56,12 @@ func Start() (*Server, error) {
 	return s, nil
 }
 
+// User is one account of the server (the library's in-memory user), so
+// callers need not import the IMAP server library themselves.
+type User = imapmemserver.User
+
 // AddUser creates an account with an INBOX and returns it for seeding.
-func (s *Server) AddUser(name, password string) *imapmemserver.User {
+func (s *Server) AddUser(name, password string) *User {
 	u := imapmemserver.NewUser(name, password)
 	_ = u.Create("INBOX", nil)
 	s.mem.AddUser(u)
