@@ -24,7 +24,6 @@ package fleet
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -33,6 +32,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivermigrate"
+	"github.com/riverqueue/river/rivertype"
 )
 
 // MoveKind is the River job kind of a move.
@@ -41,8 +41,10 @@ const MoveKind = "mailferry_move"
 // MoveArgs is one move as a River job: the mailbox and its source and
 // target clusters by the inventory's names. Two jobs with the same
 // mailbox, source and target are the same move: River refuses the second
-// while the first is queued, running or completed (a discarded or
-// cancelled one may be submitted again).
+// while the first is queued or running, and Submit skips a move whose
+// last job finished it (done). A move whose job ended without finishing
+// it (in sync at ready with no cutover, held, failed for good) may be
+// submitted again, as apply runs it again.
 type MoveArgs struct {
 	Mailbox string `json:"mailbox" river:"unique"`
 	From    string `json:"from" river:"unique"`
@@ -63,8 +65,13 @@ const DefaultMaxAttempts = 5
 
 // InsertOpts makes a move unique by its mailbox and clusters.
 func (MoveArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{MaxAttempts: DefaultMaxAttempts, UniqueOpts: river.UniqueOpts{ByArgs: true}}
+	return river.InsertOpts{MaxAttempts: DefaultMaxAttempts, UniqueOpts: river.UniqueOpts{ByArgs: true, ByState: liveStates}}
 }
+
+// liveStates are the job states in which a move is unique: queued or
+// running (River requires the first four).
+var liveStates = []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRunning,
+	rivertype.JobStateScheduled, rivertype.JobStateRetryable}
 
 // Fleet is a connection to the fleet's database: River's queue and the
 // workers' registry and shared budgets, in the state's schema.
@@ -187,18 +194,31 @@ func (f *Fleet) migrate(ctx context.Context) error {
 // SubmitReport says what Submit did.
 type SubmitReport struct {
 	Queued    int `json:"queued"`
-	Duplicate int `json:"duplicate"` // already queued, running or done
+	Duplicate int `json:"duplicate"` // already queued or running
+	Done      int `json:"done"`      // finished by an earlier job
 }
 
-// Submit queues the moves. A move already queued, running or completed
-// is not queued again (River's unique jobs); it is counted in Duplicate.
+// Submit queues the moves. A move already queued or running is not queued
+// again (River's unique jobs), nor one whose last job finished it.
 func (f *Fleet) Submit(ctx context.Context, moves []MoveArgs) (SubmitReport, error) {
 	var rep SubmitReport
+	jobs, err := f.Jobs(ctx)
+	if err != nil {
+		return rep, err
+	}
+	todo := make([]MoveArgs, 0, len(moves))
+	for _, m := range moves {
+		if j, ok := jobs[MoveKey(m)]; ok && j.Finished() {
+			rep.Done++
+			continue
+		}
+		todo = append(todo, m)
+	}
 	const chunk = 1000
-	for len(moves) > 0 {
-		n := min(chunk, len(moves))
+	for len(todo) > 0 {
+		n := min(chunk, len(todo))
 		params := make([]river.InsertManyParams, n)
-		for i, m := range moves[:n] {
+		for i, m := range todo[:n] {
 			params[i] = river.InsertManyParams{Args: m}
 		}
 		res, err := f.client.InsertMany(ctx, params)
@@ -212,10 +232,7 @@ func (f *Fleet) Submit(ctx context.Context, moves []MoveArgs) (SubmitReport, err
 				rep.Queued++
 			}
 		}
-		moves = moves[n:]
+		todo = todo[n:]
 	}
 	return rep, nil
 }
-
-// ErrClosed is returned when the fleet's database connection is gone.
-var ErrClosed = errors.New("fleet: closed")

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"mailferry/migrate"
 )
 
 // Job states as River names them.
@@ -27,12 +29,22 @@ func Final(s string) bool {
 // MoveJob is the newest job of one move.
 type MoveJob struct {
 	MoveArgs
-	ID       int64
-	State    string
-	Attempt  int
-	Errors   []string // the errors of the attempts, oldest first
-	Output   *Output  // nil until an attempt recorded one
-	Finished time.Time
+	ID      int64
+	State   string
+	Attempt int
+	Errors  []string  // the errors of the attempts, oldest first
+	Output  *Output   // nil until an attempt recorded one
+	Ended   time.Time // zero until final
+}
+
+// Finished reports whether the job ended with the move done (a finished
+// move is not submitted again).
+func (j MoveJob) Finished() bool {
+	if j.State != StateCompleted || j.Output == nil {
+		return false
+	}
+	r := j.Output.Move.Result
+	return r == migrate.ResultDone || r == migrate.ResultSkipped && j.Output.Move.Phase == migrate.PhaseDone
 }
 
 // Jobs returns the newest job of each move in the queue, by mailbox, from
@@ -50,7 +62,7 @@ FROM river_job WHERE kind = $1 ORDER BY args->>'mailbox', args->>'from', args->>
 	for rows.Next() {
 		var j MoveJob
 		var args, output []byte
-		if err := rows.Scan(&j.ID, &args, &j.State, &j.Attempt, &output, &j.Finished, &j.Errors); err != nil {
+		if err := rows.Scan(&j.ID, &args, &j.State, &j.Attempt, &output, &j.Ended, &j.Errors); err != nil {
 			return nil, fmt.Errorf("fleet: list moves: %w", err)
 		}
 		if err := json.Unmarshal(args, &j.MoveArgs); err != nil {
@@ -81,7 +93,7 @@ type WorkerInfo struct {
 	Moves     int       `json:"moves"`      // running now
 	MovesDone int64     `json:"moves_done"` // since it started
 	Stopping  bool      `json:"stopping,omitempty"`
-	Alive     bool      `json:"alive"` // heartbeat within 3 periods of 2s... (see Workers)
+	Alive     bool      `json:"alive"` // heartbeat younger than Workers' dead
 }
 
 // Workers lists the registry; Alive says whose heartbeat is younger than

@@ -27,6 +27,9 @@ type Outcome struct {
 	// on it (this one stalled past its lease); nothing of this run's was
 	// written after that, and the move is given up.
 	LeaseLost bool
+	// Permanent: the move cannot run as configured (a login that cannot
+	// be built, a cluster the inventory lacks); it is not retried.
+	Permanent bool
 }
 
 // Output is what a move's job records (River's job output) when it ends.
@@ -138,6 +141,8 @@ func (w *moveWorker) Work(ctx context.Context, job *river.Job[MoveArgs]) error {
 			return river.JobSnooze(0) // given back: another worker takes it now
 		}
 		return river.JobSnooze(time.Minute) // a closed time window
+	case r.Result == migrate.ResultFailed && out.Permanent:
+		return river.JobCancel(fmt.Errorf("move %s from %s to %s: %s", r.Mailbox, r.From, r.To, r.Reason))
 	case r.Result == migrate.ResultFailed:
 		return fmt.Errorf("move %s from %s to %s: %s", r.Mailbox, r.From, r.To, r.Reason)
 	}

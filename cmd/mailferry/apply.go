@@ -427,7 +427,12 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	if a.cutoverExec != "" {
 		opts.Cutover = cutoverHook(view.say, a.cutoverExec, a.cutoverTimeout, inv)
 	}
-	rep, err := migrate.Apply(ctx, moves, opts)
+	var rep *migrate.ApplyReport
+	if st.Driver() == "postgres" && !complete {
+		rep, err = applyFleet(ctx, g, a, inv, st, plan, moves, opts, limiters) // fleet mode: fleet.go
+	} else {
+		rep, err = migrate.Apply(ctx, moves, opts)
+	}
 	view.done()
 	for _, c := range inv.Clusters {
 		rep.Throttle = append(rep.Throttle, limiters[c.Name].Snapshot())

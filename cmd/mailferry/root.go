@@ -48,6 +48,7 @@ SHA-256 on the target, and never touches the source's flags.`,
 		newCompleteCommand(g),
 		newDrainCommand(g),
 		newRebalanceCommand(g),
+		newSubmitCommand(g), newWorkerCommand(g), newWaitCommand(g), // fleet mode: fleet.go
 	)
 	return root
 }

@@ -80,7 +80,10 @@ counts, the last error, the last activity, and the process working on it now.`,
 			if g.json {
 				return writeJSON(g, out)
 			}
-			return renderStatus(g, out)
+			if err := renderStatus(g, out); err != nil {
+				return err
+			}
+			return renderFleetWorkers(cmd.Context(), g, stateURL, statePasswordFile) // fleet mode: fleet.go
 		},
 	}
 	cmd.Flags().StringVar(&stateURL, "state", defaultState(), stateUsage)
