@@ -164,29 +164,30 @@ CREATE TABLE IF NOT EXISTS mailferry_fleet_cluster (
 	updated_at timestamptz NOT NULL DEFAULT now()
 );`
 
-// migrate runs River's migrations and creates the fleet's tables in one
-// transaction under an advisory lock of the schema.
+// migrate runs River's migrations (each in its own transaction: some
+// cannot share one) and creates the fleet's tables, under a session
+// advisory lock of the schema, so workers starting together migrate one
+// at a time.
 func (f *Fleet) migrate(ctx context.Context) error {
-	tx, err := f.pool.Begin(ctx)
+	conn, err := f.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("fleet: migrate: %w", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('mailferry fleet schema ' || current_schema()))`); err != nil {
+	defer conn.Release()
+	const key = `hashtext('mailferry fleet schema ' || current_schema())`
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(`+key+`)`); err != nil {
 		return fmt.Errorf("fleet: migrate: lock: %w", err)
 	}
+	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(`+key+`)`)
 	m, err := rivermigrate.New(riverpgxv5.New(f.pool), nil)
 	if err != nil {
 		return fmt.Errorf("fleet: migrate: %w", err)
 	}
-	if _, err := m.MigrateTx(ctx, tx, rivermigrate.DirectionUp, nil); err != nil {
+	if _, err := m.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
 		return fmt.Errorf("fleet: migrate River's tables: %w", err)
 	}
-	if _, err := tx.Exec(ctx, fleetSchema); err != nil {
+	if _, err := conn.Exec(ctx, fleetSchema); err != nil {
 		return fmt.Errorf("fleet: create the fleet's tables: %w", err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("fleet: migrate: commit: %w", err)
 	}
 	return nil
 }

@@ -290,6 +290,7 @@ SELECT count(*) FROM mailferry_fleet_worker WHERE heartbeat_at > now() - $4 * in
 	if err != nil {
 		return
 	}
+	f.giveBack(ctx, dead)
 	for _, c := range o.Clusters {
 		st := c.Limiter.Snapshot()
 		if st.Decreases > decreases[c.Name] && st.Cap > 0 {
@@ -337,4 +338,17 @@ func clusterNames(cs []Cluster) []string {
 		out[i] = c.Name
 	}
 	return out
+}
+
+// giveBack makes the moves of workers without a heartbeat for dead (killed,
+// frozen, cut off) available to the others at once, without using an
+// attempt. River's own rescuer does the same by age only (RescueAfter,
+// checked every 30 s by the leader), and knows nothing of liveness: this
+// is the registry's part. Whoever takes such a move still waits for its
+// lease to expire (or finds its holder dead on the same host), and the
+// stalled worker, if it runs again, is fenced and cannot write.
+func (f *Fleet) giveBack(ctx context.Context, dead time.Duration) {
+	_, _ = f.pool.Exec(ctx, `UPDATE river_job SET state = 'available', scheduled_at = now(), max_attempts = max_attempts + 1
+WHERE kind = $1 AND state = 'running' AND attempted_by[array_upper(attempted_by, 1)] IN
+(SELECT name FROM mailferry_fleet_worker WHERE heartbeat_at < now() - $2 * interval '1 second')`, MoveKind, dead.Seconds())
 }

@@ -156,6 +156,10 @@ func fleetRunner(st *state.Store, opts migrate.ApplyOptions, ttl time.Duration, 
 			lost, err := lease.Superseded(context.WithoutCancel(ctx))
 			out.LeaseLost = lost && err == nil
 		}
+		if out.LeaseLost {
+			out.Result.Result = migrate.ResultInterrupted
+			out.Result.Reason = "given up: another worker took the move's lease over (this one stalled past it): " + res.Reason
+		}
 		if done != nil {
 			done(res)
 		}
