@@ -161,7 +161,7 @@ func fleetRunner(st *state.Store, opts migrate.ApplyOptions, ttl time.Duration, 
 			out.Result.Reason = "given up: another worker took the move's lease over (this one stalled past it): " + res.Reason
 		}
 		if done != nil {
-			done(res)
+			done(out.Result)
 		}
 		return out
 	}
