@@ -42,7 +42,7 @@ func TestFleetE2EThreeWorkers(t *testing.T) {
 	db := statetest.RawDB(t, pg)
 	before := r.snapshotSources()
 	proxy := faultproxy.Start(t, r.clusters["alpha"].Addr)
-	proxy.SetLatency(5 * time.Millisecond) // moves last long enough to be caught mid-move
+	proxy.SetLatency(20 * time.Millisecond) // moves last long enough to be caught mid-move
 	inv := r.writeFleetInventory(proxy.Addr)
 	plan := filepath.Join(r.dir, "plan.json")
 	if code, stdout, stderr := runCLI(t, nil, "plan", "-i", inv, "--drain", "alpha", "-o", plan); code != exitOK {
@@ -61,7 +61,7 @@ func TestFleetE2EThreeWorkers(t *testing.T) {
 	workers := make([]*binaryRun, 3)
 	for i := range workers {
 		workers[i] = startBinary(t, bin, r.dir, "worker", "-i", inv, "--state", pg, "--name", fmt.Sprintf("w%d", i+1),
-			"--parallel", "4", "--connections", "2", "--routed", "--lease-ttl", fleetLeaseTTL, "--heartbeat", "500ms",
+			"--parallel", "8", "--connections", "2", "--routed", "--lease-ttl", fleetLeaseTTL, "--heartbeat", "500ms",
 			"--rescue-after", "20s", "--late-commit-window", "1s")
 	}
 	t.Cleanup(func() {
