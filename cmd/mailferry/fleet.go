@@ -66,7 +66,10 @@ func openFleet(ctx context.Context, cmdName, url, passwordFile string) (*state.S
 		st.Close()
 		return nil, nil, err
 	}
-	f, err := fleet.Open(ctx, fleet.Config{URL: url, Password: pw})
+	// River's listener, fetches, completions and the heartbeat share a
+	// few connections: a fleet of 100 workers must fit PostgreSQL's
+	// max_connections with the state's own.
+	f, err := fleet.Open(ctx, fleet.Config{URL: url, Password: pw, MaxConns: 3})
 	if err != nil {
 		st.Close()
 		return nil, nil, err
