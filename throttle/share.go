@@ -70,3 +70,15 @@ func (l *Limiter) LowerLimit(n int) {
 // SetConnGate is WithConnGate for a Limiter already built; call it before
 // the first AcquireConn.
 func (l *Limiter) SetConnGate(g ConnGate) { l.gate = g }
+
+// Rates are the bytes/s and messages/s the buckets run at now (after
+// SetRateShare); 0 means unlimited.
+func (l *Limiter) Rates() (bytesPerSecond, messagesPerSecond float64) {
+	get := func(b *rate.Limiter) float64 {
+		if b == nil {
+			return 0
+		}
+		return float64(b.Limit())
+	}
+	return get(l.bytes), get(l.msgs)
+}
