@@ -93,6 +93,9 @@ type Config struct {
 	Tracer pgx.QueryTracer
 	// MaxConns bounds the pool; 0 means pgxpool's default.
 	MaxConns int32
+	// Reader opens without creating or migrating anything (status): a
+	// database without a fleet reads as an empty one.
+	Reader bool
 }
 
 // IsPostgres reports whether a state URL names PostgreSQL.
@@ -122,6 +125,9 @@ func Open(ctx context.Context, c Config) (*Fleet, error) {
 		return nil, fmt.Errorf("fleet: connect: %w", err)
 	}
 	f := &Fleet{pool: pool, cfg: cfg}
+	if c.Reader {
+		return f, nil
+	}
 	if err := f.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err

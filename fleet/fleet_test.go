@@ -113,7 +113,7 @@ func TestSubmitQueuesEachMoveOnce(t *testing.T) {
 // whose connection is gone (it died) come back at once.
 func TestGatesShareCapAcrossWorkers(t *testing.T) {
 	url := statetest.Postgres(t)
-	g1, g2 := openTest(t, url).NewGates(), openTest(t, url).NewGates()
+	g1, g2 := openTest(t, url).NewGates("w1"), openTest(t, url).NewGates("w2")
 	defer g2.Close()
 	a, b := g1.Gate("alpha", 3), g2.Gate("alpha", 3)
 	ctx, cancel := context.WithTimeout(context.Background(), testWait)
@@ -159,7 +159,7 @@ func TestSharesReachEveryWorker(t *testing.T) {
 	cfg := throttle.Config{MaxConnections: 8, BytesPerSecond: 1000, MessagesPerSecond: 10}
 	l1, _ := throttle.New("alpha", cfg)
 	l2, _ := throttle.New("alpha", cfg)
-	g2 := f2.NewGates()
+	g2 := f2.NewGates("w2")
 	defer g2.Close()
 	gate := g2.Gate("alpha", 8)
 	l2.SetConnGate(gate)

@@ -23,8 +23,9 @@ import (
 // polled (jittered, every PollInterval): PostgreSQL has no wait-for-any-of
 // on advisory locks.
 type Gates struct {
-	f    *Fleet
-	poll time.Duration
+	f      *Fleet
+	poll   time.Duration
+	worker string
 
 	mu     sync.Mutex // serializes the connection and guards the maps
 	conn   *pgx.Conn
@@ -36,10 +37,11 @@ type Gates struct {
 // again.
 const PollInterval = 100 * time.Millisecond
 
-// NewGates returns this worker's gates; the dedicated connection opens on
-// first use.
-func (f *Fleet) NewGates() *Gates {
-	return &Gates{f: f, poll: PollInterval, held: map[string]map[int32]bool{}, places: map[string]int{}}
+// NewGates returns worker's gates; the dedicated connection opens on
+// first use, named "mailferry places WORKER" in pg_stat_activity (its
+// places are the advisory locks pg_locks shows for that backend).
+func (f *Fleet) NewGates(worker string) *Gates {
+	return &Gates{f: f, poll: PollInterval, worker: worker, held: map[string]map[int32]bool{}, places: map[string]int{}}
 }
 
 // SetPlaces sets how many places cluster has fleet-wide (at least 1).
@@ -106,7 +108,9 @@ func (g *Gates) connLocked(ctx context.Context) (*pgx.Conn, error) {
 	}
 	// A new session holds nothing: whatever the old one held is free.
 	g.held = map[string]map[int32]bool{}
-	c, err := pgx.ConnectConfig(ctx, g.f.cfg.ConnConfig.Copy())
+	cfg := g.f.cfg.ConnConfig.Copy()
+	cfg.RuntimeParams["application_name"] = "mailferry places " + g.worker
+	c, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("fleet: connect for connection places: %w", err)
 	}

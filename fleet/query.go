@@ -99,6 +99,13 @@ type WorkerInfo struct {
 // Workers lists the registry; Alive says whose heartbeat is younger than
 // dead.
 func (f *Fleet) Workers(ctx context.Context, dead time.Duration) ([]WorkerInfo, error) {
+	var exists bool
+	if err := f.pool.QueryRow(ctx, `SELECT to_regclass('mailferry_fleet_worker') IS NOT NULL`).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("fleet: list workers: %w", err)
+	}
+	if !exists {
+		return nil, nil // no worker ever ran on this state
+	}
 	rows, err := f.pool.Query(ctx, `SELECT name, host, pid, holder, started_at, heartbeat_at, moves, moves_done, stopping,
 heartbeat_at > now() - $1 * interval '1 second' FROM mailferry_fleet_worker ORDER BY name`, dead.Seconds())
 	if err != nil {

@@ -263,7 +263,8 @@ func runWorker(ctx context.Context, g *globalOptions, a *applyFlags, ff *fleetFl
 	}
 	defer st.Close()
 	defer f.Close()
-	gates := f.NewGates()
+	name := ff.workerName()
+	gates := f.NewGates(name)
 	defer gates.Close()
 	limiters := map[string]*throttle.Limiter{}
 	for i := range inv.Clusters {
@@ -288,7 +289,6 @@ func runWorker(ctx context.Context, g *globalOptions, a *applyFlags, ff *fleetFl
 		return err
 	}
 	opts.Observer = migrate.ObserverFunc(func(e migrate.Event) { served.record(e) })
-	name := ff.workerName()
 	host, _ := os.Hostname()
 	var mu sync.Mutex
 	say := func(res migrate.MoveResult) {
@@ -533,7 +533,9 @@ func applyFleet(ctx context.Context, g *globalOptions, a *applyFlags, inv *inven
 		return nil, err
 	}
 	defer f.Close()
-	gates := f.NewGates()
+	host, _ := os.Hostname()
+	name := fmt.Sprintf("%s-%d", host, os.Getpid())
+	gates := f.NewGates(name)
 	defer gates.Close()
 	clusters := fleetClusters(inv, limiters, gates)
 	want := make([]fleet.MoveArgs, 0, len(moves))
@@ -557,8 +559,6 @@ func applyFleet(ctx context.Context, g *globalOptions, a *applyFlags, inv *inven
 		}
 		return buildMove(inv, a, j)
 	}
-	host, _ := os.Hostname()
-	name := fmt.Sprintf("%s-%d", host, os.Getpid())
 	workCtx, cancelWork := context.WithCancel(ctx)
 	defer cancelWork()
 	worked := make(chan error, 1)
@@ -600,7 +600,7 @@ func fleetWorkers(ctx context.Context, url, passwordFile string) ([]fleet.Worker
 	if err != nil {
 		return nil, err
 	}
-	f, err := fleet.Open(ctx, fleet.Config{URL: url, Password: pw, MaxConns: 2})
+	f, err := fleet.Open(ctx, fleet.Config{URL: url, Password: pw, MaxConns: 2, Reader: true})
 	if err != nil {
 		return nil, err
 	}

@@ -81,19 +81,41 @@ func TestFleetE2EThreeWorkers(t *testing.T) {
 	<-workers[0].done
 	t.Logf("w1 SIGKILLed holding %v", killed)
 
-	// SIGSTOP w2 while it holds a move, until another worker took it over.
-	frozen := waitHeld(t, db, holder(workers[1]), workers[1])
+	// SIGSTOP w2 while it holds a move, and few of alpha's places: a
+	// frozen worker keeps its places (its connections are open on the
+	// server), and w3 needs some to make progress. Resume it once another
+	// worker took one of its moves over.
+	frozen := waitHeldFewPlaces(t, db, holder(workers[1]), "w2", workers[1])
 	must(t, workers[1].cmd.Process.Signal(syscall.SIGSTOP))
 	t.Logf("w2 SIGSTOPped holding %v", frozen)
-	waitTakenOver(t, db, frozen, holder(workers[1]))
+	taken := waitTakenOver(t, db, frozen, holder(workers[1]))
 	must(t, workers[1].cmd.Process.Signal(syscall.SIGCONT))
-	t.Logf("w2 resumed after its moves were taken over")
+	t.Logf("w2 resumed after %v were taken over", taken)
 
 	waitRun := startBinary(t, bin, r.dir, "wait", plan, "--state", pg, "--json", "--timeout", "3m")
 	res := waitRun.wait(t, 4*time.Minute)
 	if res.code != exitOK {
 		t.Fatalf("wait: exit %d\nstdout:\n%s\nstderr:\n%s\nw2:\n%s\nw3:\n%s", res.code, crashTail(res.stdout, 4000), res.stderr,
 			crashTail(workers[1].stderr.String(), 3000), crashTail(workers[2].stderr.String(), 3000))
+	}
+	// status lists the workers: w2 and w3 alive, w1 (killed) gone.
+	code, stdout, stderr = runCLI(t, nil, "status", "--state", pg)
+	if code != exitOK {
+		t.Fatalf("status: exit %d\n%s", code, stderr)
+	}
+	for _, want := range []string{"w1 ", "w2 ", "w3 "} {
+		line := ""
+		for _, l := range strings.Split(stdout, "\n") {
+			if strings.HasPrefix(l, want) {
+				line = l
+			}
+		}
+		switch alive := strings.Contains(line, "alive"); {
+		case line == "":
+			t.Errorf("status lists no worker %s:\n%s", want, stdout)
+		case want == "w1 " && alive, want != "w1 " && !alive:
+			t.Errorf("status: %q (w1 was killed, the others run)", line)
+		}
 	}
 	for _, w := range workers[1:] {
 		must(t, w.cmd.Process.Signal(syscall.SIGTERM))
@@ -108,7 +130,7 @@ func TestFleetE2EThreeWorkers(t *testing.T) {
 	// failure naming the lost lease, and it wrote nothing more (the targets
 	// below hold every message once).
 	w2 := workers[1].stderr.String()
-	for _, key := range frozen {
+	for _, key := range taken {
 		mb := key[strings.LastIndex(key, "/")+1:]
 		gaveUp := false
 		for _, line := range strings.Split(w2, "\n") {
@@ -188,27 +210,47 @@ func waitHeld(t *testing.T, db *sql.DB, holder string, w *binaryRun) []string {
 	return nil
 }
 
-// waitTakenOver waits until every one of the moves has been acquired by
-// another holder than old (its epoch moved on, the lease is someone
-// else's or the move is done).
-func waitTakenOver(t *testing.T, db *sql.DB, sources []string, old string) {
+// waitHeldFewPlaces is waitHeld at a moment when the worker's gate
+// session holds at most 2 of alpha's places (advisory locks in pg_locks).
+func waitHeldFewPlaces(t *testing.T, db *sql.DB, holder, name string, w *binaryRun) []string {
 	t.Helper()
 	deadline := time.Now().Add(fleetStepLimit)
 	for time.Now().Before(deadline) {
-		left := 0
+		held := waitHeld(t, db, holder, w)
+		var places int
+		must(t, db.QueryRow(`SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = $1`, "mailferry places "+name).Scan(&places))
+		if places <= 2 {
+			return held
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("%s never held a move with at most 2 places within %v", holder, fleetStepLimit)
+	return nil
+}
+
+// waitTakenOver waits until one of the moves has been acquired by another
+// holder than old (its lease is someone else's, or the move is done), and
+// returns those taken over.
+func waitTakenOver(t *testing.T, db *sql.DB, sources []string, old string) []string {
+	t.Helper()
+	deadline := time.Now().Add(fleetStepLimit)
+	for time.Now().Before(deadline) {
+		var taken []string
 		for _, s := range sources {
 			var h, phase string
 			must(t, db.QueryRow(`SELECT holder, phase FROM mailferry_migration WHERE source = $1`, s).Scan(&h, &phase))
-			if h == old || h == "" && phase != "done" {
-				left++
+			if h != old && (h != "" || phase == "done") {
+				taken = append(taken, s)
 			}
 		}
-		if left == 0 {
-			return
+		if len(taken) > 0 {
+			return taken
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("the moves %v of the frozen worker were not taken over within %v", sources, fleetStepLimit)
+	t.Fatalf("none of the moves %v of the frozen worker was taken over within %v", sources, fleetStepLimit)
+	return nil
 }
 
 // parseWaitReport reads the report event of `wait --json`.
