@@ -169,7 +169,9 @@ func benchFleet(b *testing.B, bin string, workers, moves int) {
 		workers, moves, elapsed.Round(time.Millisecond), float64(moves)/elapsed.Seconds(), workTrips, float64(workTrips)/float64(moves), submitTrips, counter.maxConns.Load())
 }
 
-func bytesLiteral(s string) imap.LiteralReader { return &literal{Reader: strings.NewReader(s), n: int64(len(s))} }
+func bytesLiteral(s string) imap.LiteralReader {
+	return &literal{Reader: strings.NewReader(s), n: int64(len(s))}
+}
 
 type literal struct {
 	*strings.Reader

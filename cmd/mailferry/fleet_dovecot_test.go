@@ -266,3 +266,39 @@ func parseWaitReport(t *testing.T, stdout string) *migrate.ApplyReport {
 	t.Fatalf("no report in the output of wait:\n%s", crashTail(stdout, 3000))
 	return nil
 }
+
+// apply on a PostgreSQL state goes through the fleet's queue (a fleet of
+// one, which other workers could join): every move a job, done, the
+// targets exact; a second apply finds every move done and queues nothing.
+func TestFleetApplyOnPostgres(t *testing.T) {
+	r := newApplyRig(t, 6)
+	pg := statetest.Postgres(t)
+	db := statetest.RawDB(t, pg)
+	plan := filepath.Join(r.dir, "plan.json")
+	report := filepath.Join(r.dir, "report.json")
+	if code, stdout, stderr := runCLI(t, nil, "plan", "-i", r.inv, "--drain", "alpha", "-o", plan); code != exitOK {
+		t.Fatalf("plan: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr := runCLI(t, nil, "apply", plan, "-i", r.inv, "--state", pg, "--routed", "--report", report)
+	if code != exitOK {
+		t.Fatalf("apply: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	rep := readReport(t, report)
+	if tot := rep.Totals; tot.Moves != 6 || tot.Done != 6 || tot.Verified != tot.Messages || tot.Messages == 0 {
+		t.Fatalf("report totals %+v, want 6 moves done and verified", tot)
+	}
+	r.exact(rep)
+	var jobs int
+	must(t, db.QueryRow(`SELECT count(*) FROM river_job WHERE kind = 'mailferry_move' AND state = 'completed'`).Scan(&jobs))
+	if jobs != 6 {
+		t.Errorf("%d completed move jobs in the queue, want 6", jobs)
+	}
+	code, stdout, stderr = runCLI(t, nil, "apply", plan, "-i", r.inv, "--state", pg, "--routed", "--report", report)
+	if code != exitOK {
+		t.Fatalf("second apply: exit %d\n%s%s", code, stdout, stderr)
+	}
+	must(t, db.QueryRow(`SELECT count(*) FROM river_job WHERE kind = 'mailferry_move'`).Scan(&jobs))
+	if rep := readReport(t, report); jobs != 6 || rep.Totals.Done+rep.Totals.Skipped != 6 {
+		t.Errorf("second apply: %d jobs (want 6, none queued again), totals %+v", jobs, rep.Totals)
+	}
+}
