@@ -115,10 +115,17 @@ func benchFleet(b *testing.B, bin string, workers, moves int) {
 	start := time.Now()
 	var procs []*exec.Cmd
 	var logs []*bytes.Buffer
+	// 16 workers of --parallel 2 would hold about 110 PostgreSQL
+	// connections (state pool, River's pool of 3, the places connection):
+	// more than a default max_connections of 100. 16 run --parallel 1.
+	parallel := "2"
+	if workers >= 16 {
+		parallel = "1"
+	}
 	for i := range workers {
 		var lb bytes.Buffer
 		c := exec.Command(bin, "worker", "-i", invFile, "--state", counter.url, "--name", fmt.Sprintf("bench%d", i),
-			"--parallel", "2", "--connections", "1", "--routed", "--skip-preflight")
+			"--parallel", parallel, "--connections", "1", "--routed", "--skip-preflight")
 		c.Env = crashEnviron()
 		c.Stderr = &lb
 		mustB(b, c.Start())
