@@ -160,6 +160,7 @@ CREATE TABLE IF NOT EXISTS mailferry_fleet_worker (
 	heartbeat_at timestamptz NOT NULL DEFAULT now(),
 	moves        integer NOT NULL DEFAULT 0,
 	moves_done   bigint NOT NULL DEFAULT 0,
+	heartbeat_s  double precision NOT NULL DEFAULT 2,
 	stopping     boolean NOT NULL DEFAULT false
 );
 CREATE TABLE IF NOT EXISTS mailferry_fleet_cluster (

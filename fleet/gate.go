@@ -33,6 +33,10 @@ type Gates struct {
 	places map[string]int            // cluster -> places now (cap × share)
 }
 
+// ReleaseGrace is how long after its connection closed a place is given
+// back.
+const ReleaseGrace = 50 * time.Millisecond
+
 // PollInterval is how often a worker waiting for a connection place asks
 // again.
 const PollInterval = 100 * time.Millisecond
@@ -91,7 +95,11 @@ func (gt *Gate) Acquire(ctx context.Context) (func(), error) {
 		}
 		if ok {
 			var once sync.Once
-			return func() { once.Do(func() { gt.g.release(gt.cluster, slot) }) }, nil
+			return func() {
+				// A moment after the connection closed: a server (or a
+				// proxy) counts a connection until it has read its end.
+				once.Do(func() { time.AfterFunc(ReleaseGrace, func() { gt.g.release(gt.cluster, slot) }) })
+			}, nil
 		}
 		d := gt.g.poll/2 + rand.N(gt.g.poll)
 		select {

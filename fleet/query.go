@@ -93,12 +93,12 @@ type WorkerInfo struct {
 	Moves     int       `json:"moves"`      // running now
 	MovesDone int64     `json:"moves_done"` // since it started
 	Stopping  bool      `json:"stopping,omitempty"`
-	Alive     bool      `json:"alive"` // heartbeat younger than Workers' dead
+	Alive     bool      `json:"alive"` // heartbeat younger than 3 of its periods
 }
 
 // Workers lists the registry; Alive says whose heartbeat is younger than
-// dead.
-func (f *Fleet) Workers(ctx context.Context, dead time.Duration) ([]WorkerInfo, error) {
+// 3 of its periods.
+func (f *Fleet) Workers(ctx context.Context) ([]WorkerInfo, error) {
 	var exists bool
 	if err := f.pool.QueryRow(ctx, `SELECT to_regclass('mailferry_fleet_worker') IS NOT NULL`).Scan(&exists); err != nil {
 		return nil, fmt.Errorf("fleet: list workers: %w", err)
@@ -107,7 +107,7 @@ func (f *Fleet) Workers(ctx context.Context, dead time.Duration) ([]WorkerInfo, 
 		return nil, nil // no worker ever ran on this state
 	}
 	rows, err := f.pool.Query(ctx, `SELECT name, host, pid, holder, started_at, heartbeat_at, moves, moves_done, stopping,
-heartbeat_at > now() - $1 * interval '1 second' FROM mailferry_fleet_worker ORDER BY name`, dead.Seconds())
+`+aliveClause+` FROM mailferry_fleet_worker ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("fleet: list workers: %w", err)
 	}

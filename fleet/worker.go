@@ -228,10 +228,10 @@ func (f *Fleet) Work(ctx context.Context, o WorkerOptions) error {
 }
 
 func (f *Fleet) register(ctx context.Context, o *WorkerOptions) error {
-	if _, err := f.pool.Exec(ctx, `INSERT INTO mailferry_fleet_worker (name, host, pid, holder) VALUES ($1, $2, $3, $4)
-ON CONFLICT (name) DO UPDATE SET host = excluded.host, pid = excluded.pid, holder = excluded.holder,
+	if _, err := f.pool.Exec(ctx, `INSERT INTO mailferry_fleet_worker (name, host, pid, holder, heartbeat_s) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (name) DO UPDATE SET host = excluded.host, pid = excluded.pid, holder = excluded.holder, heartbeat_s = excluded.heartbeat_s,
 started_at = now(), heartbeat_at = now(), moves = 0, moves_done = 0, stopping = false`,
-		o.Name, o.Host, o.PID, o.Holder); err != nil {
+		o.Name, o.Host, o.PID, o.Holder, o.Heartbeat.Seconds()); err != nil {
 		return fmt.Errorf("fleet: register worker %s: %w", o.Name, err)
 	}
 	for _, c := range o.Clusters {
@@ -282,15 +282,14 @@ func (f *Fleet) heartbeat(ctx context.Context, o *WorkerOptions, w *moveWorker) 
 }
 
 func (f *Fleet) beat(ctx context.Context, o *WorkerOptions, w *moveWorker, decreases map[string]int64) {
-	dead := 3 * o.Heartbeat
 	var alive int
 	err := f.pool.QueryRow(ctx, `WITH me AS (UPDATE mailferry_fleet_worker SET heartbeat_at = now(), moves = $2, moves_done = $3 WHERE name = $1)
-SELECT count(*) FROM mailferry_fleet_worker WHERE heartbeat_at > now() - $4 * interval '1 second' OR name = $1`,
-		o.Name, w.running.Load(), w.done.Load(), dead.Seconds()).Scan(&alive)
+SELECT count(*) FROM mailferry_fleet_worker WHERE `+aliveClause+` OR name = $1`,
+		o.Name, w.running.Load(), w.done.Load()).Scan(&alive)
 	if err != nil {
 		return
 	}
-	f.giveBack(ctx, dead)
+	f.giveBack(ctx)
 	for _, c := range o.Clusters {
 		st := c.Limiter.Snapshot()
 		if st.Decreases > decreases[c.Name] && st.Cap > 0 {
@@ -340,15 +339,19 @@ func clusterNames(cs []Cluster) []string {
 	return out
 }
 
-// giveBack makes the moves of workers without a heartbeat for dead (killed,
+// giveBack makes the moves of workers whose heartbeat stopped (killed,
 // frozen, cut off) available to the others at once, without using an
 // attempt. River's own rescuer does the same by age only (RescueAfter,
 // checked every 30 s by the leader), and knows nothing of liveness: this
 // is the registry's part. Whoever takes such a move still waits for its
 // lease to expire (or finds its holder dead on the same host), and the
 // stalled worker, if it runs again, is fenced and cannot write.
-func (f *Fleet) giveBack(ctx context.Context, dead time.Duration) {
+func (f *Fleet) giveBack(ctx context.Context) {
 	_, _ = f.pool.Exec(ctx, `UPDATE river_job SET state = 'available', scheduled_at = now(), max_attempts = max_attempts + 1
 WHERE kind = $1 AND state = 'running' AND attempted_by[array_upper(attempted_by, 1)] IN
-(SELECT name FROM mailferry_fleet_worker WHERE heartbeat_at < now() - $2 * interval '1 second')`, MoveKind, dead.Seconds())
+(SELECT name FROM mailferry_fleet_worker WHERE NOT (`+aliveClause+`))`, MoveKind)
 }
+
+// aliveClause says a registry row's worker is alive: its heartbeat is
+// younger than 3 of its own periods.
+const aliveClause = `heartbeat_at > now() - 3 * heartbeat_s * interval '1 second'`

@@ -34,9 +34,6 @@ type fleetFlags struct {
 // at the queue.
 const fleetWaitPoll = 500 * time.Millisecond
 
-// fleetAliveAfter: a worker whose heartbeat is older is shown as gone.
-const fleetAliveAfter = 10 * time.Second
-
 // statePassword is the password of a PostgreSQL state, by the rules of
 // openState (which has already refused one written in the URL): the file,
 // else $MAILFERRY_STATE_PASSWORD, else "" (pgx looks itself).
@@ -605,7 +602,7 @@ func fleetWorkers(ctx context.Context, url, passwordFile string) ([]fleet.Worker
 		return nil, err
 	}
 	defer f.Close()
-	return f.Workers(ctx, fleetAliveAfter)
+	return f.Workers(ctx)
 }
 
 // renderFleetWorkers prints the fleet's workers under `mailferry status`
