@@ -429,7 +429,7 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	}
 	var rep *migrate.ApplyReport
 	if st.Driver() == "postgres" && !complete {
-		rep, err = applyFleet(ctx, g, a, inv, st, plan, moves, opts, limiters) // fleet mode: fleet.go
+		rep, err = applyFleet(ctx, g, a, inv, st, moves, opts, limiters) // fleet mode: fleet.go
 	} else {
 		rep, err = migrate.Apply(ctx, moves, opts)
 	}

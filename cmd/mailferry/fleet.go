@@ -519,7 +519,7 @@ func fleetExit(rep *migrate.ApplyReport) error {
 // applyFleet is apply on a PostgreSQL state: the plan's moves go into the
 // fleet's queue, and this process works as one worker of the fleet (with
 // any other workers) until every move of the plan has ended.
-func applyFleet(ctx context.Context, g *globalOptions, a *applyFlags, inv *inventory.Inventory, st *state.Store, plan *planner.Plan,
+func applyFleet(ctx context.Context, g *globalOptions, a *applyFlags, inv *inventory.Inventory, st *state.Store,
 	moves []migrate.Move, opts migrate.ApplyOptions, limiters map[string]*throttle.Limiter) (*migrate.ApplyReport, error) {
 	pw, err := statePassword(a.statePassword)
 	if err != nil {
