@@ -195,15 +195,7 @@ func (r *ApplyReport) Unfinished() bool {
 // and ErrOutsideWindow when a closed time window stopped a move.
 func Apply(ctx context.Context, moves []Move, opts ApplyOptions) (*ApplyReport, error) {
 	start := time.Now()
-	if opts.Parallel <= 0 {
-		opts.Parallel = 4
-	}
-	if opts.ConvergeMessages <= 0 {
-		opts.ConvergeMessages = 50
-	}
-	if opts.MaxPasses <= 0 {
-		opts.MaxPasses = 6
-	}
+	opts.defaults()
 	rep := &ApplyReport{Moves: make([]MoveResult, len(moves))}
 	sem := make(chan struct{}, opts.Parallel)
 	var wg sync.WaitGroup
@@ -227,14 +219,27 @@ func Apply(ctx context.Context, moves []Move, opts ApplyOptions) (*ApplyReport, 
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			t0 := time.Now()
-			res := opts.runMove(ctx, m)
-			res.Seconds = time.Since(t0).Seconds()
-			rep.Moves[i] = res
-			opts.emit(Event{Kind: EventMoveDone, Mailbox: m.Mailbox, Text: res.Result, Phase: res.Phase, Reason: res.Reason})
+			rep.Moves[i] = opts.RunMove(ctx, m)
 		}()
 	}
 	wg.Wait()
+	rep.Tally()
+	rep.Seconds = time.Since(start).Seconds()
+	if ctx.Err() != nil || stopped(opts.Stop) {
+		return rep, ErrInterrupted
+	}
+	for _, r := range rep.Moves {
+		if r.outsideWindow {
+			return rep, ErrOutsideWindow
+		}
+	}
+	return rep, nil
+}
+
+// Tally sums the moves' results into Totals.
+func (rep *ApplyReport) Tally() {
+	var zero ApplyReport
+	rep.Totals = zero.Totals
 	t := &rep.Totals
 	for _, r := range rep.Moves {
 		t.Moves++
@@ -260,16 +265,31 @@ func Apply(ctx context.Context, moves []Move, opts ApplyOptions) (*ApplyReport, 
 		t.Verified += r.Verified
 		t.Bytes += r.Bytes
 	}
-	rep.Seconds = time.Since(start).Seconds()
-	if ctx.Err() != nil || stopped(opts.Stop) {
-		return rep, ErrInterrupted
+}
+
+func (o *ApplyOptions) defaults() {
+	if o.Parallel <= 0 {
+		o.Parallel = 4
 	}
-	for _, r := range rep.Moves {
-		if r.outsideWindow {
-			return rep, ErrOutsideWindow
-		}
+	if o.ConvergeMessages <= 0 {
+		o.ConvergeMessages = 50
 	}
-	return rep, nil
+	if o.MaxPasses <= 0 {
+		o.MaxPasses = 6
+	}
+}
+
+// RunMove runs one move as Apply runs each of its moves (from its recorded
+// phase as far as it may go, under the move's lease), and emits its
+// EventMoveDone. A fleet worker calls it for each move it takes. It is
+// safe for concurrent use on different moves.
+func (o ApplyOptions) RunMove(ctx context.Context, m Move) MoveResult {
+	o.defaults()
+	t0 := time.Now()
+	res := o.runMove(ctx, m)
+	res.Seconds = time.Since(t0).Seconds()
+	o.emit(Event{Kind: EventMoveDone, Mailbox: m.Mailbox, Text: res.Result, Phase: res.Phase, Reason: res.Reason})
+	return res
 }
 
 func stopped(stop <-chan struct{}) bool {

@@ -92,6 +92,15 @@ func (w *worker) appendMulti(ctx context.Context, fc *folderCopy, batch []*messa
 		dstStream.End(sideErr(imapconn.Target, err))
 		return err
 	}
+	if err := w.fenced(); err != nil {
+		// Frozen past the lease: the command must not end (stored).
+		ma.Abort()
+		for _, msg := range order {
+			msg.status = statusPending
+		}
+		dstStream.End(sideErr(imapconn.Target, err))
+		return err
+	}
 	got, _, err := ma.Send()
 	if err != nil {
 		err = &imapconn.OpError{Side: imapconn.Target, Op: "append", Folder: fc.m.Target, Err: err}

@@ -832,8 +832,19 @@ func (w *worker) appendOne(ctx context.Context, fc *folderCopy, msg *message, li
 	flags := w.sendFlags(fc, msg)
 	cmd := w.dstSt.Append(fc.m.Target, size, &imap.AppendOptions{Flags: flags, Time: msg.date})
 	msg.status = statusUnknown
-	if sourceBroke, err := w.copyBody(ctx, msg, lit, size, cmd); err != nil {
+	sourceBroke, err := w.copyBody(ctx, msg, lit, size, cmd)
+	if err == nil {
+		err = w.fenced() // the literal is out, the command not yet ended
+	}
+	if err != nil {
 		msg.status = statusPending
+		if errors.Is(err, state.ErrLeaseLost) {
+			// Never end the command: drop the connection, so the server
+			// stores nothing of it.
+			w.dst.Close()
+			_ = cmd.Close()
+			return fmt.Errorf("append uid %d to %q: %w", msg.uid, fc.m.Target, err)
+		}
 		if sourceBroke {
 			// The source broke mid-message. Never leave an APPEND
 			// mid-literal: drop the target connection. The literal never
@@ -928,7 +939,7 @@ func (w *worker) copyBody(ctx context.Context, msg *message, lit imap.LiteralRea
 		w.buf = make([]byte, 64<<10)
 	}
 	w.run.count(func(r *Report) { r.BodiesFetched++ })
-	ew := &errWriter{w: dst}
+	ew := &errWriter{w: dst, fence: w.run.opts.State}
 	var dw io.Writer = ew
 	if size > 1<<20 {
 		dw = &failWriter{Writer: dw, at: size / 2}
@@ -970,13 +981,31 @@ func waitOrClose(cmd *imapconn.AppendCommand, c *imapconn.Session, d time.Durati
 	}
 }
 
+// fenced is the lease's CheckHeld (nil without a lease).
+func (w *worker) fenced() error {
+	if l := w.run.opts.State; l != nil {
+		return l.CheckHeld()
+	}
+	return nil
+}
+
 // errWriter remembers whether a write failed (as opposed to the read).
+// With a fence, it refuses to write once the lease expired unrenewed
+// (state.Lease.CheckHeld): a process frozen mid-literal past its lease
+// sends no more of it.
 type errWriter struct {
-	w   io.Writer
-	err error
+	w     io.Writer
+	err   error
+	fence *state.Lease
 }
 
 func (e *errWriter) Write(p []byte) (int, error) {
+	if e.fence != nil {
+		if err := e.fence.CheckHeld(); err != nil {
+			e.err = err
+			return 0, err
+		}
+	}
 	n, err := e.w.Write(p)
 	if err != nil {
 		e.err = err

@@ -86,6 +86,7 @@ type Limiter struct {
 	conns *semaphore.Weighted
 	bytes *rate.Limiter // nil: unlimited
 	msgs  *rate.Limiter // nil: unlimited
+	gate  ConnGate      // nil: no outside budget (see WithConnGate)
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when a slot frees or the limit grows
@@ -156,6 +157,11 @@ func (l *Limiter) AcquireConn(ctx context.Context) (release func(), err error) {
 			return nil, fmt.Errorf("wait for a connection to cluster %q: %w", l.name, err)
 		}
 	}
+	releaseGate, err := l.acquireGate(ctx)
+	if err != nil {
+		l.conns.Release(1)
+		return nil, err
+	}
 	l.mu.Lock()
 	l.st.Conns++
 	l.mu.Unlock()
@@ -165,6 +171,7 @@ func (l *Limiter) AcquireConn(ctx context.Context) (release func(), err error) {
 			l.mu.Lock()
 			l.st.Conns--
 			l.mu.Unlock()
+			releaseGate()
 			l.conns.Release(1)
 		})
 	}, nil

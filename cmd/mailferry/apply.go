@@ -492,7 +492,12 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	}
 	defer stopHealth()
 	rec.Start(ctx)
-	rep, err := migrate.Apply(ctx, moves, opts)
+	var rep *migrate.ApplyReport
+	if st.Driver() == "postgres" && !complete {
+		rep, err = applyFleet(ctx, g, a, inv, st, moves, opts, limiters) // fleet mode: fleet.go
+	} else {
+		rep, err = migrate.Apply(ctx, moves, opts)
+	}
 	stopHealth()
 	view.done()
 	for _, c := range inv.Clusters {

@@ -81,6 +81,7 @@ Off a terminal every stderr line carries a timestamp.
 		newRebalanceCommand(g),
 		newReportCommand(g),
 		newDocsCommand(g),
+		newSubmitCommand(g), newWorkerCommand(g), newWaitCommand(g), // fleet mode: fleet.go
 	)
 	finishCommandTree(root)
 	return root

@@ -164,7 +164,10 @@ Exit codes: 0 shown; 1 the state could not be read (or there is none yet);
 			if g.json {
 				return writeJSON(g, out.Moves) // run locks are not moves
 			}
-			return renderStatus(g, out, passes)
+			if err := renderStatus(g, out, passes); err != nil {
+				return err
+			}
+			return renderFleetWorkers(cmd.Context(), g, stateURL, statePasswordFile) // fleet mode: fleet.go
 		},
 	}
 	cmd.Flags().StringVar(&stateURL, "state", defaultState(), stateUsage)
