@@ -120,6 +120,8 @@ var commandHelp = map[string]struct{ exit, example string }{
 	"mailferry drain":    {exit: "Exit codes: as apply (0, 1, 2, 3, 4, 5, 6, 75, 130); --dry-run: 0, or 2 for a\nusage or inventory problem; 2 also when there is no terminal to ask on and\nno --yes."},
 	"mailferry rebalance": {exit: "Exit codes: as apply (0, 1, 2, 3, 4, 5, 6, 75, 130).",
 		example: "  # nightly, from cron: at most 500 GiB a run, moves final through the hook\n  mailferry rebalance -i /etc/mailferry/inv.yaml --max-bytes 500GiB --cutover-exec /etc/mailferry/switch.sh \\\n    --log-format json --report /var/lib/mailferry/rebalance.json"},
+	"mailferry submit": {exit: "Exit codes: 0 the plan's moves are queued (or were queued or done before);\n2 usage error, an inventory or plan problem, or a state that is not PostgreSQL;\n1 the state could not be reached."},
+	"mailferry worker": {exit: "Exit codes: 0 stopped by SIGTERM/Ctrl-C after giving its moves back (or\nfinishing them); 2 usage or configuration error (not a PostgreSQL state, a bad\ninventory); 1 the state could not be reached; 130 stopped at once by a\nsecond signal."},
 	"mailferry completion": {exit: "Exit codes: 0; 2 usage error.",
 		example: "  source <(mailferry completion bash)\n  mailferry completion zsh > \"${fpath[1]}/_mailferry\"\n  mailferry completion fish > ~/.config/fish/completions/mailferry.fish"},
 }
