@@ -26,6 +26,10 @@ type cstate struct {
 	// limB and limL are the most this cluster may hold as a target.
 	limB float64
 	limL float64
+	// The search's goal bounds (see search.go): over above upL/upB, under
+	// below loL/loB; a dimension it gains in ends at most at gainL/gainB.
+	upL, upB, loL, loB float64
+	gainL, gainB       float64
 }
 
 func (c *cstate) loadUtil() float64    { return c.l / c.capL }
@@ -56,10 +60,41 @@ type engine struct {
 	deferredN   int
 	deferredB   int64
 	deferredWhy string
+	// boundHit: MaxMoves or MaxBytes kept a wanted change out.
+	boundHit bool
+
+	// Local search state (search.go), built by prepareSearch.
+	ratio      []float64
+	sorted     [nOrders][][]int32 // each cluster's home mailboxes, in each order
+	arr        [nOrders][][]int32 // each cluster's other mailboxes, in each order
+	spare      [nOrders][][]int32 // the lists compact replaced, for reuse
+	absent     []int              // entries of cluster x's lists no longer on x
+	listed     []int32            // the cluster whose lists hold a mailbox, or -1
+	logB       []float32          // log of each mailbox's size
+	loadF      []float64          // each mailbox's load, dense
+	keys       []uint64           // sort scratch
+	seen       []uint32
+	stamp      uint32
+	buf        []int32
+	xs, ys     []int32
+	near       []nearCand
+	scan       []int32
+	ver        []uint32 // bumped whenever a cluster's holdings change
+	tops       []topCache
+	top        topK // the candidates of the pair being evaluated
+	touched    []bool
+	exhaustive int
+	// alpha weighs cost in the search's choice: a change's worth is how
+	// much it lowers V over its cost to this power (1: per byte; 0: most).
+	alpha float64
+	// eager: the search looks at every pair afresh after each change.
+	eager bool
+	// singlesFirst: swaps only when no single move helps (eager only).
+	singlesFirst bool
 }
 
 func newEngine(inv *inventory.Inventory, pol Policy) (*engine, error) {
-	e := &engine{pol: pol, mbs: inv.Mailboxes}
+	e := &engine{pol: pol, mbs: inv.Mailboxes, exhaustive: searchExhaustive, alpha: 1}
 	if !(pol.Reserve >= 0 && pol.Reserve < 1) {
 		return nil, fmt.Errorf("reserve %v: want a fraction in [0, 1)", pol.Reserve)
 	}
@@ -108,6 +143,9 @@ func newEngine(inv *inventory.Inventory, pol Policy) (*engine, error) {
 		c.receives = c.Health.CanReceive() && !excluded[c.Name]
 		c.limB = (1 - pol.Reserve) * c.capB
 		c.limL = (1 - pol.Reserve) * c.capL
+		c.upL, c.upB = math.Inf(1), math.Inf(1)
+		c.loL, c.loB = math.Inf(-1), math.Inf(-1)
+		c.gainL, c.gainB = c.limL, c.limB
 	}
 
 	// Mailboxes: home cluster, initial totals, pins.
@@ -232,8 +270,12 @@ func (e *engine) best(i int32) (int, bool) {
 
 // budget reports whether one more move of b bytes stays within the bounds.
 func (e *engine) budget(b int64) bool {
-	return (e.pol.MaxMoves == 0 || e.moves < e.pol.MaxMoves) &&
+	ok := (e.pol.MaxMoves == 0 || e.moves < e.pol.MaxMoves) &&
 		(e.pol.MaxBytes == 0 || e.bytes+b <= e.pol.MaxBytes)
+	if !ok {
+		e.boundHit = true
+	}
+	return ok
 }
 
 func (e *engine) commit(i int32, t int) {

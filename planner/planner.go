@@ -18,10 +18,20 @@ func Make(inv *inventory.Inventory, pol Policy) (*Plan, error) {
 		return nil, err
 	}
 	pol.Throughput = pol.Throughput.withDefaults()
-	digest := InventoryDigest(inv)
+	// The digest reads the inventory only, as planning does: work it out
+	// alongside.
+	digestc := make(chan string, 1)
+	go func() { digestc <- InventoryDigest(inv) }()
 	e, err := newEngine(inv, pol)
 	if err != nil {
+		<-digestc
 		return nil, err
+	}
+	if pol.Kind == Rebalance {
+		e, goal := rebalanceBest(inv, pol, e)
+		p := e.plan(pol, goal)
+		p.InventoryDigest = <-digestc
+		return p, nil
 	}
 	var goal Goal
 	switch pol.Kind {
@@ -52,11 +62,9 @@ func Make(inv *inventory.Inventory, pol Policy) (*Plan, error) {
 		default:
 			goal.Detail = state + ": targets not met"
 		}
-	case Rebalance:
-		goal = e.rebalance()
 	}
 	p := e.plan(pol, goal)
-	p.InventoryDigest = digest
+	p.InventoryDigest = <-digestc
 	return p, nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 
 	"mailferry/inventory"
 )
@@ -178,14 +177,23 @@ func (e *engine) largestFirst(a, b int32) int {
 	return cmp.Compare(a, b)
 }
 
-// compactLog drops log entries after start whose moves were undone. A
-// mailbox moves at most once, so no entry repeats.
+// compactLog drops log entries after start whose moves were undone, and
+// repeats (a mailbox the search sent on keeps its first place).
 func (e *engine) compactLog(start int) {
 	out := e.log[:start]
+	var seen map[int32]bool
 	for _, i := range e.log[start:] {
-		if e.to[i] >= 0 {
-			out = append(out, i)
+		if e.to[i] < 0 {
+			continue
 		}
+		if seen == nil {
+			seen = make(map[int32]bool)
+		}
+		if seen[i] {
+			continue
+		}
+		seen[i] = true
+		out = append(out, i)
 	}
 	e.log = out
 }
@@ -221,108 +229,6 @@ func (e *engine) fractionalBound(cands []int32, needL, needB float64) float64 {
 		}
 	}
 	return max(bytes, needB)
-}
-
-// rebalance brings clusters into [mean-band, mean+band] in both load and
-// storage utilisation, the means being the fleet's (total over capacity).
-// First every cluster above the band is relieved down to its top, onto
-// targets that may not rise above the top either; then every cluster that
-// can receive and is below the band pulls mailboxes from the fullest
-// clusters, as long as those stay inside the band.
-func (e *engine) rebalance() Goal {
-	var sumL, sumCL, sumB, sumCB float64
-	for i := range e.cs {
-		c := &e.cs[i]
-		sumL += c.l
-		sumCL += c.capL
-		sumB += float64(c.b)
-		sumCB += c.capB
-	}
-	band := e.pol.Band
-	meanL, meanS := sumL/sumCL, sumB/sumCB
-	hiL, hiS := meanL+band, meanS+band
-	loL, loS := meanL-band, meanS-band
-	for i := range e.cs {
-		c := &e.cs[i]
-		c.limL = min(c.limL, hiL*c.capL)
-		c.limB = min(c.limB, hiS*c.capB)
-	}
-	excess := func(i int) float64 { c := &e.cs[i]; return max(c.loadUtil()-hiL, c.storageUtil()-hiS) }
-	over := e.sortedClusters(func(i int) bool { return excess(i) > 1e-12 }, excess)
-	for _, x := range over {
-		c := &e.cs[x]
-		e.relieve(x, hiL*c.capL, hiS*c.capB, false)
-	}
-
-	deficit := func(i int) float64 { c := &e.cs[i]; return max(loL-c.loadUtil(), loS-c.storageUtil()) }
-	under := e.sortedClusters(func(i int) bool { return e.cs[i].receives && deficit(i) > 1e-12 }, deficit)
-	var sorted [][]int32 // per cluster, in relief order, built on first use
-	for _, d := range under {
-		if sorted == nil {
-			sorted = make([][]int32, len(e.cs))
-		}
-		dc := &e.cs[d]
-		surplus := func(i int) float64 { c := &e.cs[i]; return max(c.loadUtil()-meanL, c.storageUtil()-meanS) }
-		donors := e.sortedClusters(func(i int) bool { return i != d && e.compat[i][d] && surplus(i) > 0 }, surplus)
-		// Load first, taking mailboxes with most load per byte; then
-		// storage, taking those with least.
-		for pass := 0; pass < 2; pass++ {
-			short := func() bool {
-				if pass == 0 {
-					return dc.l < loL*dc.capL
-				}
-				return float64(dc.b) < loS*dc.capB
-			}
-			for _, x := range donors {
-				if !short() {
-					break
-				}
-				if sorted[x] == nil {
-					sorted[x] = slices.Clone(e.byHome[x])
-					e.byRelief(sorted[x])
-				}
-				xc := &e.cs[x]
-				list := sorted[x]
-				for k := range list {
-					// Stop when d is done or full, or x is at the floor.
-					if !short() || dc.l >= dc.limL || float64(dc.b) >= dc.limB ||
-						xc.l <= loL*xc.capL || float64(xc.b) <= loS*xc.capB {
-						break
-					}
-					i := list[k]
-					if pass == 1 {
-						i = list[len(list)-1-k]
-					}
-					if !e.movable(i) {
-						continue
-					}
-					m := &e.mbs[i]
-					if xc.l-m.Load < loL*xc.capL || float64(xc.b-m.Bytes) < loS*xc.capB {
-						continue
-					}
-					if !e.fits(i, d) || !e.budget(m.Bytes) {
-						continue
-					}
-					e.commit(i, d)
-				}
-			}
-		}
-	}
-
-	var out []string
-	const eps = 1e-9
-	for i := range e.cs {
-		c := &e.cs[i]
-		lu, su := c.loadUtil(), c.storageUtil()
-		if lu > hiL+eps || su > hiS+eps || (c.receives && (lu < loL-eps || su < loS-eps)) {
-			out = append(out, fmt.Sprintf("%s (load %s, storage %s)", c.Name, pct(lu), pct(su)))
-		}
-	}
-	bandText := fmt.Sprintf("load %s-%s, storage %s-%s", pct(max(loL, 0)), pct(hiL), pct(max(loS, 0)), pct(hiS))
-	if len(out) == 0 {
-		return Goal{Met: true, Detail: "every cluster inside the band: " + bandText}
-	}
-	return Goal{Detail: fmt.Sprintf("outside the band (%s): %s", bandText, strings.Join(out, ", "))}
 }
 
 // sortedClusters returns the clusters for which keep holds, largest key
