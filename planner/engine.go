@@ -57,9 +57,6 @@ type engine struct {
 	// against the final state (targets only fill up while a policy places,
 	// so what did not fit then does not fit at the end either).
 	unplaced    []unplaced
-	deferredN   int
-	deferredB   int64
-	deferredWhy string
 	// boundHit: MaxMoves or MaxBytes kept a wanted change out.
 	boundHit bool
 
@@ -320,21 +317,6 @@ func (e *engine) rollback(n int) {
 		}
 	}
 	e.log = e.log[:n]
-}
-
-func (e *engine) defer1(i int32, why string) {
-	e.deferredN++
-	e.deferredB += e.mbs[i].Bytes
-	if e.deferredWhy == "" {
-		e.deferredWhy = why
-	}
-}
-
-func (e *engine) boundReason() string {
-	if e.pol.MaxMoves > 0 && e.moves >= e.pol.MaxMoves {
-		return fmt.Sprintf("--max-moves %d reached", e.pol.MaxMoves)
-	}
-	return fmt.Sprintf("--max-bytes %s reached", inventory.FormatBytes(e.pol.MaxBytes))
 }
 
 type unplaced struct {

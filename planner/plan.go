@@ -62,6 +62,9 @@ type Policy struct {
 	// MaxBytes and MaxMoves bound the plan; zero means no bound.
 	MaxBytes int64 `json:"max_bytes,omitempty"`
 	MaxMoves int   `json:"max_moves,omitempty"`
+	// BestEffort: when Relieve cannot meet its targets, plan the moves that
+	// get closest instead of none.
+	BestEffort bool `json:"best_effort,omitempty"`
 	// ExcludeTargets never receive.
 	ExcludeTargets []string `json:"exclude_targets,omitempty"`
 	// Pinned mailboxes never move (in addition to those pinned in the
@@ -133,8 +136,8 @@ type Plan struct {
 	// Clusters in inventory order, added clusters last.
 	Clusters    []ClusterProjection `json:"clusters"`
 	Unplaceable []Unplaceable       `json:"unplaceable"`
-	// Deferred counts mailboxes the policy wanted to move but left for a
-	// later run because of MaxBytes or MaxMoves.
+	// Deferred counts the moves the policy wants beyond this plan's, left
+	// for a later run because of MaxBytes or MaxMoves.
 	Deferred *Deferred `json:"deferred,omitempty"`
 	Totals   Totals    `json:"totals"`
 	Goal     Goal      `json:"goal"`
@@ -184,11 +187,16 @@ type Unplaceable struct {
 	Reason  string  `json:"reason"`
 }
 
-// Deferred summarises mailboxes left for a later run by a bound.
+// Deferred summarises what a bound left for a later run: the moves (and
+// their bytes) the same policy plans without the bounds, beyond this plan's.
 type Deferred struct {
 	Mailboxes int    `json:"mailboxes"`
 	Bytes     int64  `json:"bytes"`
 	Reason    string `json:"reason"`
+	// WantedMoves and WantedBytes are what the policy plans without the
+	// bounds.
+	WantedMoves int   `json:"wanted_moves,omitempty"`
+	WantedBytes int64 `json:"wanted_bytes,omitempty"`
 }
 
 // Totals sums the moves.
@@ -206,9 +214,14 @@ type Totals struct {
 type Goal struct {
 	Met    bool   `json:"met"`
 	Detail string `json:"detail"`
-	// LowerBoundBytes is, for Relieve, the fractional-knapsack minimum bytes
-	// any plan must move to meet the targets (zero if they cannot be met).
+	// LowerBoundBytes is a lower bound on the bytes any plan that meets
+	// the goal moves: for Relieve the fractional-knapsack minimum, for
+	// Rebalance a sum of such over the clusters outside the band (zero
+	// when the goal cannot be met).
 	LowerBoundBytes int64 `json:"lower_bound_bytes,omitempty"`
+	// Infeasible says the goal was known not to be reachable before any
+	// move was chosen (Detail says why).
+	Infeasible bool `json:"infeasible,omitempty"`
 }
 
 // ETA is the projected duration of the moves.

@@ -2,7 +2,6 @@ package planner
 
 import (
 	"fmt"
-	"math"
 
 	"mailferry/inventory"
 )
@@ -22,50 +21,63 @@ func Make(inv *inventory.Inventory, pol Policy) (*Plan, error) {
 	// alongside.
 	digestc := make(chan string, 1)
 	go func() { digestc <- InventoryDigest(inv) }()
-	e, err := newEngine(inv, pol)
+	e, goal, err := run(inv, pol)
 	if err != nil {
-		<-digestc
 		return nil, err
 	}
-	if pol.Kind == Rebalance {
-		e, goal := rebalanceBest(inv, pol, e)
-		p := e.plan(pol, goal)
-		p.InventoryDigest = <-digestc
-		return p, nil
+	p := e.plan(pol, goal)
+	if e.boundHit && (pol.MaxMoves > 0 || pol.MaxBytes > 0) {
+		// What the bounds left for a later run: what the same policy
+		// would move without them, beyond this plan; and what could not
+		// move even then.
+		free := pol
+		free.MaxMoves, free.MaxBytes = 0, 0
+		if f, fgoal, err := run(inv, free); err == nil {
+			q := f.plan(free, fgoal)
+			if n, b := q.Totals.Moves-p.Totals.Moves, q.Totals.Bytes-p.Totals.Bytes; n > 0 || b > 0 {
+				p.Deferred = &Deferred{Mailboxes: max(n, 0), Bytes: max(b, 0), Reason: boundReason(pol, p),
+					WantedMoves: q.Totals.Moves, WantedBytes: q.Totals.Bytes}
+			}
+			if pol.Kind != Rebalance {
+				p.Unplaceable = q.Unplaceable
+			}
+		}
 	}
-	var goal Goal
+	p.InventoryDigest = <-digestc
+	return p, nil
+}
+
+// run plans on a fresh engine.
+func run(inv *inventory.Inventory, pol Policy) (*engine, Goal, error) {
+	e, err := newEngine(inv, pol)
+	if err != nil {
+		return nil, Goal{}, err
+	}
 	switch pol.Kind {
+	case Rebalance:
+		e, goal := rebalanceBest(inv, pol, e)
+		return e, goal, nil
 	case Drain:
 		x, err := e.clusterIndex(pol.Cluster)
 		if err != nil {
-			return nil, fmt.Errorf("drain: %w", err)
+			return nil, Goal{}, fmt.Errorf("drain: %w", err)
 		}
-		goal = e.drain(x)
-	case Relieve:
+		return e, e.drain(x), nil
+	default:
 		x, err := e.clusterIndex(pol.Cluster)
 		if err != nil {
-			return nil, fmt.Errorf("relieve: %w", err)
+			return nil, Goal{}, fmt.Errorf("relieve: %w", err)
 		}
-		c := &e.cs[x]
-		met, lb := e.relieve(x, pol.TargetLoad*c.capL, pol.TargetStorage*c.capB, true)
-		goal = Goal{Met: met}
-		if lb >= 0 {
-			goal.LowerBoundBytes = int64(math.Ceil(lb))
-		}
-		state := fmt.Sprintf("%s at load %s, storage %s (targets %s, %s)", c.Name,
-			pct(c.loadUtil()), pct(c.storageUtil()), pct(pol.TargetLoad), pct(pol.TargetStorage))
-		switch {
-		case met:
-			goal.Detail = state
-		case lb < 0:
-			goal.Detail = state + ": not reachable even by moving every mailbox that may move"
-		default:
-			goal.Detail = state + ": targets not met"
-		}
+		return e, e.relieveGoal(x), nil
 	}
-	p := e.plan(pol, goal)
-	p.InventoryDigest = <-digestc
-	return p, nil
+}
+
+// boundReason names the bound a plan reached.
+func boundReason(pol Policy, p *Plan) string {
+	if pol.MaxMoves > 0 && p.Totals.Moves >= pol.MaxMoves {
+		return fmt.Sprintf("--max-moves %d reached", pol.MaxMoves)
+	}
+	return fmt.Sprintf("--max-bytes %s reached", inventory.FormatBytes(pol.MaxBytes))
 }
 
 func (p *Policy) check() error {
@@ -143,9 +155,6 @@ func (e *engine) plan(pol Policy, goal Goal) *Plan {
 			MovesIn:       c.in,
 			MovesOut:      c.out,
 		})
-	}
-	if e.deferredN > 0 {
-		p.Deferred = &Deferred{Mailboxes: e.deferredN, Bytes: e.deferredB, Reason: e.deferredWhy}
 	}
 	p.ETA, p.Totals.Messages, p.Totals.MessagesEstimated = e.eta(pol.Throughput)
 	return p

@@ -26,7 +26,6 @@ func (e *engine) drain(x int) Goal {
 			continue
 		}
 		if !e.budget(m.Bytes) {
-			e.defer1(i, e.boundReason())
 			stay++
 			stayB += m.Bytes
 			continue
@@ -151,17 +150,11 @@ func (e *engine) relieve(x int, maxL, maxB float64, report bool) (met bool, lowe
 	e.compactLog(start)
 	c := &e.cs[x]
 	met = c.l <= maxL+1e-9 && float64(c.b) <= maxB
-	if !met {
-		for _, i := range cands {
-			if e.to[i] >= 0 {
-				continue
-			}
-			if !e.budget(e.mbs[i].Bytes) {
-				e.defer1(i, e.boundReason())
-			}
-		}
-		for _, i := range tried {
-			if report && e.to[i] < 0 {
+	if !met && report {
+		// Each mailbox once: both passes may have tried it.
+		slices.Sort(tried)
+		for _, i := range slices.Compact(tried) {
+			if e.to[i] < 0 {
 				e.unplace(i, "")
 			}
 		}

@@ -37,6 +37,7 @@ type planOptions struct {
 	streamRate      string
 	messageOverhead time.Duration
 	output          string
+	bestEffort      bool
 }
 
 func newPlanCommand(g *globalOptions) *cobra.Command {
@@ -108,6 +109,7 @@ bottleneck. --json prints the plan document; -o writes it to a file for
 	f.StringVar(&o.streamRate, "stream-rate", inventory.FormatBytes(planner.DefaultStreamBytes), "ETA: bytes per second one copy stream sustains (`SIZE`)")
 	f.DurationVar(&o.messageOverhead, "message-overhead", time.Duration(planner.DefaultMessageOverhead*float64(time.Second)), "ETA: fixed cost per message")
 	f.StringVarP(&o.output, "output", "o", "", "write the plan document (JSON) to `FILE`")
+	f.BoolVar(&o.bestEffort, "best-effort", false, "--relieve: when the targets cannot be met, plan the moves that get closest instead of none")
 	return cmd
 }
 
@@ -135,18 +137,41 @@ func runPlan(cmd *cobra.Command, g *globalOptions, o *planOptions) error {
 		}
 	}
 	if g.json {
-		return planner.WritePlan(g.stdout, plan)
+		if err := planner.WritePlan(g.stdout, plan); err != nil {
+			return err
+		}
+		return goalError(plan)
 	}
 	if err := renderPlan(g.stdout, plan); err != nil {
 		return err
 	}
 	if o.output != "" {
-		_, err = fmt.Fprintf(g.stdout, "\nPlan written to %s; run it with:\n  mailferry apply %s -i %s --cutover-exec ./switch-routing.sh\n"+
+		if _, err := fmt.Fprintf(g.stdout, "\nPlan written to %s; run it with:\n  mailferry apply %s -i %s --cutover-exec ./switch-routing.sh\n"+
 			"(the hook switches one mailbox's routing to its target, named in MAILFERRY_MAILBOX and MAILFERRY_TO;\n"+
 			"without it every move stays in sync at ready, not final, until mailferry complete --routed)\n",
-			o.output, o.output, o.inventory)
+			o.output, o.output, o.inventory); err != nil {
+			return err
+		}
 	}
-	return err
+	return goalError(plan)
+}
+
+// goalError is the plan's outcome as an exit status: nil when the goal is
+// met, else exit 3 (the plan, if any, was printed and written).
+func goalError(p *planner.Plan) error {
+	if p.Goal.Met {
+		return nil
+	}
+	what := "goal not met"
+	switch {
+	case p.Goal.Infeasible && len(p.Moves) == 0:
+		what = "goal cannot be met; no moves planned"
+	case p.Goal.Infeasible:
+		what = "goal cannot be met; best-effort plan"
+	case p.Deferred != nil:
+		what = "goal not met within the bounds; the rest is left for a later run"
+	}
+	return partialError{fmt.Sprintf("%s (%d moves)", what, len(p.Moves))}
 }
 
 // policy turns the flags into a planner policy, rejecting combinations that
@@ -173,7 +198,7 @@ func (o *planOptions) policy(cmd *cobra.Command) (planner.Policy, error) {
 	if n != 1 {
 		return planner.Policy{}, usageErrorf("plan: say exactly one of --drain CLUSTER, --relieve CLUSTER or --rebalance")
 	}
-	only := map[string]planner.Kind{"target-load": planner.Relieve, "target-storage": planner.Relieve, "band": planner.Rebalance}
+	only := map[string]planner.Kind{"target-load": planner.Relieve, "target-storage": planner.Relieve, "band": planner.Rebalance, "best-effort": planner.Relieve}
 	for name, k := range only {
 		if cmd.Flags().Changed(name) && k != kind {
 			return planner.Policy{}, usageErrorf("plan: --%s applies only to --%s", name, k)
@@ -198,6 +223,7 @@ func (o *planOptions) policy(cmd *cobra.Command) (planner.Policy, error) {
 		return pol, usageErrorf("plan: --max-moves must not be negative")
 	}
 	pol.MaxMoves = o.maxMoves
+	pol.BestEffort = o.bestEffort
 	pol.ExcludeTargets, pol.Pinned, pol.SameTags = o.exclude, o.pin, o.sameTag
 	pol.Assume, pol.AddClusters = o.assume, o.addCluster
 	if o.parallelism <= 0 {
