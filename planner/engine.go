@@ -56,7 +56,7 @@ type engine struct {
 	// unplaced lists mailboxes that stay; an empty reason is explained
 	// against the final state (targets only fill up while a policy places,
 	// so what did not fit then does not fit at the end either).
-	unplaced    []unplaced
+	unplaced []unplaced
 	// boundHit: MaxMoves or MaxBytes kept a wanted change out.
 	boundHit bool
 
