@@ -59,6 +59,8 @@ type engine struct {
 	unplaced []unplaced
 	// boundHit: MaxMoves or MaxBytes kept a wanted change out.
 	boundHit bool
+	// cooling marks mailboxes held by the cooldown (and so pinned).
+	cooling []bool
 
 	// Local search state (search.go), built by prepareSearch.
 	ratio      []float64
@@ -180,6 +182,19 @@ func newEngine(inv *inventory.Inventory, pol Policy) (*engine, error) {
 	}
 	for i, h := range e.home {
 		e.byHome[h] = append(e.byHome[h], int32(i))
+	}
+	if len(pol.CoolingDown) > 0 {
+		cool := make(map[string]bool, len(pol.CoolingDown))
+		for _, name := range pol.CoolingDown {
+			cool[name] = true
+		}
+		e.cooling = make([]bool, len(e.mbs))
+		for i := range e.mbs {
+			if cool[e.mbs[i].Name] && !e.pinned[i] {
+				e.pinned[i] = true
+				e.cooling[i] = true
+			}
+		}
 	}
 	if len(pol.Pinned) > 0 {
 		want := make(map[string]bool, len(pol.Pinned))

@@ -2,8 +2,10 @@ package planner
 
 import (
 	"fmt"
+	"math"
 
 	"mailferry/inventory"
+	"mailferry/throttle"
 )
 
 // Make plans moves for inv under pol. It never changes inv, and the same
@@ -101,8 +103,22 @@ func (p *Policy) check() error {
 		}
 	}
 	t := p.Throughput
-	if t.Parallelism < 0 || t.StreamBytesPerSec < 0 || !(t.MessageOverhead >= 0) || t.AvgMessageBytes < 0 {
+	if t.Parallelism < 0 || t.Connections < 0 || t.StreamBytesPerSec < 0 || !(t.MessageOverhead >= 0) || t.AvgMessageBytes < 0 ||
+		math.IsNaN(t.MoveOverhead) || math.IsInf(t.MoveOverhead, 0) || math.IsInf(t.MessageOverhead, 0) {
 		return fmt.Errorf("throughput model: values must not be negative")
+	}
+	switch t.Verify {
+	case "", "full", "size", "none":
+	default:
+		return fmt.Errorf("throughput model: verify %q: want full, size or none", t.Verify)
+	}
+	if _, err := throttle.ParseWindows(t.Windows...); err != nil {
+		return fmt.Errorf("throughput model: %w", err)
+	}
+	for _, c := range t.Calibration {
+		if !(c.Factor > 0) || math.IsInf(c.Factor, 0) {
+			return fmt.Errorf("throughput model: calibration of %s: factor %v", c.Cluster, c.Factor)
+		}
 	}
 	return nil
 }
@@ -110,6 +126,18 @@ func (p *Policy) check() error {
 func (t Throughput) withDefaults() Throughput {
 	if t.Parallelism == 0 {
 		t.Parallelism = DefaultParallelism
+	}
+	if t.Connections == 0 {
+		t.Connections = DefaultConnections
+	}
+	switch {
+	case t.MoveOverhead == 0:
+		t.MoveOverhead = DefaultMoveOverhead
+	case t.MoveOverhead < 0:
+		t.MoveOverhead = 0
+	}
+	if t.Verify == "" {
+		t.Verify = DefaultVerify
 	}
 	if t.StreamBytesPerSec == 0 {
 		t.StreamBytesPerSec = DefaultStreamBytes

@@ -20,7 +20,7 @@ func (e *engine) drain(x int) Goal {
 	for _, i := range idx {
 		m := &e.mbs[i]
 		if e.pinned[i] {
-			e.unplace(i, "pinned")
+			e.unplace(i, e.pinReason(i))
 			stay++
 			stayB += m.Bytes
 			continue
@@ -44,6 +44,23 @@ func (e *engine) drain(x int) Goal {
 		return Goal{Met: true, Detail: fmt.Sprintf("every mailbox leaves %s", name)}
 	}
 	return Goal{Detail: fmt.Sprintf("%s (%s) left on %s", plural(stay, "mailbox", "mailboxes"), inventory.FormatBytes(stayB), name)}
+}
+
+// pinReason says why a pinned mailbox stays.
+func (e *engine) pinReason(i int32) string {
+	if e.cooling != nil && e.cooling[i] {
+		return fmt.Sprintf("moved here less than %s ago (cooldown)", fmtDuration(e.pol.CooldownSeconds))
+	}
+	return "pinned"
+}
+
+// fmtDuration renders seconds as hours, or days when whole.
+func fmtDuration(s float64) string {
+	h := s / 3600
+	if d := h / 24; d == math.Trunc(d) && d >= 1 {
+		return fmt.Sprintf("%.0fd", d)
+	}
+	return fmt.Sprintf("%gh", math.Round(h*10)/10)
 }
 
 // need is how much load and how many bytes cluster x must shed to be at or

@@ -130,9 +130,16 @@ func (e *engine) relieveInfeasible(x int, maxL, maxB float64) string {
 			stayB += float64(m.Bytes)
 		}
 	}
-	stays := "its pinned mailboxes"
+	why := []string{"pinned"}
+	if e.cooling != nil {
+		why = append(why, "moved here within the cooldown")
+	}
 	if stuck > 0 {
-		stays = "the mailboxes that cannot move (pinned, or bigger than any target's room)"
+		why = append(why, "bigger than any target's room")
+	}
+	stays := "its pinned mailboxes"
+	if len(why) > 1 {
+		stays = fmt.Sprintf("the mailboxes that cannot move (%s or %s)", strings.Join(why[:len(why)-1], ", "), why[len(why)-1])
 	}
 	reserve := fmt.Sprintf("%.0f%%", 100*e.pol.Reserve)
 	switch {
