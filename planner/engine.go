@@ -250,6 +250,44 @@ func (e *engine) clusterIndex(name string) (int, error) {
 	return 0, fmt.Errorf("no cluster %q (known: %s)", name, strings.Join(names, ", "))
 }
 
+// continueInFlight commits the policy's in-flight moves of mailboxes on
+// the clusters for which from holds (all when nil) that still may and fit
+// (within each target's gain limits), first in the plan.
+func (e *engine) continueInFlight(from func(c int) bool) {
+	if len(e.pol.InFlight) == 0 {
+		return
+	}
+	idx := make(map[string]int32, len(e.pol.InFlight))
+	for _, f := range e.pol.InFlight {
+		idx[f.Mailbox] = -1
+	}
+	for i := range e.mbs {
+		if _, ok := idx[e.mbs[i].Name]; ok {
+			idx[e.mbs[i].Name] = int32(i)
+		}
+	}
+	for _, f := range e.pol.InFlight {
+		i := idx[f.Mailbox]
+		if i < 0 || !e.movable(i) {
+			continue
+		}
+		h := int(e.home[i])
+		if e.cs[h].Name != f.From || (from != nil && !from(h)) {
+			continue
+		}
+		t, err := e.clusterIndex(f.To)
+		if err != nil || t == h || !e.compat[h][t] || !e.fits(i, t) || !e.budget(e.mbs[i].Bytes) {
+			continue
+		}
+		c := &e.cs[t]
+		m := &e.mbs[i]
+		if c.l+m.Load > c.gainL || float64(c.b+m.Bytes) > c.gainB {
+			continue
+		}
+		e.commit(i, t)
+	}
+}
+
 // movable reports whether mailbox i may be chosen for a move.
 func (e *engine) movable(i int32) bool { return !e.pinned[i] && e.to[i] < 0 }
 

@@ -227,6 +227,15 @@ func (e *engine) eta(t Throughput) (ETA, int64, bool) {
 			default:
 				m.rate = float64(m.pairs)
 				m.label, m.kind = "streams", "streams"
+				if m.pairs < m.want {
+					// Fewer pairs than it could use: a connection cap.
+					for _, c := range [2]int{m.src, m.dst} {
+						if held[c] >= caps[c] && e.cs[c].Limits.Connections > 0 {
+							m.label, m.kind = e.cs[c].Name+" limits.connections", "cluster"
+							break
+						}
+					}
+				}
 			}
 		}
 		for range 2 {
@@ -296,10 +305,17 @@ func (e *engine) eta(t Throughput) (ETA, int64, bool) {
 		for _, m := range active {
 			label, kind := m.label, m.kind
 			if kind == "streams" || kind == "overhead" {
-				if queued {
-					label, kind = "parallel", "parallelism"
-				} else {
+				switch {
+				case !queued:
 					label, kind = "tail", "mailbox"
+				case held[m.src] >= caps[m.src] && e.cs[m.src].Limits.Connections > 0:
+					// More moves at once would wait for its connections
+					// (a cap apply derives from --parallel grows with it).
+					label, kind = e.cs[m.src].Name+" limits.connections", "cluster"
+				case held[m.dst] >= caps[m.dst] && e.cs[m.dst].Limits.Connections > 0:
+					label, kind = e.cs[m.dst].Name+" limits.connections", "cluster"
+				default:
+					label, kind = "parallel", "parallelism"
 				}
 			}
 			bound[label] += dt / float64(len(active))

@@ -10,12 +10,12 @@ import (
 )
 
 // etaInventory: 20 mailboxes of 1 GiB on a, to drain onto b, no limits
-// but connections.
+// (so apply caps connections at --parallel x --connections).
 func etaInventory(health inventory.Health) *inventory.Inventory {
 	inv := &inventory.Inventory{}
 	for _, n := range []string{"a", "b"} {
 		inv.Clusters = append(inv.Clusters, inventory.Cluster{Name: n, URL: "imaps://" + n + ":993", Health: inventory.Healthy,
-			Capacity: inventory.Capacity{Bytes: 1 << 40, Load: 1000}, Limits: inventory.Limits{Connections: 8}})
+			Capacity: inventory.Capacity{Bytes: 1 << 40, Load: 1000}})
 	}
 	inv.Clusters[0].Health = health
 	for i := range 20 {
@@ -38,8 +38,10 @@ func TestETAParallel(t *testing.T) {
 	pol := DefaultPolicy(Drain, "a")
 	pol.Throughput.Verify = "none"
 	pol.Throughput.Parallelism = 8
-	p = mustPlan(t, etaInventory(inventory.Healthy), pol)
-	if p.ETA.Seconds <= 3*32.6 || p.ETA.Clusters[0].Streams != 8 {
+	inv := etaInventory(inventory.Healthy)
+	inv.Clusters[0].Limits.Connections = 8
+	p = mustPlan(t, inv, pol)
+	if p.ETA.Seconds <= 3*32.6 || p.ETA.Clusters[0].Streams != 8 || p.ETA.Bottleneck != "a" || p.ETA.Limits[0].Limit != "a limits.connections" {
 		t.Fatalf("eta %+v", p.ETA)
 	}
 }

@@ -140,3 +140,30 @@ func TestCalibrate(t *testing.T) {
 		t.Fatalf("factor 0: %v", err)
 	}
 }
+
+// Moves in flight go on to their targets when the policy moves their
+// mailboxes, where they still fit.
+func TestInFlight(t *testing.T) {
+	pol := DefaultPolicy(Drain, "a")
+	pol.InFlight = []InFlight{
+		{Mailbox: "busy", From: "a", To: "c"}, // the drain would take it to b
+		{Mailbox: "big", From: "a", To: "b"},  // does not fit on b
+		{Mailbox: "b1", From: "b", To: "c"},   // not what a drain of a moves
+	}
+	p := mustPlan(t, small(), pol)
+	if p.Moves[0].Mailbox != "busy" || p.Moves[0].To != "c" {
+		t.Fatalf("moves %+v", p.Moves)
+	}
+	for _, m := range p.Moves {
+		if m.Mailbox == "b1" || m.Mailbox == "big" {
+			t.Fatalf("moves %+v", p.Moves)
+		}
+	}
+	if !SameMoves(p, small()) {
+		t.Fatal("the plan does not replay")
+	}
+	reb := DefaultPolicy(Rebalance, "")
+	reb.InFlight = []InFlight{{Mailbox: "c1", From: "c", To: "b"}}
+	q := mustPlan(t, small(), reb)
+	checkInvariants(t, small(), reb, q)
+}

@@ -74,6 +74,11 @@ type Policy struct {
 	// was made (see Cooling), which stay where they are like pinned ones.
 	CooldownSeconds float64  `json:"cooldown_seconds,omitempty"`
 	CoolingDown     []string `json:"cooling_down,omitempty"`
+	// InFlight are moves earlier runs started and did not finish (in
+	// sync at ready, held, failed, interrupted): when the policy moves
+	// such a mailbox it goes on to the same target, if that still fits,
+	// first in the plan (see Make).
+	InFlight []InFlight `json:"in_flight,omitempty"`
 	// SameTags are tag keys a mailbox's target must share with its source
 	// (e.g. "region").
 	SameTags []string `json:"same_tags,omitempty"`
@@ -121,6 +126,14 @@ type Throughput struct {
 	// Calibration stretches the work on clusters the state has measured
 	// moves of (see Calibrate).
 	Calibration []Calibration `json:"calibration,omitempty"`
+}
+
+// InFlight is a move an earlier run started: the mailbox is on From and
+// was on its way to To.
+type InFlight struct {
+	Mailbox string `json:"mailbox"`
+	From    string `json:"from"`
+	To      string `json:"to"`
 }
 
 // Calibration is what moves the state measured say about a cluster: they

@@ -13,12 +13,16 @@ import (
 // first. Because targets only fill up, a mailbox that fits nowhere when its
 // turn comes fits nowhere at the end either.
 func (e *engine) drain(x int) Goal {
+	e.continueInFlight(func(c int) bool { return c == x })
 	idx := slices.Clone(e.byHome[x])
 	e.byRelief(idx)
 	stay := 0
 	var stayB int64
 	for _, i := range idx {
 		m := &e.mbs[i]
+		if e.to[i] >= 0 {
+			continue // in flight: going on to its target
+		}
 		if e.pinned[i] {
 			e.unplace(i, e.pinReason(i))
 			stay++

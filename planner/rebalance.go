@@ -28,6 +28,10 @@ const eagerLimit = 20000
 // (and no bound stopped it), on fresh engines with the other strategies;
 // it returns the first that reaches the band, or the one that got closest.
 func rebalanceBest(inv *inventory.Inventory, pol Policy, e *engine) (*engine, Goal) {
+	if pol.MaxMoves > 0 && pol.MaxBytes == 0 {
+		// Moves are scarce: bigger steps than bytes alone would take.
+		e.alpha = 0.5
+	}
 	best, goal := e, e.rebalance()
 	if goal.Met || e.boundHit {
 		return best, goal
@@ -94,6 +98,9 @@ func (e *engine) rebalance() Goal {
 		}
 		c.gainL, c.gainB = min(c.limL, c.upL), min(c.limB, c.upB)
 	}
+	// Moves in flight go on where they fit; the search may still undo
+	// them when that brings the clusters closer to the band.
+	e.continueInFlight(nil)
 	e.prepareSearch()
 	lb, reachable := e.bandBound()
 	e.search(true)

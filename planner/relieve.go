@@ -25,6 +25,7 @@ func (e *engine) relieveGoal(x int) Goal {
 		return Goal{Met: true, Detail: state + ": already under its targets"}
 	}
 	if why := e.relieveInfeasible(x, maxL, maxB); why != "" {
+		// Before anything moves, in flight or not.
 		g := Goal{Detail: state + ": cannot be met: " + why, Infeasible: true}
 		if !e.pol.BestEffort {
 			g.Detail += "; no moves planned (--best-effort plans those that get closest)"
@@ -35,6 +36,9 @@ func (e *engine) relieveGoal(x int) Goal {
 		g.Detail += fmt.Sprintf("; best effort: load %s, storage %s", pct(c.loadUtil()), pct(c.storageUtil()))
 		return g
 	}
+	// Moves in flight off x go on first; the rest is chosen around them.
+	e.continueInFlight(func(c int) bool { return c == x })
+	inflight := len(e.log)
 	met, lb := e.relieve(x, maxL, maxB, true)
 	g := Goal{Met: met}
 	if lb >= 0 {
@@ -43,7 +47,7 @@ func (e *engine) relieveGoal(x int) Goal {
 	if !met && !e.boundHit {
 		// The greedy choice can fill the targets unevenly: choose against
 		// the targets' joint room instead, then pack.
-		e.rollback(0)
+		e.rollback(inflight)
 		e.unplaced = e.unplaced[:0]
 		if e.selectPack(x, maxL, maxB) {
 			met, g.Met = true, true

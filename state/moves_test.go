@@ -44,5 +44,8 @@ func TestInPhase(t *testing.T) {
 		if none, err := s.InPhase(ctx, "copying"); err != nil || len(none) != 0 {
 			t.Fatalf("InPhase(copying) = %v, %v", none, err)
 		}
+		if rest, err := s.NotInPhase(ctx, "done"); err != nil || len(rest) != 1 || rest[0].Key.Source != "cluster:a/dan" {
+			t.Fatalf("NotInPhase(done) = %v, %v", rest, err)
+		}
 	})
 }

@@ -190,11 +190,13 @@ runs exits 5, naming the holder.`,
 			if err != nil {
 				return err
 			}
-			plan, err := planner.Make(inv, planner.DefaultPolicy(planner.Drain, args[0]))
+			inv, plan, h, err := planFromState(cmd.Context(), a, inv, planner.DefaultPolicy(planner.Drain, args[0]))
 			if err != nil {
-				return usageErrorf("plan: %w", err)
+				return err
 			}
-			plan.Inventory = a.inventory
+			if note := historyNote(h, plan); note != "" {
+				fmt.Fprintln(g.stderr, note)
+			}
 			if err := renderPlan(g.stderr, plan); err != nil {
 				return err
 			}
@@ -249,11 +251,10 @@ is done, 3 when some failed or are held.`,
 					return usageErrorf("--max-bytes %q: %v", maxBytes, err)
 				}
 			}
-			plan, err := planner.Make(inv, pol)
+			inv, plan, _, err := planFromState(cmd.Context(), a, inv, pol)
 			if err != nil {
-				return usageErrorf("plan: %w", err)
+				return err
 			}
-			plan.Inventory = a.inventory
 			return runApply(cmd, g, a, inv, plan, false, nil)
 		},
 	}
@@ -319,6 +320,9 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	}
 	if a.routed && a.cutoverExec != "" {
 		return usageErrorf("--routed says routing already changed, --cutover-exec changes it: say one")
+	}
+	if inv, err = relocateFromState(ctx, a, inv, plan); err != nil {
+		return err
 	}
 	if err := checkPlan(g, a, inv, plan, only); err != nil {
 		return err
