@@ -20,9 +20,13 @@ var rebalanceStrategies = []struct {
 	singlesFirst bool
 }{{1, false, false}, {0.5, false, false}, {0, false, false}, {0, true, false}, {1, true, false}, {0, true, true}}
 
-// eagerLimit: inventories with at most this many mailboxes get the eager
-// strategies too.
-const eagerLimit = 20000
+// eagerMailboxes and eagerClusters: inventories with at most this many
+// mailboxes and clusters get the eager strategies too (each change looks
+// at every pair of clusters again).
+const (
+	eagerMailboxes = 20000
+	eagerClusters  = 16
+)
 
 // rebalanceBest runs rebalance on e and, when it does not reach the band
 // (and no bound stopped it), on fresh engines with the other strategies;
@@ -38,7 +42,7 @@ func rebalanceBest(inv *inventory.Inventory, pol Policy, e *engine) (*engine, Go
 	}
 	v := e.totalViolation()
 	for _, st := range rebalanceStrategies[1:] {
-		if st.eager && len(inv.Mailboxes) > eagerLimit {
+		if st.eager && (len(inv.Mailboxes) > eagerMailboxes || len(e.cs) > eagerClusters) {
 			continue
 		}
 		f, err := newEngine(inv, pol)

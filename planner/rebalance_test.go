@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"mailferry/inventory"
@@ -408,5 +409,18 @@ func TestRebalanceExample(t *testing.T) {
 	}
 	if r := float64(p.Totals.Bytes) / float64(p.Goal.LowerBoundBytes); r > 1.25 {
 		t.Errorf("moves %s, %.2fx the lower bound %s", inventory.FormatBytes(p.Totals.Bytes), r, inventory.FormatBytes(p.Goal.LowerBoundBytes))
+	}
+}
+
+// A goal not met names at most a few clusters, however many are outside.
+func TestRebalanceDetailShort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	inv := genInventory(rng, shape{clusters: 50, perCluster: [2]int{3, 6}, utilRange: [2]float64{0.1, 0.9}, capacityRange: [2]float64{1, 4}})
+	pol := DefaultPolicy(Rebalance, "")
+	pol.Band = 0.001
+	pol.MaxMoves = 3
+	p := mustPlan(t, inv, pol)
+	if p.Goal.Met || len(p.Goal.Detail) > 400 || !strings.Contains(p.Goal.Detail, "more") {
+		t.Fatalf("detail (%d characters): %s", len(p.Goal.Detail), p.Goal.Detail)
 	}
 }

@@ -333,3 +333,16 @@ func TestPlanFromState(t *testing.T) {
 		t.Fatalf("--cooldown 0: %v", p)
 	}
 }
+
+// The text plan lists the first moves, and every one with --moves.
+func TestPlanListsMoves(t *testing.T) {
+	_, out, _ := runCLI(t, nil, "plan", "-i", exampleInventory, "--drain", "bravo")
+	if !strings.Contains(out, "Moves, in the order they start: the first 10 of 320 (--moves lists all") {
+		t.Fatalf("output:\n%s", out)
+	}
+	_, out, _ = runCLI(t, nil, "plan", "-i", exampleInventory, "--drain", "bravo", "--moves")
+	_, table, ok := strings.Cut(out, "Moves, in the order they start: 320\n")
+	if !ok || strings.Count(table, " bravo ") < 320 {
+		t.Fatalf("output:\n%s", out)
+	}
+}
