@@ -59,6 +59,8 @@ type engine struct {
 	unplaced []unplaced
 	// boundHit: MaxMoves or MaxBytes kept a wanted change out.
 	boundHit bool
+	// outOfReach: no plan can reach the band (bandOutOfReach).
+	outOfReach bool
 	// cooling marks mailboxes held by the cooldown (and so pinned).
 	cooling []bool
 

@@ -37,7 +37,7 @@ func rebalanceBest(inv *inventory.Inventory, pol Policy, e *engine) (*engine, Go
 		e.alpha = 0.5
 	}
 	best, goal := e, e.rebalance()
-	if goal.Met || e.boundHit {
+	if goal.Met || e.boundHit || e.outOfReach {
 		return best, goal
 	}
 	v := e.totalViolation()
@@ -107,6 +107,11 @@ func (e *engine) rebalance() Goal {
 	e.continueInFlight(nil)
 	e.prepareSearch()
 	lb, reachable := e.bandBound()
+	why := e.bandOutOfReach()
+	if why != "" {
+		reachable = false
+		e.outOfReach = true
+	}
 	e.search(true)
 	e.compactLog(0)
 
@@ -142,10 +147,66 @@ func (e *engine) rebalance() Goal {
 		names = append(names, fmt.Sprintf("%s (load %s, storage %s)", o.name, pct(o.lu), pct(o.su)))
 	}
 	g.Detail = fmt.Sprintf("%s outside the band (%s): %s", plural(len(out), "cluster", "clusters"), bandText, strings.Join(names, ", "))
-	if !reachable {
+	switch {
+	case why != "":
+		g.Detail += "; out of reach: " + why
+	case !reachable:
 		g.Detail += "; the mailboxes that may move cannot bring every cluster inside"
 	}
 	return g
+}
+
+// bandOutOfReach says why no plan can bring every cluster into the band,
+// when the clusters mailboxes may move between (all, or those sharing the
+// policy's tags) together hold more than their tops allow or less than
+// their floors need; "" otherwise.
+func (e *engine) bandOutOfReach() string {
+	type group struct {
+		l, b, maxL, maxB, minL, minB float64
+	}
+	groups := map[string]*group{}
+	var keys []string
+	for i := range e.cs {
+		c := &e.cs[i]
+		var tags []string
+		for _, k := range e.pol.SameTags {
+			tags = append(tags, k+"="+c.Tags[k])
+		}
+		key := strings.Join(tags, ", ")
+		g := groups[key]
+		if g == nil {
+			g = &group{}
+			groups[key] = g
+			keys = append(keys, key)
+		}
+		g.l += c.l
+		g.b += float64(c.b)
+		g.maxL += c.upL
+		g.maxB += c.upB
+		if c.receives {
+			g.minL += c.loL
+			g.minB += c.loB
+		}
+	}
+	for _, key := range keys {
+		g := groups[key]
+		who := "the clusters"
+		if key != "" {
+			who = "the clusters with " + key
+		}
+		tl, tb := bandTolerance*max(g.maxL, 1), bandTolerance*max(g.maxB, 1)
+		switch {
+		case g.l > g.maxL+tl:
+			return fmt.Sprintf("%s together carry more load than the band's top allows them", who)
+		case g.b > g.maxB+tb:
+			return fmt.Sprintf("%s together hold more than the band's top allows them", who)
+		case g.l < g.minL-tl:
+			return fmt.Sprintf("%s together carry less load than the band's floor asks of them", who)
+		case g.b < g.minB-tb:
+			return fmt.Sprintf("%s together hold less than the band's floor asks of them", who)
+		}
+	}
+	return ""
 }
 
 // outsideBand reports whether c is outside its goal bounds by more than

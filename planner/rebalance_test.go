@@ -424,3 +424,20 @@ func TestRebalanceDetailShort(t *testing.T) {
 		t.Fatalf("detail (%d characters): %s", len(p.Goal.Detail), p.Goal.Detail)
 	}
 }
+
+// With moves kept inside regions whose clusters together are above the
+// band, the band is out of reach, and the goal says which.
+func TestRebalanceOutOfReach(t *testing.T) {
+	rng := rand.New(rand.NewPCG(0, 77))
+	inv := genInventory(rng, shape{clusters: 20, perCluster: [2]int{50, 300}, utilRange: [2]float64{0.2, 0.85}, regions: 3, capacityRange: [2]float64{1, 4}})
+	pol := DefaultPolicy(Rebalance, "")
+	pol.SameTags = []string{"region"}
+	p := mustPlan(t, inv, pol)
+	checkInvariants(t, inv, pol, p)
+	if p.Goal.Met || !strings.Contains(p.Goal.Detail, "out of reach: the clusters with region=") {
+		t.Fatalf("goal %+v", p.Goal)
+	}
+	if q := mustPlan(t, applied(inv, p), pol); len(q.Moves) != 0 {
+		t.Fatalf("a rerun makes %d moves", len(q.Moves))
+	}
+}
