@@ -29,7 +29,8 @@ var byteUnits = map[string]float64{
 
 // ParseBytes parses a byte size: a plain integer ("1048576") or a number with
 // a decimal ("2TB", "1.5GB") or binary ("500GiB") unit, case-insensitive, with
-// optional space before the unit. Negative sizes are rejected.
+// optional space before the unit. Negative sizes are rejected, and so are
+// fractions of a byte ("1.5", "2.5B").
 func ParseBytes(s string) (int64, error) {
 	t := strings.TrimSpace(s)
 	if n, err := strconv.ParseInt(t, 10, 64); err == nil {
@@ -55,6 +56,11 @@ func ParseBytes(s string) (int64, error) {
 	}
 	if f < 0 {
 		return 0, fmt.Errorf("size %q is negative", s)
+	}
+	if mult == 1 && f != math.Trunc(f) {
+		// A plain "1.5" is no byte count (often a load in the wrong
+		// column); a fraction needs a unit that makes it whole.
+		return 0, fmt.Errorf("size %q: a number of bytes is whole; with a fraction say a unit (1.5GB, 1.5GiB)", s)
 	}
 	v := math.Round(f * mult)
 	if v >= math.MaxInt64 {

@@ -16,8 +16,11 @@ var CSVHeader = []string{"mailbox", "cluster", "bytes", "load", "messages"}
 
 // ReadCSV reads mailboxes from CSV records "mailbox,cluster,bytes,load" with
 // an optional fifth "messages" column. A header line and lines starting with
-// '#' are skipped. bytes accepts units ("2GiB") as well as plain integers.
-// Errors name the file (name) and line. It does not check that clusters
+// '#' are skipped, and so is a UTF-8 byte order mark. bytes accepts units
+// ("2GiB") as well as plain integers. Errors name the file (name) and line.
+// A line longer than MaxCSVLine or a file larger than MaxCSVSize is an
+// error (at that line), and so is a value out of bounds (MaxMailboxBytes,
+// MaxLoad, MaxMessages). It does not check that clusters
 // exist or that mailboxes are unique: Load does, against the YAML file.
 func ReadCSV(name string, r io.Reader) ([]Mailbox, error) {
 	mbs, _, err := readCSV(name, r, 0)
@@ -25,7 +28,7 @@ func ReadCSV(name string, r io.Reader) ([]Mailbox, error) {
 }
 
 func readCSV(name string, r io.Reader, clusterHint int) ([]Mailbox, []int32, error) {
-	cr := csv.NewReader(r)
+	cr := csv.NewReader(newLimitedFile(name, r, MaxCSVLine, MaxCSVSize))
 	cr.FieldsPerRecord = -1
 	cr.Comment = '#'
 	cr.ReuseRecord = true
@@ -46,6 +49,9 @@ func readCSV(name string, r io.Reader, clusterHint int) ([]Mailbox, []int32, err
 			break
 		}
 		if err != nil {
+			if fe, ok := asFieldError(err); ok {
+				return nil, nil, append(errs, fe...)
+			}
 			var pe *csv.ParseError
 			if errors.As(err, &pe) {
 				bad(pe.Line, "", "%v", pe.Err)
@@ -114,6 +120,11 @@ func readCSV(name string, r io.Reader, clusterHint int) ([]Mailbox, []int32, err
 				continue
 			}
 			m.Messages = n
+		}
+		if msg := checkValue(&m); msg != "" {
+			f, rest, _ := strings.Cut(msg, ": ")
+			bad(line, f, "mailbox %q: %s", m.Name, rest)
+			continue
 		}
 		mbs = append(mbs, m)
 		lines = append(lines, int32(line))

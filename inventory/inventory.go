@@ -213,6 +213,11 @@ func (inv *Inventory) Validate() error {
 			break
 		}
 	}
+	for i := range inv.Clusters {
+		if msg, bad := checkTotals(inv)[inv.Clusters[i].Name]; bad {
+			errs.add(0, fmt.Sprintf("clusters[%s]", inv.Clusters[i].Name), msg)
+		}
+	}
 	return errs.err()
 }
 
@@ -252,6 +257,8 @@ func (c *Cluster) check() []fieldProblem {
 	}
 	if !(c.Capacity.Load > 0) || math.IsInf(c.Capacity.Load, 0) {
 		add("capacity.load", fmt.Sprintf("must be a positive number, got %v", c.Capacity.Load))
+	} else if c.Capacity.Load > MaxLoad {
+		add("capacity.load", fmt.Sprintf("%g is too large (at most %g)", c.Capacity.Load, MaxLoad))
 	}
 	if c.Limits.Connections < 0 {
 		add("limits.connections", "must not be negative")
@@ -447,6 +454,9 @@ func checkMailbox(m *Mailbox) string {
 	}
 	if m.Messages < 0 {
 		return fmt.Sprintf("mailbox %q: messages: must not be negative, got %d", m.Name, m.Messages)
+	}
+	if msg := checkValue(m); msg != "" {
+		return fmt.Sprintf("mailbox %q: %s", m.Name, msg)
 	}
 	return ""
 }

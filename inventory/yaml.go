@@ -28,10 +28,19 @@ const FormatVersion = 1
 // both. On a validation problem it returns Errors, each naming the file, line
 // and field. It reads no secrets: password_file and credentials_file are only
 // recorded.
+//
+// Files are bounded: a YAML file larger than MaxYAMLSize, or a CSV with a
+// line longer than MaxCSVLine or larger than MaxCSVSize, is an error that
+// names the file (and the line), whatever the file is (even /dev/zero).
 func Load(path string) (*Inventory, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read inventory: %w", err)
+	}
+	data, err := readLimited(path, f, MaxYAMLSize)
+	f.Close()
+	if err != nil {
+		return nil, err
 	}
 	return load(path, data, func(name string) (io.ReadCloser, error) { return os.Open(name) })
 }
@@ -49,6 +58,7 @@ type mailboxLoc struct {
 }
 
 func load(name string, data []byte, open func(string) (io.ReadCloser, error)) (*Inventory, error) {
+	data = bytes.TrimPrefix(data, utf8BOM)
 	p := &parser{file: name, budget: 64*len(data) + 1024}
 	inv, locs := p.document(data)
 	if len(p.errs) > 0 {
@@ -92,6 +102,13 @@ func crossCheck(inv *Inventory, locs []mailboxLoc, yamlName, csvName string) Err
 			return csvName, int(l.line)
 		}
 		return yamlName, int(l.line)
+	}
+	if bad := checkTotals(inv); len(bad) > 0 {
+		for _, c := range inv.Clusters {
+			if msg, ok := bad[c.Name]; ok {
+				errs = append(errs, &FieldError{File: yamlName, Line: c.lines["name"], Field: fmt.Sprintf("clusters[%s]", c.Name), Msg: msg})
+			}
+		}
 	}
 	seen := make(map[string]int32, len(inv.Mailboxes))
 	for i := range inv.Mailboxes {

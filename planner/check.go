@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strconv"
@@ -18,7 +19,6 @@ import (
 // URLs and limits are left out: they change how moves run, not which moves
 // make sense. Make records it in Plan.InventoryDigest.
 func InventoryDigest(inv *inventory.Inventory) string {
-	var b strings.Builder
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 	clusters := make([]string, 0, len(inv.Clusters))
 	for _, c := range inv.Clusters {
@@ -31,18 +31,84 @@ func InventoryDigest(inv *inventory.Inventory) string {
 			c.Name, c.Health, c.Capacity.Bytes, f(c.Capacity.Load), strings.Join(tags, ",")))
 	}
 	slices.Sort(clusters)
-	mailboxes := make([]string, 0, len(inv.Mailboxes))
-	for _, m := range inv.Mailboxes {
-		mailboxes = append(mailboxes, fmt.Sprintf("mailbox %q cluster %q bytes %d load %s messages %d pinned %t\n",
-			m.Name, m.Cluster, m.Bytes, f(m.Load), m.Messages, m.Pinned))
+	h := sha256.New()
+	io.WriteString(h, "mailferry inventory digest 1\n")
+	for _, s := range clusters {
+		io.WriteString(h, s)
 	}
-	slices.Sort(mailboxes)
-	b.WriteString("mailferry inventory digest 1\n")
-	for _, s := range append(clusters, mailboxes...) {
-		b.WriteString(s)
+	ms := inv.Mailboxes
+	if plainNames(ms) {
+		// The lines sort as the names do (see plainNames): sort indices by
+		// name, unless the mailboxes already are, and write each line as
+		// it comes, without holding them all.
+		idx := make([]int32, len(ms))
+		for i := range idx {
+			idx[i] = int32(i)
+		}
+		sorted := true
+		for i := 1; i < len(ms); i++ {
+			if ms[i-1].Name > ms[i].Name {
+				sorted = false
+				break
+			}
+		}
+		if !sorted {
+			slices.SortFunc(idx, func(a, b int32) int { return strings.Compare(ms[a].Name, ms[b].Name) })
+		}
+		buf := make([]byte, 0, 64<<10)
+		for _, i := range idx {
+			buf = appendMailboxLine(buf, &ms[i])
+			if len(buf) > 60<<10 {
+				h.Write(buf)
+				buf = buf[:0]
+			}
+		}
+		h.Write(buf)
+	} else {
+		lines := make([]string, 0, len(ms))
+		var line []byte
+		for i := range ms {
+			line = appendMailboxLine(line[:0], &ms[i])
+			lines = append(lines, string(line))
+		}
+		slices.Sort(lines)
+		for _, s := range lines {
+			io.WriteString(h, s)
+		}
 	}
-	sum := sha256.Sum256([]byte(b.String()))
-	return "sha256:" + hex.EncodeToString(sum[:])
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// appendMailboxLine is a mailbox's line of the digest:
+// mailbox %q cluster %q bytes %d load %s messages %d pinned %t.
+func appendMailboxLine(b []byte, m *inventory.Mailbox) []byte {
+	b = append(b, "mailbox "...)
+	b = strconv.AppendQuote(b, m.Name)
+	b = append(b, " cluster "...)
+	b = strconv.AppendQuote(b, m.Cluster)
+	b = append(b, " bytes "...)
+	b = strconv.AppendInt(b, m.Bytes, 10)
+	b = append(b, " load "...)
+	b = strconv.AppendFloat(b, m.Load, 'g', -1, 64)
+	b = append(b, " messages "...)
+	b = strconv.AppendInt(b, m.Messages, 10)
+	b = append(b, " pinned "...)
+	b = strconv.AppendBool(b, m.Pinned)
+	return append(b, '\n')
+}
+
+// plainNames reports whether every mailbox name is printable ASCII above
+// '"' other than '\\': %q leaves such a name as it is, so the digest's lines
+// (which start with the quoted name, closed by '"') sort as the names do.
+func plainNames(ms []inventory.Mailbox) bool {
+	for i := range ms {
+		for _, c := range []byte(ms[i].Name) {
+			if c <= '"' || c == '\\' || c > '~' {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // SameMoves reports whether planning again from inv with p's policy gives

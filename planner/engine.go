@@ -26,6 +26,10 @@ type cstate struct {
 	// limB and limL are the most this cluster may hold as a target.
 	limB float64
 	limL float64
+	// The search's goal bounds (see search.go): over above upL/upB, under
+	// below loL/loB; a dimension it gains in ends at most at gainL/gainB.
+	upL, upB, loL, loB float64
+	gainL, gainB       float64
 }
 
 func (c *cstate) loadUtil() float64    { return c.l / c.capL }
@@ -52,14 +56,46 @@ type engine struct {
 	// unplaced lists mailboxes that stay; an empty reason is explained
 	// against the final state (targets only fill up while a policy places,
 	// so what did not fit then does not fit at the end either).
-	unplaced    []unplaced
-	deferredN   int
-	deferredB   int64
-	deferredWhy string
+	unplaced []unplaced
+	// boundHit: MaxMoves or MaxBytes kept a wanted change out.
+	boundHit bool
+	// outOfReach: no plan can reach the band (bandOutOfReach).
+	outOfReach bool
+	// cooling marks mailboxes held by the cooldown (and so pinned).
+	cooling []bool
+
+	// Local search state (search.go), built by prepareSearch.
+	ratio      []float64
+	sorted     [nOrders][][]int32 // each cluster's home mailboxes, in each order
+	arr        [nOrders][][]int32 // each cluster's other mailboxes, in each order
+	spare      [nOrders][][]int32 // the lists compact replaced, for reuse
+	absent     []int              // entries of cluster x's lists no longer on x
+	listed     []int32            // the cluster whose lists hold a mailbox, or -1
+	logB       []float32          // log of each mailbox's size
+	loadF      []float64          // each mailbox's load, dense
+	keys       []uint64           // sort scratch
+	seen       []uint32
+	stamp      uint32
+	buf        []int32
+	xs, ys     []int32
+	near       []nearCand
+	scan       []int32
+	ver        []uint32 // bumped whenever a cluster's holdings change
+	tops       []topCache
+	top        topK // the candidates of the pair being evaluated
+	touched    []bool
+	exhaustive int
+	// alpha weighs cost in the search's choice: a change's worth is how
+	// much it lowers V over its cost to this power (1: per byte; 0: most).
+	alpha float64
+	// eager: the search looks at every pair afresh after each change.
+	eager bool
+	// singlesFirst: swaps only when no single move helps (eager only).
+	singlesFirst bool
 }
 
 func newEngine(inv *inventory.Inventory, pol Policy) (*engine, error) {
-	e := &engine{pol: pol, mbs: inv.Mailboxes}
+	e := &engine{pol: pol, mbs: inv.Mailboxes, exhaustive: searchExhaustive, alpha: 1}
 	if !(pol.Reserve >= 0 && pol.Reserve < 1) {
 		return nil, fmt.Errorf("reserve %v: want a fraction in [0, 1)", pol.Reserve)
 	}
@@ -108,6 +144,9 @@ func newEngine(inv *inventory.Inventory, pol Policy) (*engine, error) {
 		c.receives = c.Health.CanReceive() && !excluded[c.Name]
 		c.limB = (1 - pol.Reserve) * c.capB
 		c.limL = (1 - pol.Reserve) * c.capL
+		c.upL, c.upB = math.Inf(1), math.Inf(1)
+		c.loL, c.loB = math.Inf(-1), math.Inf(-1)
+		c.gainL, c.gainB = c.limL, c.limB
 	}
 
 	// Mailboxes: home cluster, initial totals, pins.
@@ -145,6 +184,19 @@ func newEngine(inv *inventory.Inventory, pol Policy) (*engine, error) {
 	}
 	for i, h := range e.home {
 		e.byHome[h] = append(e.byHome[h], int32(i))
+	}
+	if len(pol.CoolingDown) > 0 {
+		cool := make(map[string]bool, len(pol.CoolingDown))
+		for _, name := range pol.CoolingDown {
+			cool[name] = true
+		}
+		e.cooling = make([]bool, len(e.mbs))
+		for i := range e.mbs {
+			if cool[e.mbs[i].Name] && !e.pinned[i] {
+				e.pinned[i] = true
+				e.cooling[i] = true
+			}
+		}
 	}
 	if len(pol.Pinned) > 0 {
 		want := make(map[string]bool, len(pol.Pinned))
@@ -200,6 +252,44 @@ func (e *engine) clusterIndex(name string) (int, error) {
 	return 0, fmt.Errorf("no cluster %q (known: %s)", name, strings.Join(names, ", "))
 }
 
+// continueInFlight commits the policy's in-flight moves of mailboxes on
+// the clusters for which from holds (all when nil) that still may and fit
+// (within each target's gain limits), first in the plan.
+func (e *engine) continueInFlight(from func(c int) bool) {
+	if len(e.pol.InFlight) == 0 {
+		return
+	}
+	idx := make(map[string]int32, len(e.pol.InFlight))
+	for _, f := range e.pol.InFlight {
+		idx[f.Mailbox] = -1
+	}
+	for i := range e.mbs {
+		if _, ok := idx[e.mbs[i].Name]; ok {
+			idx[e.mbs[i].Name] = int32(i)
+		}
+	}
+	for _, f := range e.pol.InFlight {
+		i := idx[f.Mailbox]
+		if i < 0 || !e.movable(i) {
+			continue
+		}
+		h := int(e.home[i])
+		if e.cs[h].Name != f.From || (from != nil && !from(h)) {
+			continue
+		}
+		t, err := e.clusterIndex(f.To)
+		if err != nil || t == h || !e.compat[h][t] || !e.fits(i, t) || !e.budget(e.mbs[i].Bytes) {
+			continue
+		}
+		c := &e.cs[t]
+		m := &e.mbs[i]
+		if c.l+m.Load > c.gainL || float64(c.b+m.Bytes) > c.gainB {
+			continue
+		}
+		e.commit(i, t)
+	}
+}
+
 // movable reports whether mailbox i may be chosen for a move.
 func (e *engine) movable(i int32) bool { return !e.pinned[i] && e.to[i] < 0 }
 
@@ -232,8 +322,12 @@ func (e *engine) best(i int32) (int, bool) {
 
 // budget reports whether one more move of b bytes stays within the bounds.
 func (e *engine) budget(b int64) bool {
-	return (e.pol.MaxMoves == 0 || e.moves < e.pol.MaxMoves) &&
+	ok := (e.pol.MaxMoves == 0 || e.moves < e.pol.MaxMoves) &&
 		(e.pol.MaxBytes == 0 || e.bytes+b <= e.pol.MaxBytes)
+	if !ok {
+		e.boundHit = true
+	}
+	return ok
 }
 
 func (e *engine) commit(i int32, t int) {
@@ -278,21 +372,6 @@ func (e *engine) rollback(n int) {
 		}
 	}
 	e.log = e.log[:n]
-}
-
-func (e *engine) defer1(i int32, why string) {
-	e.deferredN++
-	e.deferredB += e.mbs[i].Bytes
-	if e.deferredWhy == "" {
-		e.deferredWhy = why
-	}
-}
-
-func (e *engine) boundReason() string {
-	if e.pol.MaxMoves > 0 && e.moves >= e.pol.MaxMoves {
-		return fmt.Sprintf("--max-moves %d reached", e.pol.MaxMoves)
-	}
-	return fmt.Sprintf("--max-bytes %s reached", inventory.FormatBytes(e.pol.MaxBytes))
 }
 
 type unplaced struct {

@@ -40,7 +40,6 @@ const (
 	DefaultTargetLoad      = 0.70
 	DefaultTargetStorage   = 0.80
 	DefaultBand            = 0.05
-	DefaultParallelism     = 8
 	DefaultStreamBytes     = 20 << 20 // bytes/s one copy stream sustains
 	DefaultMessageOverhead = 0.010    // seconds per message (FETCH, APPEND, verify round trips)
 	DefaultAvgMessageBytes = 64 << 10 // used when a mailbox's message count is unknown
@@ -62,11 +61,24 @@ type Policy struct {
 	// MaxBytes and MaxMoves bound the plan; zero means no bound.
 	MaxBytes int64 `json:"max_bytes,omitempty"`
 	MaxMoves int   `json:"max_moves,omitempty"`
+	// BestEffort: when Relieve cannot meet its targets, plan the moves that
+	// get closest instead of none.
+	BestEffort bool `json:"best_effort,omitempty"`
 	// ExcludeTargets never receive.
 	ExcludeTargets []string `json:"exclude_targets,omitempty"`
 	// Pinned mailboxes never move (in addition to those pinned in the
 	// inventory).
 	Pinned []string `json:"pinned,omitempty"`
+	// CooldownSeconds is how long after a move finished its mailbox is not
+	// moved again; CoolingDown names the mailboxes it held when the plan
+	// was made (see Cooling), which stay where they are like pinned ones.
+	CooldownSeconds float64  `json:"cooldown_seconds,omitempty"`
+	CoolingDown     []string `json:"cooling_down,omitempty"`
+	// InFlight are moves earlier runs started and did not finish (in
+	// sync at ready, held, failed, interrupted): when the policy moves
+	// such a mailbox it goes on to the same target, if that still fits,
+	// first in the plan (see Make).
+	InFlight []InFlight `json:"in_flight,omitempty"`
 	// SameTags are tag keys a mailbox's target must share with its source
 	// (e.g. "region").
 	SameTags []string `json:"same_tags,omitempty"`
@@ -83,19 +95,53 @@ type Policy struct {
 	Throughput Throughput `json:"throughput"`
 }
 
-// Throughput is the model behind the ETA. Per-cluster budgets come from each
-// cluster's limits; these say what the copier itself can do.
+// Throughput is the model behind the ETA: how `mailferry apply` runs the
+// moves (see eta.go). Per-cluster budgets come from each cluster's limits;
+// these say what the copier itself does. Zero fields take their defaults.
 type Throughput struct {
-	// Parallelism is how many mailboxes are copied at once.
+	// Parallelism is how many mailboxes are moved at once (apply's
+	// --parallel).
 	Parallelism int `json:"parallelism"`
-	// StreamBytesPerSec is what one copy stream sustains.
+	// Connections is the most connection pairs one mailbox's copy uses
+	// (apply's --connections).
+	Connections int `json:"connections,omitempty"`
+	// StreamBytesPerSec is what one connection pair sustains.
 	StreamBytesPerSec int64 `json:"stream_bytes_per_sec"`
 	// MessageOverhead is the fixed cost per message, in seconds, on top of
 	// its bytes.
 	MessageOverhead float64 `json:"message_overhead_seconds"`
+	// MoveOverhead is the fixed cost per move, in seconds (logins,
+	// listing, the passes after the first copy, the cutover); negative
+	// means none.
+	MoveOverhead float64 `json:"move_overhead_seconds,omitempty"`
 	// AvgMessageBytes estimates message counts for mailboxes whose count is
 	// unknown.
 	AvgMessageBytes int64 `json:"avg_message_bytes"`
+	// Verify is apply's --verify: full (every copy read back), size or
+	// none.
+	Verify string `json:"verify,omitempty"`
+	// Windows are apply's --window: local hours in which work may start on
+	// every cluster, besides each cluster's limits.windows.
+	Windows []string `json:"windows,omitempty"`
+	// Calibration stretches the work on clusters the state has measured
+	// moves of (see Calibrate).
+	Calibration []Calibration `json:"calibration,omitempty"`
+}
+
+// InFlight is a move an earlier run started: the mailbox is on From and
+// was on its way to To.
+type InFlight struct {
+	Mailbox string `json:"mailbox"`
+	From    string `json:"from"`
+	To      string `json:"to"`
+}
+
+// Calibration is what moves the state measured say about a cluster: they
+// took Factor times what the model gives them, on average.
+type Calibration struct {
+	Cluster string  `json:"cluster"`
+	Moves   int     `json:"moves"`
+	Factor  float64 `json:"factor"`
 }
 
 // DefaultPolicy returns a policy of the given kind with every knob at its
@@ -110,9 +156,12 @@ func DefaultPolicy(kind Kind, cluster string) Policy {
 		Reserve:       DefaultReserve,
 		Throughput: Throughput{
 			Parallelism:       DefaultParallelism,
+			Connections:       DefaultConnections,
 			StreamBytesPerSec: DefaultStreamBytes,
 			MessageOverhead:   DefaultMessageOverhead,
+			MoveOverhead:      DefaultMoveOverhead,
 			AvgMessageBytes:   DefaultAvgMessageBytes,
+			Verify:            DefaultVerify,
 		},
 	}
 }
@@ -123,6 +172,10 @@ type Plan struct {
 	Version int `json:"version"`
 	// Inventory is the inventory file the plan was made from, if any.
 	Inventory string `json:"inventory,omitempty"`
+	// RelocatedMailboxes is how many mailboxes the plan took to be where
+	// moves the state records as done put them, not where the inventory
+	// file has them (see Relocate).
+	RelocatedMailboxes int `json:"relocated_mailboxes,omitempty"`
 	// InventoryDigest is InventoryDigest of the inventory the plan was made
 	// from (before what-ifs); apply compares it with the inventory it runs
 	// with. Plans of older versions have none.
@@ -133,8 +186,8 @@ type Plan struct {
 	// Clusters in inventory order, added clusters last.
 	Clusters    []ClusterProjection `json:"clusters"`
 	Unplaceable []Unplaceable       `json:"unplaceable"`
-	// Deferred counts mailboxes the policy wanted to move but left for a
-	// later run because of MaxBytes or MaxMoves.
+	// Deferred counts the moves the policy wants beyond this plan's, left
+	// for a later run because of MaxBytes or MaxMoves.
 	Deferred *Deferred `json:"deferred,omitempty"`
 	Totals   Totals    `json:"totals"`
 	Goal     Goal      `json:"goal"`
@@ -184,11 +237,16 @@ type Unplaceable struct {
 	Reason  string  `json:"reason"`
 }
 
-// Deferred summarises mailboxes left for a later run by a bound.
+// Deferred summarises what a bound left for a later run: the moves (and
+// their bytes) the same policy plans without the bounds, beyond this plan's.
 type Deferred struct {
 	Mailboxes int    `json:"mailboxes"`
 	Bytes     int64  `json:"bytes"`
 	Reason    string `json:"reason"`
+	// WantedMoves and WantedBytes are what the policy plans without the
+	// bounds.
+	WantedMoves int   `json:"wanted_moves,omitempty"`
+	WantedBytes int64 `json:"wanted_bytes,omitempty"`
 }
 
 // Totals sums the moves.
@@ -206,23 +264,45 @@ type Totals struct {
 type Goal struct {
 	Met    bool   `json:"met"`
 	Detail string `json:"detail"`
-	// LowerBoundBytes is, for Relieve, the fractional-knapsack minimum bytes
-	// any plan must move to meet the targets (zero if they cannot be met).
+	// LowerBoundBytes is a lower bound on the bytes any plan that meets
+	// the goal moves: for Relieve the fractional-knapsack minimum, for
+	// Rebalance a sum of such over the clusters outside the band (zero
+	// when the goal cannot be met).
 	LowerBoundBytes int64 `json:"lower_bound_bytes,omitempty"`
+	// Infeasible says the goal was known not to be reachable before any
+	// move was chosen (Detail says why).
+	Infeasible bool `json:"infeasible,omitempty"`
 }
 
-// ETA is the projected duration of the moves.
+// ETA is the projected duration of the moves: a schedule of them as apply
+// runs them (see eta.go).
 type ETA struct {
 	Seconds float64 `json:"seconds"`
-	// Bottleneck names what limits the duration: a cluster name, or
-	// "parallelism", or a mailbox (a single mailbox is copied by one stream).
+	// Bottleneck names what bound the schedule longest: a cluster name, or
+	// "parallelism", or a mailbox (the last to end, when the last moves
+	// ran with nothing left to start), or "time windows".
 	Bottleneck     string       `json:"bottleneck,omitempty"`
-	BottleneckKind string       `json:"bottleneck_kind,omitempty"` // cluster, parallelism, mailbox
+	BottleneckKind string       `json:"bottleneck_kind,omitempty"` // cluster, parallelism, mailbox, windows
 	Detail         string       `json:"detail,omitempty"`
 	Clusters       []ClusterETA `json:"clusters,omitempty"`
+	// Limits are what bound the moves, and for how long (the running
+	// moves' shares of each stretch of the schedule), longest first.
+	Limits []ETALimit `json:"limits,omitempty"`
+	// StartsAt is the time of day the schedule starts from when there are
+	// time windows: when the first opens (HH:MM, local).
+	StartsAt string `json:"starts_at,omitempty"`
 }
 
-// ClusterETA is one cluster's share of the work and the time it needs.
+// ETALimit is one limit and how long it bound the moves.
+type ETALimit struct {
+	Limit   string  `json:"limit"`
+	Kind    string  `json:"kind"`
+	Seconds float64 `json:"seconds"`
+}
+
+// ClusterETA is one cluster's share of the work: what it reads and writes,
+// the most connection pairs it held at once (Streams), and how long it was
+// busy (Seconds) at what mean rate.
 type ClusterETA struct {
 	Cluster     string  `json:"cluster"`
 	ReadBytes   int64   `json:"read_bytes"`

@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"mailferry/inventory"
+	"mailferry/throttle"
 )
 
 // Make plans moves for inv under pol. It never changes inv, and the same
@@ -18,46 +19,67 @@ func Make(inv *inventory.Inventory, pol Policy) (*Plan, error) {
 		return nil, err
 	}
 	pol.Throughput = pol.Throughput.withDefaults()
-	digest := InventoryDigest(inv)
-	e, err := newEngine(inv, pol)
+	// The digest reads the inventory only, as planning does: work it out
+	// alongside.
+	digestc := make(chan string, 1)
+	go func() { digestc <- InventoryDigest(inv) }()
+	e, goal, err := run(inv, pol)
 	if err != nil {
 		return nil, err
 	}
-	var goal Goal
+	p := e.plan(pol, goal)
+	if e.boundHit && (pol.MaxMoves > 0 || pol.MaxBytes > 0) {
+		// What the bounds left for a later run: what the same policy
+		// would move without them, beyond this plan; and what could not
+		// move even then.
+		free := pol
+		free.MaxMoves, free.MaxBytes = 0, 0
+		if f, fgoal, err := run(inv, free); err == nil {
+			q := f.plan(free, fgoal)
+			if n, b := q.Totals.Moves-p.Totals.Moves, q.Totals.Bytes-p.Totals.Bytes; n > 0 || b > 0 {
+				p.Deferred = &Deferred{Mailboxes: max(n, 0), Bytes: max(b, 0), Reason: boundReason(pol, p),
+					WantedMoves: q.Totals.Moves, WantedBytes: q.Totals.Bytes}
+			}
+			if pol.Kind != Rebalance {
+				p.Unplaceable = q.Unplaceable
+			}
+		}
+	}
+	p.InventoryDigest = <-digestc
+	return p, nil
+}
+
+// run plans on a fresh engine.
+func run(inv *inventory.Inventory, pol Policy) (*engine, Goal, error) {
+	e, err := newEngine(inv, pol)
+	if err != nil {
+		return nil, Goal{}, err
+	}
 	switch pol.Kind {
+	case Rebalance:
+		e, goal := rebalanceBest(inv, pol, e)
+		return e, goal, nil
 	case Drain:
 		x, err := e.clusterIndex(pol.Cluster)
 		if err != nil {
-			return nil, fmt.Errorf("drain: %w", err)
+			return nil, Goal{}, fmt.Errorf("drain: %w", err)
 		}
-		goal = e.drain(x)
-	case Relieve:
+		return e, e.drain(x), nil
+	default:
 		x, err := e.clusterIndex(pol.Cluster)
 		if err != nil {
-			return nil, fmt.Errorf("relieve: %w", err)
+			return nil, Goal{}, fmt.Errorf("relieve: %w", err)
 		}
-		c := &e.cs[x]
-		met, lb := e.relieve(x, pol.TargetLoad*c.capL, pol.TargetStorage*c.capB, true)
-		goal = Goal{Met: met}
-		if lb >= 0 {
-			goal.LowerBoundBytes = int64(math.Ceil(lb))
-		}
-		state := fmt.Sprintf("%s at load %s, storage %s (targets %s, %s)", c.Name,
-			pct(c.loadUtil()), pct(c.storageUtil()), pct(pol.TargetLoad), pct(pol.TargetStorage))
-		switch {
-		case met:
-			goal.Detail = state
-		case lb < 0:
-			goal.Detail = state + ": not reachable even by moving every mailbox that may move"
-		default:
-			goal.Detail = state + ": targets not met"
-		}
-	case Rebalance:
-		goal = e.rebalance()
+		return e, e.relieveGoal(x), nil
 	}
-	p := e.plan(pol, goal)
-	p.InventoryDigest = digest
-	return p, nil
+}
+
+// boundReason names the bound a plan reached.
+func boundReason(pol Policy, p *Plan) string {
+	if pol.MaxMoves > 0 && p.Totals.Moves >= pol.MaxMoves {
+		return fmt.Sprintf("--max-moves %d reached", pol.MaxMoves)
+	}
+	return fmt.Sprintf("--max-bytes %s reached", inventory.FormatBytes(pol.MaxBytes))
 }
 
 func (p *Policy) check() error {
@@ -81,8 +103,22 @@ func (p *Policy) check() error {
 		}
 	}
 	t := p.Throughput
-	if t.Parallelism < 0 || t.StreamBytesPerSec < 0 || !(t.MessageOverhead >= 0) || t.AvgMessageBytes < 0 {
+	if t.Parallelism < 0 || t.Connections < 0 || t.StreamBytesPerSec < 0 || !(t.MessageOverhead >= 0) || t.AvgMessageBytes < 0 ||
+		math.IsNaN(t.MoveOverhead) || math.IsInf(t.MoveOverhead, 0) || math.IsInf(t.MessageOverhead, 0) {
 		return fmt.Errorf("throughput model: values must not be negative")
+	}
+	switch t.Verify {
+	case "", "full", "size", "none":
+	default:
+		return fmt.Errorf("throughput model: verify %q: want full, size or none", t.Verify)
+	}
+	if _, err := throttle.ParseWindows(t.Windows...); err != nil {
+		return fmt.Errorf("throughput model: %w", err)
+	}
+	for _, c := range t.Calibration {
+		if !(c.Factor > 0) || math.IsInf(c.Factor, 0) {
+			return fmt.Errorf("throughput model: calibration of %s: factor %v", c.Cluster, c.Factor)
+		}
 	}
 	return nil
 }
@@ -90,6 +126,18 @@ func (p *Policy) check() error {
 func (t Throughput) withDefaults() Throughput {
 	if t.Parallelism == 0 {
 		t.Parallelism = DefaultParallelism
+	}
+	if t.Connections == 0 {
+		t.Connections = DefaultConnections
+	}
+	switch {
+	case t.MoveOverhead == 0:
+		t.MoveOverhead = DefaultMoveOverhead
+	case t.MoveOverhead < 0:
+		t.MoveOverhead = 0
+	}
+	if t.Verify == "" {
+		t.Verify = DefaultVerify
 	}
 	if t.StreamBytesPerSec == 0 {
 		t.StreamBytesPerSec = DefaultStreamBytes
@@ -135,9 +183,6 @@ func (e *engine) plan(pol Policy, goal Goal) *Plan {
 			MovesIn:       c.in,
 			MovesOut:      c.out,
 		})
-	}
-	if e.deferredN > 0 {
-		p.Deferred = &Deferred{Mailboxes: e.deferredN, Bytes: e.deferredB, Reason: e.deferredWhy}
 	}
 	p.ETA, p.Totals.Messages, p.Totals.MessagesEstimated = e.eta(pol.Throughput)
 	return p

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 
 	"mailferry/inventory"
 )
@@ -14,20 +13,23 @@ import (
 // first. Because targets only fill up, a mailbox that fits nowhere when its
 // turn comes fits nowhere at the end either.
 func (e *engine) drain(x int) Goal {
+	e.continueInFlight(func(c int) bool { return c == x })
 	idx := slices.Clone(e.byHome[x])
 	e.byRelief(idx)
 	stay := 0
 	var stayB int64
 	for _, i := range idx {
 		m := &e.mbs[i]
+		if e.to[i] >= 0 {
+			continue // in flight: going on to its target
+		}
 		if e.pinned[i] {
-			e.unplace(i, "pinned")
+			e.unplace(i, e.pinReason(i))
 			stay++
 			stayB += m.Bytes
 			continue
 		}
 		if !e.budget(m.Bytes) {
-			e.defer1(i, e.boundReason())
 			stay++
 			stayB += m.Bytes
 			continue
@@ -46,6 +48,23 @@ func (e *engine) drain(x int) Goal {
 		return Goal{Met: true, Detail: fmt.Sprintf("every mailbox leaves %s", name)}
 	}
 	return Goal{Detail: fmt.Sprintf("%s (%s) left on %s", plural(stay, "mailbox", "mailboxes"), inventory.FormatBytes(stayB), name)}
+}
+
+// pinReason says why a pinned mailbox stays.
+func (e *engine) pinReason(i int32) string {
+	if e.cooling != nil && e.cooling[i] {
+		return fmt.Sprintf("moved here less than %s ago (cooldown)", fmtDuration(e.pol.CooldownSeconds))
+	}
+	return "pinned"
+}
+
+// fmtDuration renders seconds as hours, or days when whole.
+func fmtDuration(s float64) string {
+	h := s / 3600
+	if d := h / 24; d == math.Trunc(d) && d >= 1 {
+		return fmt.Sprintf("%.0fd", d)
+	}
+	return fmt.Sprintf("%gh", math.Round(h*10)/10)
 }
 
 // need is how much load and how many bytes cluster x must shed to be at or
@@ -152,17 +171,11 @@ func (e *engine) relieve(x int, maxL, maxB float64, report bool) (met bool, lowe
 	e.compactLog(start)
 	c := &e.cs[x]
 	met = c.l <= maxL+1e-9 && float64(c.b) <= maxB
-	if !met {
-		for _, i := range cands {
-			if e.to[i] >= 0 {
-				continue
-			}
-			if !e.budget(e.mbs[i].Bytes) {
-				e.defer1(i, e.boundReason())
-			}
-		}
-		for _, i := range tried {
-			if report && e.to[i] < 0 {
+	if !met && report {
+		// Each mailbox once: both passes may have tried it.
+		slices.Sort(tried)
+		for _, i := range slices.Compact(tried) {
+			if e.to[i] < 0 {
 				e.unplace(i, "")
 			}
 		}
@@ -178,14 +191,23 @@ func (e *engine) largestFirst(a, b int32) int {
 	return cmp.Compare(a, b)
 }
 
-// compactLog drops log entries after start whose moves were undone. A
-// mailbox moves at most once, so no entry repeats.
+// compactLog drops log entries after start whose moves were undone, and
+// repeats (a mailbox the search sent on keeps its first place).
 func (e *engine) compactLog(start int) {
 	out := e.log[:start]
+	var seen map[int32]bool
 	for _, i := range e.log[start:] {
-		if e.to[i] >= 0 {
-			out = append(out, i)
+		if e.to[i] < 0 {
+			continue
 		}
+		if seen == nil {
+			seen = make(map[int32]bool)
+		}
+		if seen[i] {
+			continue
+		}
+		seen[i] = true
+		out = append(out, i)
 	}
 	e.log = out
 }
@@ -221,108 +243,6 @@ func (e *engine) fractionalBound(cands []int32, needL, needB float64) float64 {
 		}
 	}
 	return max(bytes, needB)
-}
-
-// rebalance brings clusters into [mean-band, mean+band] in both load and
-// storage utilisation, the means being the fleet's (total over capacity).
-// First every cluster above the band is relieved down to its top, onto
-// targets that may not rise above the top either; then every cluster that
-// can receive and is below the band pulls mailboxes from the fullest
-// clusters, as long as those stay inside the band.
-func (e *engine) rebalance() Goal {
-	var sumL, sumCL, sumB, sumCB float64
-	for i := range e.cs {
-		c := &e.cs[i]
-		sumL += c.l
-		sumCL += c.capL
-		sumB += float64(c.b)
-		sumCB += c.capB
-	}
-	band := e.pol.Band
-	meanL, meanS := sumL/sumCL, sumB/sumCB
-	hiL, hiS := meanL+band, meanS+band
-	loL, loS := meanL-band, meanS-band
-	for i := range e.cs {
-		c := &e.cs[i]
-		c.limL = min(c.limL, hiL*c.capL)
-		c.limB = min(c.limB, hiS*c.capB)
-	}
-	excess := func(i int) float64 { c := &e.cs[i]; return max(c.loadUtil()-hiL, c.storageUtil()-hiS) }
-	over := e.sortedClusters(func(i int) bool { return excess(i) > 1e-12 }, excess)
-	for _, x := range over {
-		c := &e.cs[x]
-		e.relieve(x, hiL*c.capL, hiS*c.capB, false)
-	}
-
-	deficit := func(i int) float64 { c := &e.cs[i]; return max(loL-c.loadUtil(), loS-c.storageUtil()) }
-	under := e.sortedClusters(func(i int) bool { return e.cs[i].receives && deficit(i) > 1e-12 }, deficit)
-	var sorted [][]int32 // per cluster, in relief order, built on first use
-	for _, d := range under {
-		if sorted == nil {
-			sorted = make([][]int32, len(e.cs))
-		}
-		dc := &e.cs[d]
-		surplus := func(i int) float64 { c := &e.cs[i]; return max(c.loadUtil()-meanL, c.storageUtil()-meanS) }
-		donors := e.sortedClusters(func(i int) bool { return i != d && e.compat[i][d] && surplus(i) > 0 }, surplus)
-		// Load first, taking mailboxes with most load per byte; then
-		// storage, taking those with least.
-		for pass := 0; pass < 2; pass++ {
-			short := func() bool {
-				if pass == 0 {
-					return dc.l < loL*dc.capL
-				}
-				return float64(dc.b) < loS*dc.capB
-			}
-			for _, x := range donors {
-				if !short() {
-					break
-				}
-				if sorted[x] == nil {
-					sorted[x] = slices.Clone(e.byHome[x])
-					e.byRelief(sorted[x])
-				}
-				xc := &e.cs[x]
-				list := sorted[x]
-				for k := range list {
-					// Stop when d is done or full, or x is at the floor.
-					if !short() || dc.l >= dc.limL || float64(dc.b) >= dc.limB ||
-						xc.l <= loL*xc.capL || float64(xc.b) <= loS*xc.capB {
-						break
-					}
-					i := list[k]
-					if pass == 1 {
-						i = list[len(list)-1-k]
-					}
-					if !e.movable(i) {
-						continue
-					}
-					m := &e.mbs[i]
-					if xc.l-m.Load < loL*xc.capL || float64(xc.b-m.Bytes) < loS*xc.capB {
-						continue
-					}
-					if !e.fits(i, d) || !e.budget(m.Bytes) {
-						continue
-					}
-					e.commit(i, d)
-				}
-			}
-		}
-	}
-
-	var out []string
-	const eps = 1e-9
-	for i := range e.cs {
-		c := &e.cs[i]
-		lu, su := c.loadUtil(), c.storageUtil()
-		if lu > hiL+eps || su > hiS+eps || (c.receives && (lu < loL-eps || su < loS-eps)) {
-			out = append(out, fmt.Sprintf("%s (load %s, storage %s)", c.Name, pct(lu), pct(su)))
-		}
-	}
-	bandText := fmt.Sprintf("load %s-%s, storage %s-%s", pct(max(loL, 0)), pct(hiL), pct(max(loS, 0)), pct(hiS))
-	if len(out) == 0 {
-		return Goal{Met: true, Detail: "every cluster inside the band: " + bandText}
-	}
-	return Goal{Detail: fmt.Sprintf("outside the band (%s): %s", bandText, strings.Join(out, ", "))}
 }
 
 // sortedClusters returns the clusters for which keep holds, largest key

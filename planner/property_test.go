@@ -98,6 +98,7 @@ func checkInvariants(t *testing.T, inv *inventory.Inventory, pol Policy, p *Plan
 		c := cs[m.Cluster]
 		c.b += m.Bytes
 		c.l += m.Load
+		c.b0, c.l0 = c.b, c.l
 	}
 	excluded := map[string]bool{}
 	for _, x := range pol.ExcludeTargets {
@@ -165,10 +166,10 @@ func checkInvariants(t *testing.T, inv *inventory.Inventory, pol Policy, p *Plan
 }
 
 type cstateT struct {
-	c  inventory.Cluster
-	b  int64
-	l  float64
-	in int
+	c     inventory.Cluster
+	b, b0 int64
+	l, l0 float64
+	in    int
 }
 
 func mustPlan(t testing.TB, inv *inventory.Inventory, pol Policy) *Plan {

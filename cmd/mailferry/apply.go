@@ -209,11 +209,13 @@ runs exits 5, naming the holder.`,
 			if err != nil {
 				return err
 			}
-			plan, err := planner.Make(inv, planner.DefaultPolicy(planner.Drain, args[0]))
+			inv, plan, h, err := planFromState(cmd.Context(), a, inv, planner.DefaultPolicy(planner.Drain, args[0]))
 			if err != nil {
-				return usageErrorf("plan: %w", err)
+				return err
 			}
-			plan.Inventory = a.inventory
+			if note := historyNote(h, plan); note != "" {
+				fmt.Fprintln(g.stderr, note)
+			}
 			switch {
 			case dryRun && g.json:
 				return planner.WritePlan(g.stdout, plan) // the plan document, as plan --json
@@ -277,11 +279,10 @@ is done, 3 when some failed or are held.`,
 					return usageErrorf("--max-bytes %q: %v", maxBytes, err)
 				}
 			}
-			plan, err := planner.Make(inv, pol)
+			inv, plan, _, err := planFromState(cmd.Context(), a, inv, pol)
 			if err != nil {
-				return usageErrorf("plan: %w", err)
+				return err
 			}
-			plan.Inventory = a.inventory
 			if g.json {
 				if err := json.NewEncoder(g.stdout).Encode(planLine{"plan", plan}); err != nil {
 					return err
@@ -352,6 +353,9 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 	}
 	if a.routed && a.cutoverExec != "" {
 		return usageErrorf("--routed says routing already changed, --cutover-exec changes it: say one")
+	}
+	if inv, err = relocateFromState(ctx, a, inv, plan); err != nil {
+		return err
 	}
 	if err := checkPlan(g, a, inv, plan, only); err != nil {
 		return err

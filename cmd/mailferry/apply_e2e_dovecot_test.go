@@ -261,8 +261,10 @@ func TestApplyE2EFailingHookHolds(t *testing.T) {
 	if m := moveOf(t, rep, held); m.Result != migrate.ResultDone || m.Verified != m.Messages {
 		t.Errorf("rerun: move of %s %+v, want done and verified", held, m)
 	}
-	if tot := rep.Totals; tot.Done != 1 || tot.Skipped != 3 {
-		t.Errorf("rerun totals %+v, want 1 done, 3 skipped", tot)
+	// The rerun plans from where the done moves put the mailboxes: only
+	// the held one is left on alpha.
+	if tot := rep.Totals; tot.Moves != 1 || tot.Done != 1 {
+		t.Errorf("rerun totals %+v, want 1 move, done", tot)
 	}
 	hooks := readHookLog(t, log2)
 	if len(hooks) != 1 || len(hooks[held]) != 1 {

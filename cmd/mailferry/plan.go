@@ -14,7 +14,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"mailferry/inventory"
+	"mailferry/migrate"
 	"mailferry/planner"
+	"mailferry/throttle"
 )
 
 type planOptions struct {
@@ -34,10 +36,18 @@ type planOptions struct {
 	assume          []string
 	addCluster      []string
 	parallelism     int
+	connections     int
+	verify          string
+	windows         []string
+	state           string
+	statePassword   string
+	cooldown        time.Duration
 	streamRate      string
 	messageOverhead time.Duration
 	output          string
 	html            string
+	bestEffort      bool
+	listMoves       bool
 }
 
 func newPlanCommand(g *globalOptions) *cobra.Command {
@@ -105,11 +115,21 @@ bottleneck. --json prints the plan document; -o writes it to a file for
 	f.StringSliceVar(&o.sameTag, "same-tag", nil, "a target must have the same value of tag `KEY` as the source, e.g. region (repeatable)")
 	f.StringArrayVar(&o.assume, "assume", nil, "what-if: `CLUSTER.FIELD=VALUE`, e.g. bravo.capacity.load=50% (repeatable)")
 	f.StringArrayVar(&o.addCluster, "add-cluster", nil, "what-if: an empty healthy cluster `NAME:BYTES:LOAD[:key=value,...]` (repeatable)")
+	f.IntVar(&o.parallelism, "parallel", planner.DefaultParallelism, "ETA: `N` mailboxes moved at once, as mailferry apply --parallel")
 	f.IntVar(&o.parallelism, "parallelism", planner.DefaultParallelism, "ETA: `N` mailboxes copied at once")
+	_ = f.MarkDeprecated("parallelism", "use --parallel (the flag mailferry apply takes)")
+	f.IntVar(&o.connections, "connections", planner.DefaultConnections, "ETA: `N` folders copied at once per mailbox, as mailferry apply --connections")
+	f.StringVar(&o.verify, "verify", planner.DefaultVerify, "ETA: how apply checks each copy, `MODE` full (reads it back), size or none, as mailferry apply --verify")
+	f.StringArrayVar(&o.windows, "window", nil, "ETA: apply starts new work only within local `HH:MM-HH:MM` (repeatable), on every cluster, as mailferry apply --window")
+	f.StringVar(&o.state, "state", defaultState(), "the state whose done moves the plan starts from (mailboxes where they put them, those within --cooldown held, the ETA calibrated by how long they took): a `FILE` (or sqlite:PATH), a postgres:// URL, or none (the inventory alone)")
+	f.StringVar(&o.statePassword, "state-password-file", "", statePasswordUsage)
+	f.DurationVar(&o.cooldown, "cooldown", planner.DefaultCooldown, "do not move a mailbox a done move put where it is less than `D` ago (0: no cooldown)")
 	f.StringVar(&o.streamRate, "stream-rate", inventory.FormatBytes(planner.DefaultStreamBytes), "ETA: bytes per second one copy stream sustains, a `SIZE` such as 20MiB")
 	f.DurationVar(&o.messageOverhead, "message-overhead", time.Duration(planner.DefaultMessageOverhead*float64(time.Second)), "ETA: fixed cost per message, a `DURATION`")
 	f.StringVarP(&o.output, "output", "o", "", "write the plan document (JSON) to `FILE` (a file name, never a format: --json prints it on stdout)")
 	f.StringVar(&o.html, "html", "", "also write the plan as a self-contained HTML page to `FILE` (clusters before/after, moves)")
+	f.BoolVar(&o.listMoves, "moves", false, fmt.Sprintf("list every move in the text plan (by default the first %d)", movesShown))
+	f.BoolVar(&o.bestEffort, "best-effort", false, "--relieve: when the targets cannot be met, plan the moves that get closest instead of none")
 	return cmd
 }
 
@@ -122,11 +142,17 @@ func runPlan(cmd *cobra.Command, g *globalOptions, o *planOptions) error {
 	if err != nil {
 		return err
 	}
+	h, err := readHistory(cmd.Context(), o.state, o.statePassword, inv)
+	if err != nil {
+		return err
+	}
+	inv, relocated := h.apply(inv, &pol, o.cooldown, time.Now())
 	plan, err := planner.Make(inv, pol)
 	if err != nil {
 		return usageErrorf("plan: %w", err)
 	}
 	plan.Inventory = o.inventory
+	plan.RelocatedMailboxes = relocated
 	if o.output != "" {
 		var buf bytes.Buffer
 		if err := planner.WritePlan(&buf, plan); err != nil {
@@ -142,18 +168,44 @@ func runPlan(cmd *cobra.Command, g *globalOptions, o *planOptions) error {
 		}
 	}
 	if g.json {
-		return planner.WritePlan(g.stdout, plan)
+		if err := planner.WritePlan(g.stdout, plan); err != nil {
+			return err
+		}
+		return goalError(plan)
 	}
-	if err := renderPlan(g.stdout, plan); err != nil {
+	if note := historyNote(h, plan); note != "" {
+		fmt.Fprintln(g.stdout, note)
+	}
+	if err := renderPlanMoves(g.stdout, plan, o.listMoves); err != nil {
 		return err
 	}
 	if o.output != "" {
-		_, err = fmt.Fprintf(g.stdout, "\nPlan written to %s; run it with:\n  mailferry apply %s -i %s --cutover-exec ./switch-routing.sh\n"+
+		if _, err := fmt.Fprintf(g.stdout, "\nPlan written to %s; run it with:\n  mailferry apply %s -i %s --cutover-exec ./switch-routing.sh\n"+
 			"(the hook switches one mailbox's routing to its target, named in MAILFERRY_MAILBOX and MAILFERRY_TO;\n"+
 			"without it every move stays in sync at ready, not final, until mailferry complete --routed)\n",
-			o.output, o.output, o.inventory)
+			o.output, o.output, o.inventory); err != nil {
+			return err
+		}
 	}
-	return err
+	return goalError(plan)
+}
+
+// goalError is the plan's outcome as an exit status: nil when the goal is
+// met, else exit 3 (the plan, if any, was printed and written).
+func goalError(p *planner.Plan) error {
+	if p.Goal.Met {
+		return nil
+	}
+	what := "goal not met"
+	switch {
+	case p.Goal.Infeasible && len(p.Moves) == 0:
+		what = "goal cannot be met; no moves planned"
+	case p.Goal.Infeasible:
+		what = "goal cannot be met; best-effort plan"
+	case p.Deferred != nil:
+		what = "goal not met within the bounds; the rest is left for a later run"
+	}
+	return partialError{fmt.Sprintf("%s (%d moves)", what, len(p.Moves))}
 }
 
 // policy turns the flags into a planner policy, rejecting combinations that
@@ -180,7 +232,7 @@ func (o *planOptions) policy(cmd *cobra.Command) (planner.Policy, error) {
 	if n != 1 {
 		return planner.Policy{}, usageErrorf("plan: say exactly one of --drain CLUSTER, --relieve CLUSTER or --rebalance")
 	}
-	only := map[string]planner.Kind{"target-load": planner.Relieve, "target-storage": planner.Relieve, "band": planner.Rebalance}
+	only := map[string]planner.Kind{"target-load": planner.Relieve, "target-storage": planner.Relieve, "band": planner.Rebalance, "best-effort": planner.Relieve}
 	for name, k := range only {
 		if cmd.Flags().Changed(name) && k != kind {
 			return planner.Policy{}, usageErrorf("plan: --%s applies only to --%s", name, k)
@@ -205,6 +257,7 @@ func (o *planOptions) policy(cmd *cobra.Command) (planner.Policy, error) {
 		return pol, usageErrorf("plan: --max-moves must not be negative")
 	}
 	pol.MaxMoves = o.maxMoves
+	pol.BestEffort = o.bestEffort
 	pol.ExcludeTargets, pol.Pinned, pol.SameTags = o.exclude, o.pin, o.sameTag
 	pol.Assume, pol.AddClusters = o.assume, o.addCluster
 	if o.parallelism <= 0 {
@@ -217,12 +270,25 @@ func (o *planOptions) policy(cmd *cobra.Command) (planner.Policy, error) {
 	if o.messageOverhead < 0 {
 		return pol, usageErrorf("plan: --message-overhead must not be negative")
 	}
-	pol.Throughput = planner.Throughput{
-		Parallelism:       o.parallelism,
-		StreamBytesPerSec: rate,
-		MessageOverhead:   o.messageOverhead.Seconds(),
-		AvgMessageBytes:   planner.DefaultAvgMessageBytes,
+	if o.connections <= 0 {
+		return pol, usageErrorf("plan: --connections must be positive")
 	}
+	mode, err := migrate.ParseVerifyMode(o.verify)
+	if err != nil {
+		return pol, usageErrorf("plan: --verify: %v", err)
+	}
+	if _, err := throttle.ParseWindows(o.windows...); err != nil {
+		return pol, usageErrorf("plan: --window: %v", err)
+	}
+	if o.cooldown < 0 {
+		return pol, usageErrorf("plan: --cooldown must not be negative")
+	}
+	pol.Throughput.Parallelism = o.parallelism
+	pol.Throughput.Connections = o.connections
+	pol.Throughput.Verify = string(mode)
+	pol.Throughput.Windows = o.windows
+	pol.Throughput.StreamBytesPerSec = rate
+	pol.Throughput.MessageOverhead = o.messageOverhead.Seconds()
 	return pol, nil
 }
 
@@ -258,8 +324,15 @@ func writeFileAtomic(path string, data []byte) error {
 
 const barWidth = 20
 
-// renderPlan writes the plan as the table operators read.
-func renderPlan(w io.Writer, p *planner.Plan) error {
+// movesShown is how many moves the text plan lists without --moves.
+const movesShown = 10
+
+// renderPlan writes the plan as the table operators read, with its first
+// moves.
+func renderPlan(w io.Writer, p *planner.Plan) error { return renderPlanMoves(w, p, false) }
+
+// renderPlanMoves is renderPlan listing every move when all is set.
+func renderPlanMoves(w io.Writer, p *planner.Plan, all bool) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Plan: %s; targets keep %s in reserve\n", describePolicy(p.Policy), pct0(p.Policy.Reserve))
 	for _, a := range p.Policy.Assume {
@@ -303,18 +376,49 @@ func renderPlan(w io.Writer, p *planner.Plan) error {
 	}
 	fmt.Fprintf(&b, "Moves:  %d mailboxes, %s, %s messages, load %s\n", t.Moves, inventory.FormatBytes(t.Bytes), msgs, trimFloat(t.Load))
 	if t.Moves > 0 {
-		fmt.Fprintf(&b, "ETA:    %s at %d parallel copies; bottleneck: %s\n", duration(p.ETA.Seconds), p.Policy.Throughput.Parallelism, p.ETA.Detail)
+		th := p.Policy.Throughput
+		from := ""
+		if p.ETA.StartsAt != "" {
+			from = ", from " + p.ETA.StartsAt + " when a window opens"
+		}
+		fmt.Fprintf(&b, "ETA:    %s as apply runs it (%d at once, up to %d connections each, verify %s%s)\n", duration(p.ETA.Seconds), th.Parallelism, th.Connections, th.Verify, from)
+		fmt.Fprintf(&b, "        bottleneck: %s\n", p.ETA.Detail)
 	}
 	goal := "met: " + p.Goal.Detail
 	if !p.Goal.Met {
 		goal = "NOT met: " + p.Goal.Detail
 	}
 	fmt.Fprintf(&b, "Goal:   %s\n", goal)
-	if p.Goal.LowerBoundBytes > 0 && t.Bytes > 0 {
-		fmt.Fprintf(&b, "        moves %s; no plan can move less than %s\n", inventory.FormatBytes(t.Bytes), inventory.FormatBytes(p.Goal.LowerBoundBytes))
+	if lb := p.Goal.LowerBoundBytes; lb > 0 && t.Bytes > 0 {
+		if p.Goal.Met {
+			fmt.Fprintf(&b, "        moves %s, %.2fx the least any plan that meets the goal can move (%s)\n", inventory.FormatBytes(t.Bytes), float64(t.Bytes)/float64(lb), inventory.FormatBytes(lb))
+		} else {
+			fmt.Fprintf(&b, "        a plan that meets the goal moves at least %s\n", inventory.FormatBytes(lb))
+		}
 	}
 	if d := p.Deferred; d != nil {
-		fmt.Fprintf(&b, "Left for a later run: %d mailboxes, %s (%s)\n", d.Mailboxes, inventory.FormatBytes(d.Bytes), d.Reason)
+		wanted := ""
+		if d.WantedMoves > 0 {
+			wanted = fmt.Sprintf("of %d moves, %s wanted; ", d.WantedMoves, inventory.FormatBytes(d.WantedBytes))
+		}
+		fmt.Fprintf(&b, "Left for a later run: %d moves, %s (%s%s)\n", d.Mailboxes, inventory.FormatBytes(d.Bytes), wanted, d.Reason)
+	}
+	if n := len(p.Moves); n > 0 {
+		shown := n
+		if !all && n > movesShown {
+			shown = movesShown
+		}
+		if shown == n {
+			fmt.Fprintf(&b, "\nMoves, in the order they start: %d\n", n)
+		} else {
+			fmt.Fprintf(&b, "\nMoves, in the order they start: the first %d of %d (--moves lists all, --json has the plan)\n", shown, n)
+		}
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  MAILBOX\tFROM\tTO\tSIZE\tLOAD")
+		for _, m := range p.Moves[:shown] {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", m.Mailbox, m.From, m.To, inventory.FormatBytes(m.Bytes), trimFloat(m.Load))
+		}
+		tw.Flush()
 	}
 	if n := len(p.Unplaceable); n > 0 {
 		fmt.Fprintf(&b, "\nUnplaceable: %d\n", n)
