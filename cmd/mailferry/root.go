@@ -112,7 +112,7 @@ var commandHelp = map[string]struct{ exit, example string }{
 		example: "  mailferry version\n  mailferry --version\n  mailferry version --json"},
 	"mailferry inventory": {exit: "Exit codes: 0; 2 usage error (an unknown subcommand).",
 		example: "  mailferry inventory check -i inv.yaml"},
-	"mailferry plan":     {exit: "Exit codes: 0 planned (whether or not the goal is met: see goal.met in --json);\n2 usage error or an inventory problem; 1 the plan file could not be written."},
+	"mailferry plan":     {exit: "Exit codes: 0 planned and the goal is met; 3 the goal is not met (the plan is\nstill printed and written; a relieve that cannot be met plans no moves\nunless --best-effort); 2 usage error or an inventory problem; 1 the plan file\ncould not be written."},
 	"mailferry demo":     {exit: "Exit codes: 0 the demo ran; 1 it could not; 2 usage error; 3 some moves failed;\n130 interrupted."},
 	"mailferry discover": {exit: "Exit codes: 0 every mailbox measured; 3 some could not be measured (listed;\nthey keep their old values); 2 usage error or an inventory problem; 1 could\nnot run; 130 interrupted."},
 	"mailferry status":   {exit: "Exit codes: 0; 2 usage error (--state none, or no state there); 1 the state\ncould not be read."},
