@@ -170,7 +170,7 @@ func TestOutputsMatchSchemas(t *testing.T) {
 	t.Run("plan", func(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "plan.json")
 		code, stdout, stderr := runCLI(t, nil, "plan", "-i", exampleInventory, "--drain", "bravo", "--json", "-o", out)
-		if code != exitOK {
+		if code != exitOK && code != exitPartial { // 3: the example's drain does not meet its goal; the plan is printed and written
 			t.Fatalf("plan: exit %d: %s", code, stderr)
 		}
 		validate(t, planSchema, "plan --json", stdout)
