@@ -39,6 +39,8 @@ type applyFlags struct {
 	holdAtReady    bool
 	report         string
 	reportHTML     string
+	// cooldown (drain and rebalance, which plan): see plan --cooldown.
+	cooldown time.Duration
 	metrics        metricsOptions
 	keepDeleted    bool
 	windows        []string
@@ -250,6 +252,7 @@ runs exits 5, naming the holder.`,
 	a.register(cmd.Flags())
 	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the plan only (with --json the plan document, as plan --json prints it)")
+	cmd.Flags().DurationVar(&a.cooldown, "cooldown", planner.DefaultCooldown, cooldownUsage)
 	return cmd
 }
 
@@ -294,6 +297,7 @@ is done, 3 when some failed or are held.`,
 	a.register(cmd.Flags())
 	cmd.Flags().StringVar(&maxBytes, "max-bytes", "", "move at most `SIZE` this run (e.g. 500GiB)")
 	cmd.Flags().IntVar(&maxMoves, "max-moves", 0, "move at most `N` mailboxes this run")
+	cmd.Flags().DurationVar(&a.cooldown, "cooldown", planner.DefaultCooldown, cooldownUsage)
 	return cmd
 }
 

@@ -123,7 +123,7 @@ bottleneck. --json prints the plan document; -o writes it to a file for
 	f.StringArrayVar(&o.windows, "window", nil, "ETA: apply starts new work only within local `HH:MM-HH:MM` (repeatable), on every cluster, as mailferry apply --window")
 	f.StringVar(&o.state, "state", defaultState(), "the state whose done moves the plan starts from (mailboxes where they put them, those within --cooldown held, the ETA calibrated by how long they took): a `FILE` (or sqlite:PATH), a postgres:// URL, or none (the inventory alone)")
 	f.StringVar(&o.statePassword, "state-password-file", "", statePasswordUsage)
-	f.DurationVar(&o.cooldown, "cooldown", planner.DefaultCooldown, "do not move a mailbox a done move put where it is less than `D` ago (0: no cooldown)")
+	f.DurationVar(&o.cooldown, "cooldown", planner.DefaultCooldown, cooldownUsage)
 	f.StringVar(&o.streamRate, "stream-rate", inventory.FormatBytes(planner.DefaultStreamBytes), "ETA: bytes per second one copy stream sustains, a `SIZE` such as 20MiB")
 	f.DurationVar(&o.messageOverhead, "message-overhead", time.Duration(planner.DefaultMessageOverhead*float64(time.Second)), "ETA: fixed cost per message, a `DURATION`")
 	f.StringVarP(&o.output, "output", "o", "", "write the plan document (JSON) to `FILE` (a file name, never a format: --json prints it on stdout)")
@@ -132,6 +132,9 @@ bottleneck. --json prints the plan document; -o writes it to a file for
 	f.BoolVar(&o.bestEffort, "best-effort", false, "--relieve: when the targets cannot be met, plan the moves that get closest instead of none")
 	return cmd
 }
+
+// cooldownUsage is the --cooldown of plan, drain and rebalance.
+const cooldownUsage = "do not move a mailbox a done move put where it is less than `D` ago (0: no cooldown)"
 
 func runPlan(cmd *cobra.Command, g *globalOptions, o *planOptions) error {
 	pol, err := o.policy(cmd)

@@ -332,6 +332,21 @@ func TestPlanFromState(t *testing.T) {
 		!slices.ContainsFunc(p.Moves, func(m planner.Move) bool { return m.Mailbox == "ines.0528@example.com" }) {
 		t.Fatalf("--cooldown 0: %v", p)
 	}
+	// drain (and rebalance) plan the same way and take --cooldown too.
+	for _, c := range []struct {
+		cooldown string
+		held     int
+	}{{"", 3}, {"0", 0}} {
+		args := []string{"drain", "charlie", "-i", exampleInventory, "--state", db, "--dry-run", "--json"}
+		if c.cooldown != "" {
+			args = append(args, "--cooldown", c.cooldown)
+		}
+		_, out, errOut := runCLI(t, nil, args...)
+		p, err := planner.ReadPlan(strings.NewReader(out))
+		if err != nil || len(p.Policy.CoolingDown) != c.held {
+			t.Fatalf("drain --cooldown %q: %v; plan %v\n%s", c.cooldown, err, p, errOut)
+		}
+	}
 }
 
 // The text plan lists the first moves, and every one with --moves.

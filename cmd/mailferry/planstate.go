@@ -188,7 +188,7 @@ func planFromState(ctx context.Context, a *applyFlags, inv *inventory.Inventory,
 	if err != nil {
 		return nil, nil, h, err
 	}
-	inv, n := h.apply(inv, &pol, planner.DefaultCooldown, time.Now())
+	inv, n := h.apply(inv, &pol, a.cooldown, time.Now())
 	p, err := planner.Make(inv, pol)
 	if err != nil {
 		return nil, nil, h, usageErrorf("plan: %w", err)
