@@ -40,23 +40,23 @@ type applyFlags struct {
 	report         string
 	reportHTML     string
 	// cooldown (drain and rebalance, which plan): see plan --cooldown.
-	cooldown time.Duration
-	metrics        metricsOptions
-	keepDeleted    bool
-	windows        []string
-	exitOutside    bool
-	ioTimeout      time.Duration
-	lateWindow     time.Duration
-	noMulti        bool
-	allowMass      bool
-	routed         bool
-	pop3Gate       bool
-	skipPreflight  bool
-	debugIMAP      bool
-	debugIMAPDir   string
-	force          bool   // apply, complete: run moves Check refuses
-	planPath       string // apply, complete: the plan file, for hints
-	hooks          *runHooks
+	cooldown      time.Duration
+	metrics       metricsOptions
+	keepDeleted   bool
+	windows       []string
+	exitOutside   bool
+	ioTimeout     time.Duration
+	lateWindow    time.Duration
+	noMulti       bool
+	allowMass     bool
+	routed        bool
+	pop3Gate      bool
+	skipPreflight bool
+	debugIMAP     bool
+	debugIMAPDir  string
+	force         bool   // apply, complete: run moves Check refuses
+	planPath      string // apply, complete: the plan file, for hints
+	hooks         *runHooks
 }
 
 // runHooks are what the demo adds to a run in-process (nil for the
