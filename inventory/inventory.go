@@ -336,24 +336,9 @@ func (a *Auth) check() []fieldProblem {
 // parseURL checks an IMAP URL and returns the TLS mode it implies together
 // with the explicit tls setting ("" when unset).
 func parseURL(rawURL string, tls TLSMode) (TLSMode, error) {
-	raw := secret.RedactURL(rawURL) // for messages
-	u, err := url.Parse(rawURL)
+	u, err := parseServerURL(rawURL, "credentials belong in auth")
 	if err != nil {
-		return "", fmt.Errorf("not a URL: %q", raw)
-	}
-	if u.User != nil {
-		return "", fmt.Errorf("%q carries user information: credentials belong in auth, passwords in password_file or password_env", raw)
-	}
-	if u.Hostname() == "" {
-		return "", fmt.Errorf("%q has no host", raw)
-	}
-	if p := u.Port(); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n <= 0 || n > 65535 {
-			return "", fmt.Errorf("%q has a bad port", raw)
-		}
-	}
-	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("%q: want only scheme, host and port", raw)
+		return "", err
 	}
 	switch u.Scheme {
 	case "imaps":
@@ -375,28 +360,40 @@ func parseURL(rawURL string, tls TLSMode) (TLSMode, error) {
 	}
 }
 
+// parseServerURL parses a server's URL (IMAP or POP3) and checks what both
+// kinds share: a host, a valid port, no user information (whereLogins says
+// where logins belong instead), no path, query or fragment. Messages quote
+// the URL with any password masked.
+func parseServerURL(rawURL, whereLogins string) (*url.URL, error) {
+	raw := secret.RedactURL(rawURL)
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("not a URL: %q", raw)
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("%q carries user information: %s, passwords in password_file or password_env", raw, whereLogins)
+	}
+	if u.Hostname() == "" {
+		return nil, fmt.Errorf("%q has no host", raw)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n <= 0 || n > 65535 {
+			return nil, fmt.Errorf("%q has a bad port", raw)
+		}
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("%q: want only scheme, host and port", raw)
+	}
+	return u, nil
+}
+
 // parsePOP3URL checks a POP3 URL and returns the TLS mode it implies:
 // pop3s:// implicit TLS, pop3:// STLS (required) unless the cluster says
 // tls: none, as for its IMAP URL.
 func parsePOP3URL(rawURL string, tls TLSMode) (TLSMode, error) {
-	raw := secret.RedactURL(rawURL) // for messages
-	u, err := url.Parse(rawURL)
+	u, err := parseServerURL(rawURL, "POP3 logins are the cluster's auth")
 	if err != nil {
-		return "", fmt.Errorf("not a URL: %q", raw)
-	}
-	if u.User != nil {
-		return "", fmt.Errorf("%q carries user information: POP3 logins are the cluster's auth, passwords in password_file or password_env", raw)
-	}
-	if u.Hostname() == "" {
-		return "", fmt.Errorf("%q has no host", raw)
-	}
-	if p := u.Port(); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n <= 0 || n > 65535 {
-			return "", fmt.Errorf("%q has a bad port", raw)
-		}
-	}
-	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("%q: want only scheme, host and port", raw)
+		return "", err
 	}
 	switch u.Scheme {
 	case "pop3s":
