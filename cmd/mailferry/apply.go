@@ -369,20 +369,9 @@ func runApply(cmd *cobra.Command, g *globalOptions, a *applyFlags, inv *inventor
 		return usageErrorf("--window: %v", err)
 	}
 	warnInsecure(g, inv)
-	limiters := map[string]*throttle.Limiter{}
-	for i := range inv.Clusters {
-		c := &inv.Clusters[i]
-		cfg := throttle.Config{
-			MaxConnections: c.Limits.Connections, BytesPerSecond: float64(c.Limits.BytesPerSec),
-			MessagesPerSecond: c.Limits.MessagesPerSec, MaxLatency: c.Limits.MaxLatency,
-			Windows: append(append(throttle.Windows(nil), c.Limits.Windows...), windows...), Degraded: c.Health == inventory.Degraded,
-		}
-		if cfg.MaxConnections == 0 {
-			cfg.MaxConnections = a.parallel * a.connections
-		}
-		if limiters[c.Name], err = throttle.New(c.Name, cfg); err != nil {
-			return usageErrorf("cluster %s limits: %v", c.Name, err)
-		}
+	limiters, err := newLimiters(inv, a, windows)
+	if err != nil {
+		return err
 	}
 	want := map[string]bool{}
 	for _, m := range only {

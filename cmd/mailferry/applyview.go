@@ -178,24 +178,31 @@ func (v *applyView) startLive(parallel int) {
 			return v.fill(w, st, lines[i])
 		}))
 	}
-	barStyle := mpb.BarStyle().Build()
-	var scratch bytes.Buffer
 	v.bar = v.p.New(0, nil,
 		mpb.BarFillerTrim(),
 		mpb.BarTopExtender(above...),
-		mpb.BarFillerMiddleware(func(mpb.BarFiller) mpb.BarFiller {
-			return mpb.BarFillerFunc(func(w io.Writer, st decor.Statistics) error {
-				s := v.snap.Load()
-				scratch.Reset()
-				total := max(s.total, s.done, 1)
-				_ = barStyle.Fill(&scratch, decor.Statistics{AvailableWidth: 32, Total: total, Current: s.done})
-				// mpb ends the bar's own row (unlike the extenders' rows).
-				line := fmt.Sprintf("%s %3d%%  %s", scratch.String(), s.done*100/total, s.status)
-				_, err := io.WriteString(w, cutRunes(line, st.AvailableWidth-1))
-				return err
-			})
-		}),
+		statusBar(func() (int64, int64, string) { s := v.snap.Load(); return s.done, s.total, s.status }),
 	)
+}
+
+// statusBar draws a bar's own row: 32 cells of bar, the percentage and a
+// status text, cut to the terminal's width. read gives the figures at
+// each redraw (the live view's and migrate's bars alike).
+func statusBar(read func() (done, total int64, text string)) mpb.BarOption {
+	barStyle := mpb.BarStyle().Build()
+	var scratch bytes.Buffer
+	return mpb.BarFillerMiddleware(func(mpb.BarFiller) mpb.BarFiller {
+		return mpb.BarFillerFunc(func(w io.Writer, st decor.Statistics) error {
+			done, total, text := read()
+			total = max(total, done, 1)
+			scratch.Reset()
+			_ = barStyle.Fill(&scratch, decor.Statistics{AvailableWidth: 32, Total: total, Current: done})
+			// mpb ends the bar's own row (unlike the extenders' rows).
+			line := fmt.Sprintf("%s %3d%%  %s", scratch.String(), done*100/total, text)
+			_, err := io.WriteString(w, cutRunes(line, st.AvailableWidth-1))
+			return err
+		})
+	})
 }
 
 // fill writes one line above the bar in the live area, cut to the

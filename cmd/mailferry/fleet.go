@@ -74,8 +74,23 @@ func openFleet(ctx context.Context, cmdName, url, passwordFile string) (*state.S
 	return st, f, nil
 }
 
+// newLimiters makes each cluster's limiter from the inventory and the
+// apply flags (apply, drain, complete, rebalance and a fleet worker alike).
+func newLimiters(inv *inventory.Inventory, a *applyFlags, windows throttle.Windows) (map[string]*throttle.Limiter, error) {
+	limiters := map[string]*throttle.Limiter{}
+	for i := range inv.Clusters {
+		c := &inv.Clusters[i]
+		lim, err := throttle.New(c.Name, limiterConfig(c, a, windows))
+		if err != nil {
+			return nil, usageErrorf("cluster %s limits: %v", c.Name, err)
+		}
+		limiters[c.Name] = lim
+	}
+	return limiters, nil
+}
+
 // limiterConfig is a cluster's throttle config from the inventory and the
-// apply flags (as runApply builds it).
+// apply flags.
 func limiterConfig(c *inventory.Cluster, a *applyFlags, windows throttle.Windows) throttle.Config {
 	cfg := throttle.Config{
 		MaxConnections: c.Limits.Connections, BytesPerSecond: float64(c.Limits.BytesPerSec),
@@ -263,12 +278,9 @@ func runWorker(ctx context.Context, g *globalOptions, a *applyFlags, ff *fleetFl
 	name := ff.workerName()
 	gates := f.NewGates(name)
 	defer gates.Close()
-	limiters := map[string]*throttle.Limiter{}
-	for i := range inv.Clusters {
-		c := &inv.Clusters[i]
-		if limiters[c.Name], err = throttle.New(c.Name, limiterConfig(c, a, windows)); err != nil {
-			return usageErrorf("cluster %s limits: %v", c.Name, err)
-		}
+	limiters, err := newLimiters(inv, a, windows)
+	if err != nil {
+		return err
 	}
 	clusters := fleetClusters(inv, limiters, gates)
 	served, stopMetrics, err := startMetrics(g, a.metrics, limiters, nil, nil)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/vbauerster/mpb/v8"
-	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/term"
 
 	"mailferry/inventory"
@@ -126,20 +124,8 @@ func (p *progress) text(live bool) string {
 func (p *progress) startBar() {
 	p.snap.Store(&progressSnap{total: p.totalBytes})
 	p.p = mpb.New(mpb.WithOutput(p.w), mpb.WithRefreshRate(viewTick))
-	barStyle := mpb.BarStyle().Build()
-	var scratch bytes.Buffer
-	p.bar = p.p.New(0, nil, mpb.BarFillerTrim(), mpb.BarFillerMiddleware(func(mpb.BarFiller) mpb.BarFiller {
-		return mpb.BarFillerFunc(func(w io.Writer, st decor.Statistics) error {
-			s := p.snap.Load()
-			scratch.Reset()
-			total := max(s.total, s.done, 1)
-			_ = barStyle.Fill(&scratch, decor.Statistics{AvailableWidth: 32, Total: total, Current: s.done})
-			line := fmt.Sprintf("%s %3d%%  %s", scratch.String(), s.done*100/total, s.text)
-			// mpb ends the row.
-			_, err := io.WriteString(w, cutRunes(line, st.AvailableWidth-1))
-			return err
-		})
-	}))
+	p.bar = p.p.New(0, nil, mpb.BarFillerTrim(),
+		statusBar(func() (int64, int64, string) { s := p.snap.Load(); return s.done, s.total, s.text }))
 }
 
 // line prints one line, above the bar when there is one. p.mu is held.
