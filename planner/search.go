@@ -617,7 +617,24 @@ type nearCand struct {
 // walk adds up to w mailboxes on x in order o (dir +1) or against it (dir
 // -1), from position im of x's home list and ia of its other mailboxes.
 func (e *engine) walk(buf []int32, o, x, im, ia, dir, w int) []int32 {
+	return e.walkInto(buf, o, x, im, ia, dir, w, true)
+}
+
+// walkAll is walk without the dedup (into a scratch list).
+func (e *engine) walkAll(out []int32, o, x, im, ia, dir, w int) []int32 {
+	return e.walkInto(out, o, x, im, ia, dir, w, false)
+}
+
+// walkInto is walk and walkAll: dedup adds through e.add, else appends.
+func (e *engine) walkInto(buf []int32, o, x, im, ia, dir, w int, dedup bool) []int32 {
 	mem, arr := e.list(o, x), e.arr[o][x]
+	put := func(m int32) {
+		if dedup {
+			buf = e.add(buf, m)
+		} else {
+			buf = append(buf, m)
+		}
+	}
 	for n := 0; n < w; n++ {
 		for im >= 0 && im < len(mem) && e.where(mem[im]) != int32(x) {
 			im += dir
@@ -626,39 +643,16 @@ func (e *engine) walk(buf []int32, o, x, im, ia, dir, w int) []int32 {
 		okA := ia >= 0 && ia < len(arr)
 		switch {
 		case okM && (!okA || (dir > 0) == e.less(o, mem[im], arr[ia])):
-			buf = e.add(buf, mem[im])
+			put(mem[im])
 			im += dir
 		case okA:
-			buf = e.add(buf, arr[ia])
+			put(arr[ia])
 			ia += dir
 		default:
 			return buf
 		}
 	}
 	return buf
-}
-
-// walkAll is walk without the dedup (into a scratch list).
-func (e *engine) walkAll(out []int32, o, x, im, ia, dir, w int) []int32 {
-	mem, arr := e.list(o, x), e.arr[o][x]
-	for n := 0; n < w; n++ {
-		for im >= 0 && im < len(mem) && e.where(mem[im]) != int32(x) {
-			im += dir
-		}
-		okM := im >= 0 && im < len(mem)
-		okA := ia >= 0 && ia < len(arr)
-		switch {
-		case okM && (!okA || (dir > 0) == e.less(o, mem[im], arr[ia])):
-			out = append(out, mem[im])
-			im += dir
-		case okA:
-			out = append(out, arr[ia])
-			ia += dir
-		default:
-			return out
-		}
-	}
-	return out
 }
 
 // idealShift is how much of one dimension moving from a cluster holding vs
