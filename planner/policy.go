@@ -212,13 +212,36 @@ func (e *engine) compactLog(start int) {
 	e.log = out
 }
 
+// shedLoad is the fractional-knapsack step of the lower bounds: it takes
+// mailboxes from next (in relief order; -1 when there are no more) until
+// their load covers needL, the last one in part, and returns their bytes;
+// ok is false when they run out first.
+func (e *engine) shedLoad(needL float64, next func() int32) (bytes float64, ok bool) {
+	load := 0.0
+	for load < needL {
+		i := next()
+		if i < 0 {
+			return bytes, false
+		}
+		m := &e.mbs[i]
+		if load+m.Load >= needL {
+			if m.Load > 0 {
+				bytes += float64(m.Bytes) * (needL - load) / m.Load
+			}
+			return bytes, true
+		}
+		load += m.Load
+		bytes += float64(m.Bytes)
+	}
+	return bytes, true
+}
+
 // fractionalBound is the least number of bytes that sheds needL load and
 // needB bytes if mailboxes could be split: the relief-ordered prefix that
 // covers needL, the last one taken in part, and at least needB. cands must
 // be in relief order. It returns -1 if the mailboxes cannot cover the need.
 func (e *engine) fractionalBound(cands []int32, needL, needB float64) float64 {
 	var bytes, total float64
-	load := 0.0
 	for _, i := range cands {
 		total += float64(e.mbs[i].Bytes)
 	}
@@ -226,19 +249,15 @@ func (e *engine) fractionalBound(cands []int32, needL, needB float64) float64 {
 		return -1
 	}
 	if needL > 0 {
-		for _, i := range cands {
-			m := &e.mbs[i]
-			if load+m.Load >= needL {
-				if m.Load > 0 {
-					bytes += float64(m.Bytes) * (needL - load) / m.Load
-				}
-				load = needL
-				break
+		k := 0
+		var ok bool
+		if bytes, ok = e.shedLoad(needL, func() int32 {
+			if k == len(cands) {
+				return -1
 			}
-			load += m.Load
-			bytes += float64(m.Bytes)
-		}
-		if load < needL {
+			k++
+			return cands[k-1]
+		}); !ok {
 			return -1
 		}
 	}

@@ -283,25 +283,10 @@ func (e *engine) bandBound() (lb float64, reachable bool) {
 			}
 			return best
 		}
-		bytes, load := 0.0, 0.0
+		bytes := 0.0
 		if needL > 0 {
-			for load < needL {
-				i := next()
-				if i < 0 {
-					break
-				}
-				m := &e.mbs[i]
-				if load+m.Load >= needL {
-					if m.Load > 0 {
-						bytes += float64(m.Bytes) * (needL - load) / m.Load
-					}
-					load = needL
-					break
-				}
-				load += m.Load
-				bytes += float64(m.Bytes)
-			}
-			if load < needL {
+			var ok bool
+			if bytes, ok = e.shedLoad(needL, next); !ok {
 				reachable = false
 				continue
 			}
