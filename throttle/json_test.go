@@ -2,6 +2,8 @@ package throttle
 
 import (
 	"encoding/json"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -37,4 +39,55 @@ func TestStatsJSON(t *testing.T) {
 	if back != s {
 		t.Errorf("round trip: %+v, want %+v", back, s)
 	}
+}
+
+// Every field of Stats survives the report's JSON: the test fills each
+// one (by reflection, so a field added later is covered without touching
+// the test) and reads it back. A field the hand-written mapping forgets
+// comes back zero.
+func TestStatsJSONCarriesEveryField(t *testing.T) {
+	var s Stats
+	fill(t, reflect.ValueOf(&s).Elem(), 1)
+	data, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Stats
+	if err := json.Unmarshal(data, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, s) {
+		t.Errorf("round trip lost fields:\n got %+v\nwant %+v\njson %s", back, s, data)
+	}
+}
+
+// fill gives every field of v a distinct non-zero value.
+func fill(t *testing.T, v reflect.Value, n int) int {
+	t.Helper()
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Field(i)
+		n++
+		switch {
+		case f.Type() == reflect.TypeOf(time.Duration(0)):
+			f.SetInt(int64(n) * int64(250*time.Millisecond)) // exact in float seconds
+		case f.Type() == reflect.TypeOf(Signal(0)):
+			f.SetInt(int64(SignalUnavailable))
+		case f.Kind() == reflect.Struct:
+			n = fill(t, f, n)
+		case f.Kind() == reflect.Int, f.Kind() == reflect.Int64:
+			f.SetInt(int64(n))
+		case f.Kind() == reflect.Float64:
+			f.SetFloat(float64(n) + 0.5)
+		case f.Kind() == reflect.Bool:
+			f.SetBool(true)
+		case f.Kind() == reflect.String:
+			f.SetString("s" + strconv.Itoa(n))
+		case f.Kind() == reflect.Pointer && f.Type().Elem().Kind() == reflect.Float64:
+			x := float64(n)
+			f.Set(reflect.ValueOf(&x))
+		default:
+			t.Fatalf("fill: field %s of kind %s", v.Type().Field(i).Name, f.Kind())
+		}
+	}
+	return n
 }
