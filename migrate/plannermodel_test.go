@@ -24,3 +24,21 @@ func TestPlannerPairsModel(t *testing.T) {
 		}
 	}
 }
+
+// A copy alone in its process (migrate) opens a pair per quarter of that
+// work: a 500-message mailbox gets three pairs alone and one in apply.
+func TestPairsAlone(t *testing.T) {
+	alone, shared := &run{opts: Options{Alone: true}}, &run{}
+	for _, tc := range []struct {
+		msgs          int
+		bytes         int64
+		alone, shared int
+	}{{0, 0, 1, 1}, {249, 1 << 20, 1, 1}, {250, 0, 2, 1}, {500, 8 << 20, 3, 1}, {999, 0, 4, 1}, {10, 16 << 20, 3, 1}} {
+		if got := alone.pairsFor(tc.msgs, tc.bytes); got != tc.alone {
+			t.Errorf("alone: pairsFor(%d, %d) = %d, want %d", tc.msgs, tc.bytes, got, tc.alone)
+		}
+		if got := shared.pairsFor(tc.msgs, tc.bytes); got != tc.shared {
+			t.Errorf("shared: pairsFor(%d, %d) = %d, want %d", tc.msgs, tc.bytes, got, tc.shared)
+		}
+	}
+}

@@ -219,7 +219,7 @@ func runMigrate(cmd *cobra.Command, g *globalOptions, o *migrateOptions) error {
 	if err != nil {
 		return err
 	}
-	opts := migrate.Options{Verify: mode, Connections: o.connections, KeepDeleted: o.keepDeleted, Stop: stopChan(cmd.Context()),
+	opts := migrate.Options{Verify: mode, Connections: o.connections, Alone: true, KeepDeleted: o.keepDeleted, Stop: stopChan(cmd.Context()),
 		ExitOutsideWindow: o.throttle.exitOutsideWindow, LateCommitWindow: o.lateWindow, NoMultiAppend: o.noMulti, AllowMassExpunge: o.allowMass}
 	if opts.Source, opts.Target, err = o.throttle.limiters(o.connections); err != nil {
 		return err
