@@ -345,6 +345,18 @@ func normFlags(flags []imap.Flag) []string {
 // suspects: those whose APPEND may still land, and next, the batch about
 // to be sent (so that it needs no write of its own).
 func (w *worker) record(ctx context.Context, fc *folderCopy, msgs, next []*message) error {
+	return w.recordAs(ctx, fc, msgs, next, false)
+}
+
+// recordLast is record for the last batch of a complete folder pass
+// (folderCopy.passComplete): the same transaction also stores the
+// source's HIGHESTMODSEQ as of the pass's start, which finishFolder would
+// otherwise commit on its own right after.
+func (w *worker) recordLast(ctx context.Context, fc *folderCopy, msgs []*message) error {
+	return w.recordAs(ctx, fc, msgs, nil, true)
+}
+
+func (w *worker) recordAs(ctx context.Context, fc *folderCopy, msgs, next []*message, last bool) error {
 	lease := w.run.opts.State
 	if lease == nil {
 		for _, msg := range next {
@@ -366,11 +378,20 @@ func (w *worker) record(ctx context.Context, fc *folderCopy, msgs, next []*messa
 	if len(recs) == 0 && mark == fc.rec.DstUIDNextMark && suspects == fc.rec.Suspects {
 		return nil
 	}
-	if err := lease.PutBatch(ctx, fc.rec.ID, recs, mark, suspects); err != nil {
+	var err error
+	if last {
+		err = lease.PutLastBatch(ctx, fc.rec.ID, recs, mark, suspects, fc.modseq)
+	} else {
+		err = lease.PutBatch(ctx, fc.rec.ID, recs, mark, suspects)
+	}
+	if err != nil {
 		return stateErr(err)
 	}
 	fc.rec.DstUIDNextMark, fc.rec.Suspects = mark, suspects
 	fc.stored.DstUIDNextMark, fc.stored.Suspects = mark, suspects
+	if last {
+		fc.rec.SrcHighestModSeq, fc.stored.SrcHighestModSeq = fc.modseq, fc.modseq
+	}
 	for i, msg := range which {
 		msg.recorded(recs[i])
 	}

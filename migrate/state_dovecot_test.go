@@ -26,6 +26,7 @@ type stateRig struct {
 	src, dst *dovecot.Server
 	m        *corpus.Mailbox
 	lease    *state.Lease
+	store    *state.Store
 }
 
 func newStateRig(t *testing.T, url string, srcOpts dovecot.Options, m *corpus.Mailbox) *stateRig {
@@ -43,6 +44,7 @@ func newStateRig(t *testing.T, url string, srcOpts dovecot.Options, m *corpus.Ma
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
+	r.store = st
 	r.lease, err = st.Acquire(ctx, state.Key{Source: "imap://alice@" + r.src.Addr, Target: "imap://alice@" + r.dst.Addr}, "test", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -491,4 +493,34 @@ func TestStateStopIsGraceful(t *testing.T) {
 		t.Errorf("resume: adopted %d, already %d, copied %d; want 0, %d, %d", again.Adopted, again.Done, again.Copied, rep.Copied, rep.Remaining)
 	}
 	r.exact()
+}
+
+// A first pass commits each folder's record once: created with its mark
+// (before the first APPEND), and, once the last batch is checked, the
+// source's HIGHESTMODSEQ goes in that batch's own transaction instead of a
+// further write. An empty folder has no batch and takes two. The next
+// pass finds every folder unchanged, so the HIGHESTMODSEQ was recorded.
+func TestFreshFolderIsRecordedOnce(t *testing.T) {
+	r := newStateRig(t, statetest.SQLite(t), dovecot.Options{}, smallCorpus(53))
+	rep := r.copy(migrate.Options{}, nil)
+	r.exact()
+	folders, empty := int64(0), int64(0)
+	for _, f := range r.m.Folders {
+		folders++
+		if len(f.Messages) == 0 {
+			empty++
+		}
+	}
+	if want := folders + empty; r.store.FolderPuts() != want {
+		t.Errorf("a first pass over %d folders (%d empty) made %d folder writes, want %d", folders, empty, r.store.FolderPuts(), want)
+	}
+	before := r.store.FolderPuts()
+	var trace syncBuffer
+	again := r.copy(migrate.Options{}, &trace)
+	if n := strings.Count(trace.String(), " EXAMINE "); n != 0 {
+		t.Errorf("the rerun opened %d source folders, want none (HIGHESTMODSEQ not recorded?)", n)
+	}
+	if r.store.FolderPuts() != before || again.Copied != 0 || again.Done != rep.Messages {
+		t.Errorf("rerun: %d folder writes, %d copied, %d done; want none, 0, %d", r.store.FolderPuts()-before, again.Copied, again.Done, rep.Messages)
+	}
 }

@@ -200,6 +200,14 @@ func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 			// A dead connection is reopened by connect; a live one that
 			// answered "try later" is reused.
 			continue
+		case imapconn.Exists:
+			// Not from a CREATE (copyOnce makes none): Dovecot answers a
+			// SELECT of a folder it auto-creates (auto = create or
+			// subscribe) with ALREADYEXISTS when another session is
+			// creating it at that moment. Seen once the target's LIST no
+			// longer asks for status (which opened, and so created, every
+			// such folder up front); the next try finds it there.
+			continue
 		case imapconn.CreateRetry:
 			if cerr := w.dst.Create(ctx, m.Target); cerr != nil && imapconn.Decide(cerr).Action != imapconn.Exists {
 				lastErr = cerr
@@ -513,11 +521,38 @@ func (w *worker) copyPending(ctx context.Context, fc *folderCopy) error {
 				return err
 			}
 		}
-		if err := w.record(ctx, fc, batch, next); err != nil {
+		var err error
+		if len(pending) == 0 && fc.passComplete(w.run) {
+			err = w.recordLast(ctx, fc, batch)
+		} else {
+			err = w.record(ctx, fc, batch, next)
+		}
+		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// passComplete reports whether nothing is left for the folder's pass to
+// do after the batch just checked: no message waits to be sent, for its
+// outcome or for its retry, no lost APPEND of this run is unaccounted for
+// and no crashed run's APPENDs may still land. What copyOnce does then
+// until finishFolder writes nothing, so the last batch's record can carry
+// what finishFolder would write (see recordLast).
+func (fc *folderCopy) passComplete(r *run) bool {
+	for _, msg := range fc.msgs {
+		switch {
+		case msg.status == statusPending, msg.status == statusUnknown:
+			return false
+		case msg.status == statusFailed && !msg.retried && msg.retryable():
+			return false
+		}
+	}
+	if n, _ := fc.unfound(); n > 0 {
+		return false
+	}
+	return !fc.inherited || !fc.lookedAt.Before(r.lateUntil)
 }
 
 // settleBound is how far the check after a batch must look: up to the

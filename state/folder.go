@@ -97,7 +97,7 @@ func (l *Lease) PutFolder(ctx context.Context, f Folder) error {
 	if f.SrcHighestModSeq > math.MaxInt64 {
 		return fmt.Errorf("put folder %q in migration %s: modseq %d exceeds 2^63-1", f.Source, l.Migration.Key, f.SrcHighestModSeq)
 	}
-	return l.write(ctx, fmt.Sprintf("put folder %q", f.Source), func(tx *sql.Tx) error {
+	err := l.write(ctx, fmt.Sprintf("put folder %q", f.Source), func(tx *sql.Tx) error {
 		var id int64
 		err := l.s.queryRowTx(ctx, tx, `INSERT INTO mailferry_folder
 (migration_id, source, target, src_uidvalidity, dst_uidvalidity, dst_uidnext_mark, src_highest_modseq, deleted, suspects)
@@ -116,6 +116,10 @@ RETURNING id`, l.Migration.ID, f.Source, f.Target, int64(f.SrcUIDValidity), int6
 		}
 		return nil
 	})
+	if err == nil {
+		l.s.folderPuts.Add(1)
+	}
+	return err
 }
 
 // RenameFolder renames the folder oldSource to newSource, with target

@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -50,7 +51,14 @@ type Store struct {
 	password string
 	// stmts keeps the hot statements prepared (SQLite; see prepared.go).
 	stmts stmtCache
+	// folderPuts counts PutFolder's commits (FolderPuts).
+	folderPuts atomic.Int64
 }
+
+// FolderPuts is how many folder records (PutFolder) this Store has
+// committed: each is a commit of its own, on SQLite an fsync. Tests use it
+// to hold the copy to one per folder and pass.
+func (s *Store) FolderPuts() int64 { return s.folderPuts.Load() }
 
 // writing takes the write turn (on SQLite; PostgreSQL takes row locks) and
 // returns its release.
