@@ -201,12 +201,9 @@ func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 			// answered "try later" is reused.
 			continue
 		case imapconn.Exists:
-			// Not from a CREATE (copyOnce makes none): Dovecot answers a
-			// SELECT of a folder it auto-creates (auto = create or
-			// subscribe) with ALREADYEXISTS when another session is
-			// creating it at that moment. Seen once the target's LIST no
-			// longer asks for status (which opened, and so created, every
-			// such folder up front); the next try finds it there.
+			// Not from a CREATE (copyOnce makes none): a SELECT answered
+			// ALREADYEXISTS twice in a row (see copyOnce); the next try
+			// finds the folder there.
 			continue
 		case imapconn.CreateRetry:
 			if cerr := w.dst.Create(ctx, m.Target); cerr != nil && imapconn.Decide(cerr).Action != imapconn.Exists {
@@ -348,6 +345,13 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 	}
 	selectedAt := time.Now()
 	sel, err := w.dst.Select(ctx, m.Target, nil)
+	if err != nil && imapconn.Decide(err).Action == imapconn.Exists {
+		// Dovecot creates a folder it auto-creates (auto = create or
+		// subscribe) at its first SELECT, and answers ALREADYEXISTS when
+		// another session creates it at that moment: it is there now.
+		// Asked again at once, without spending a retry of the mailbox.
+		sel, err = w.dst.Select(ctx, m.Target, nil)
+	}
 	if err != nil {
 		return err
 	}
