@@ -356,18 +356,10 @@ func copyMailbox(ctx context.Context, src, dst imapconn.Config, opts Options) (*
 		closeBoth()
 		return nil, err
 	}
-	// The target's status serves only to find folders that cannot have
-	// changed since the last pass (worker.unchanged), which needs the
-	// state's record of a folder. Without one (a first pass) it is not
-	// asked for: on a new mailbox it makes the target open, and create
-	// the indexes of, every folder it has (measured on Dovecot mdbox: 23
-	// ms of its CPU per mailbox of 12 folders, against 1 ms for the LIST
-	// alone); the copy opens each folder once anyway.
-	dstStatus, err := r.hasFolderRecords(ctx)
-	if err != nil {
-		closeBoth()
-		return nil, err
-	}
+	// The target's status finds the folders that cannot have changed
+	// (worker.unchanged). Without it on a first pass, Dovecot auto-creates
+	// folders at their first SELECT and races between sessions (ALREADYEXISTS).
+	dstStatus := true
 	dstTree, err := listTree(ctx, dc, dstStatus)
 	if err != nil {
 		closeBoth()

@@ -200,11 +200,6 @@ func (w *worker) copyFolder(ctx context.Context, m *FolderMapping) {
 			// A dead connection is reopened by connect; a live one that
 			// answered "try later" is reused.
 			continue
-		case imapconn.Exists:
-			// Not from a CREATE (copyOnce makes none): a SELECT answered
-			// ALREADYEXISTS twice in a row (see copyOnce); the next try
-			// finds the folder there.
-			continue
 		case imapconn.CreateRetry:
 			if cerr := w.dst.Create(ctx, m.Target); cerr != nil && imapconn.Decide(cerr).Action != imapconn.Exists {
 				lastErr = cerr
@@ -345,13 +340,6 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 	}
 	selectedAt := time.Now()
 	sel, err := w.dst.Select(ctx, m.Target, nil)
-	if err != nil && imapconn.Decide(err).Action == imapconn.Exists {
-		// Dovecot creates a folder it auto-creates (auto = create or
-		// subscribe) at its first SELECT, and answers ALREADYEXISTS when
-		// another session creates it at that moment: it is there now.
-		// Asked again at once, without spending a retry of the mailbox.
-		sel, err = w.dst.Select(ctx, m.Target, nil)
-	}
 	if err != nil {
 		return err
 	}
