@@ -96,10 +96,9 @@ func (t *tree) name(path []string) (string, bool) {
 
 func isInbox(name string) bool { return strings.EqualFold(name, "INBOX") }
 
-// listTree lists every folder with its special use, subscription and, with
-// withStatus, its status (messages, size, UIDVALIDITY, UIDNEXT,
-// HIGHESTMODSEQ), in one round trip where the server allows it.
-func listTree(ctx context.Context, c *imapconn.Session, withStatus bool) (*tree, error) {
+// listTree lists every folder with its special use, subscription and size
+// in one round trip where the server allows it.
+func listTree(ctx context.Context, c *imapconn.Session) (*tree, error) {
 	t := &tree{}
 	if c.Features.Namespace {
 		ns, err := c.Namespace(ctx)
@@ -115,7 +114,7 @@ func listTree(ctx context.Context, c *imapconn.Session, withStatus bool) (*tree,
 	if c.Features.ListExtended {
 		opts.ReturnSubscribed = true
 		opts.ReturnSpecialUse = c.Features.SpecialUse
-		if c.Features.ListStatus && withStatus {
+		if c.Features.ListStatus {
 			opts.ReturnStatus = &imap.StatusOptions{NumMessages: true, UIDValidity: true, UIDNext: true,
 				Size: c.Features.StatusSize, HighestModSeq: c.Features.CondStore}
 		}

@@ -351,16 +351,12 @@ func copyMailbox(ctx context.Context, src, dst imapconn.Config, opts Options) (*
 		// Reported at the end, whatever the outcome.
 		r.report.Throttle = []Throttle{r.srcLim.Snapshot(), r.dstLim.Snapshot()}
 	}()
-	srcTree, err := listTree(ctx, sc, true)
+	srcTree, err := listTree(ctx, sc)
 	if err != nil {
 		closeBoth()
 		return nil, err
 	}
-	// The target's status finds the folders that cannot have changed
-	// (worker.unchanged). Without it on a first pass, Dovecot auto-creates
-	// folders at their first SELECT and races between sessions (ALREADYEXISTS).
-	dstStatus := true
-	dstTree, err := listTree(ctx, dc, dstStatus)
+	dstTree, err := listTree(ctx, dc)
 	if err != nil {
 		closeBoth()
 		return nil, err
@@ -376,7 +372,7 @@ func copyMailbox(ctx context.Context, src, dst imapconn.Config, opts Options) (*
 	if opts.State != nil {
 		changed, err := r.folderChanges(ctx, sc, dc, mappings)
 		if err == nil && changed {
-			dstTree, err = listTree(ctx, dc, dstStatus)
+			dstTree, err = listTree(ctx, dc)
 		}
 		if err != nil {
 			closeBoth()
@@ -516,19 +512,6 @@ const (
 	messagesPerPair = 1000
 	bytesPerPair    = 32 << 20
 )
-
-// hasFolderRecords reports whether the state holds a record of any folder
-// of this move.
-func (r *run) hasFolderRecords(ctx context.Context) (bool, error) {
-	if r.opts.State == nil {
-		return false, nil
-	}
-	recs, err := r.opts.State.Folders(ctx)
-	if err != nil {
-		return false, fmt.Errorf("read the state's folders: %w", err)
-	}
-	return len(recs) > 0, nil
-}
 
 // pairsFor is how many connection pairs the copy of a mailbox of msgs
 // messages and bytes bytes can use; what an earlier run copied (as the

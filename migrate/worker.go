@@ -378,7 +378,7 @@ func (w *worker) copyOnce(ctx context.Context, fc *folderCopy) error {
 	}
 	// One retry for messages whose target copy did not match.
 	for _, msg := range fc.msgs {
-		if msg.status != statusFailed || msg.retried || !msg.retryable() {
+		if !msg.awaitsRetry() {
 			continue
 		}
 		msg.retried = true
@@ -409,7 +409,7 @@ func (w *worker) awaitLate(ctx context.Context, fc *folderCopy) error {
 	window := w.run.opts.LateCommitWindow
 	for {
 		n, last := fc.unfound()
-		inherited := fc.inherited && fc.lookedAt.Before(w.run.lateUntil)
+		inherited := fc.awaitsInherited(w.run)
 		ownDone := n == 0 || !fc.lookedAt.Before(last.Add(window))
 		if ownDone && !inherited {
 			if n > 0 {
@@ -537,14 +537,27 @@ func (fc *folderCopy) passComplete(r *run) bool {
 		switch {
 		case msg.status == statusPending, msg.status == statusUnknown:
 			return false
-		case msg.status == statusFailed && !msg.retried && msg.retryable():
+		case msg.awaitsRetry():
 			return false
 		}
 	}
 	if n, _ := fc.unfound(); n > 0 {
 		return false
 	}
-	return !fc.inherited || !fc.lookedAt.Before(r.lateUntil)
+	return !fc.awaitsInherited(r)
+}
+
+// awaitsRetry: the message failed for a bad target copy and gets its one
+// retry (copyOnce).
+func (msg *message) awaitsRetry() bool {
+	return msg.status == statusFailed && !msg.retried && msg.retryable()
+}
+
+// awaitsInherited: a crashed run's APPENDs may still land in the folder
+// after its last look (awaitLate waits for one more look after
+// run.lateUntil).
+func (fc *folderCopy) awaitsInherited(r *run) bool {
+	return fc.inherited && fc.lookedAt.Before(r.lateUntil)
 }
 
 // settleBound is how far the check after a batch must look: up to the
