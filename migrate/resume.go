@@ -64,13 +64,17 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 	var err error
 	if fc.loaded != nil {
 		rec, fc.loaded = *fc.loaded, nil
-	} else if rec, err = lease.Folder(ctx, fc.m.Source); err != nil {
+	} else if rec, _, err = lease.LookupFolder(ctx, fc.m.Source); err != nil {
 		return stateErr(err)
 	}
 	fc.stored = rec
-	known, err := lease.Messages(ctx, rec.ID)
-	if err != nil {
-		return stateErr(err)
+	var known []state.Message
+	if rec.ID != 0 {
+		// A folder new to the state has no record yet (ID 0): the
+		// first PutFolder below creates it.
+		if known, err = lease.Messages(ctx, rec.ID); err != nil {
+			return stateErr(err)
+		}
 	}
 	fresh := rec.SrcUIDValidity == 0
 	srcChanged := !fresh && rec.SrcUIDValidity != ssel.UIDValidity
@@ -164,9 +168,11 @@ func (w *worker) prepare(ctx context.Context, fc *folderCopy, ssel, sel *imap.Se
 		first := w.firstBatch(fc)
 		fc.rec.DstUIDNextMark = uint32(fc.mark)
 		fc.rec.Suspects = suspectSet(fc.msgs, first, false)
-		if err := lease.PutFolder(ctx, fc.rec); err != nil {
+		id, err := lease.PutFolder(ctx, fc.rec)
+		if err != nil {
 			return stateErr(err)
 		}
+		fc.rec.ID = id
 		fc.stored = fc.rec
 		for _, msg := range first {
 			msg.suspect = true
@@ -444,7 +450,7 @@ func (w *worker) finishFolder(ctx context.Context, fc *folderCopy) error {
 		return nil // a pass that changed nothing writes nothing
 	}
 	fc.rec.SrcHighestModSeq = fc.modseq
-	if err := lease.PutFolder(ctx, fc.rec); err != nil {
+	if _, err := lease.PutFolder(ctx, fc.rec); err != nil {
 		return stateErr(err)
 	}
 	fc.stored = fc.rec
@@ -1013,7 +1019,8 @@ func (r *run) deleteFolder(ctx context.Context, dc *imapconn.Session, f state.Fo
 	}
 	r.warn(fmt.Sprintf("folder %q was deleted on the source; its copies were expunged and %q %s", f.Source, f.Target, what))
 	f.Deleted = true
-	return lease.PutFolder(ctx, f)
+	_, err = lease.PutFolder(ctx, f)
+	return err
 }
 
 // Mass expunges: a folder pass (or a folder deleted on the source) that

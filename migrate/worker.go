@@ -237,11 +237,14 @@ func (w *worker) unchanged(ctx context.Context, fc *folderCopy) bool {
 	if lease == nil || d == nil || s.HighestModSeq == 0 || s.UIDValidity == 0 || d.UIDValidity == 0 || d.UIDNext == 0 {
 		return false
 	}
-	rec, err := lease.Folder(ctx, m.Source)
+	rec, ok, err := lease.LookupFolder(ctx, m.Source)
 	if err != nil {
 		return false
 	}
 	fc.loaded = &rec
+	if !ok {
+		return false // a folder new to the state
+	}
 	if rec.SrcUIDValidity != s.UIDValidity || rec.SrcHighestModSeq != s.HighestModSeq ||
 		rec.DstUIDValidity != d.UIDValidity || rec.DstUIDNextMark != d.UIDNext || rec.Suspects != "" || rec.Target != m.Target {
 		return false

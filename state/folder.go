@@ -70,13 +70,9 @@ func (l *Lease) Folders(ctx context.Context) ([]Folder, error) {
 // folder that exists is only read (no write transaction, no fsync: a pass
 // reads every folder's record).
 func (l *Lease) Folder(ctx context.Context, source string) (Folder, error) {
-	f, err := scanFolder(l.s.queryRowDB(ctx, `SELECT `+folderColumns+` FROM mailferry_folder
-WHERE migration_id = ? AND source = ?`, l.Migration.ID, source))
-	switch {
-	case err == nil:
-		return f, nil
-	case !errors.Is(err, sql.ErrNoRows):
-		return Folder{}, fmt.Errorf("get folder %q of migration %s: %w", source, l.Migration.Key, err)
+	f, ok, err := l.LookupFolder(ctx, source)
+	if ok || err != nil {
+		return f, err
 	}
 	err = l.write(ctx, fmt.Sprintf("get folder %q", source), func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, l.s.q(`INSERT INTO mailferry_folder (migration_id, source) VALUES (?, ?)
@@ -91,14 +87,31 @@ WHERE migration_id = ? AND source = ?`), l.Migration.ID, source))
 	return f, err
 }
 
-// PutFolder stores every field of f under its Source name, creating the
-// folder if it is new. If f.ID is set it must be the folder's ID.
-func (l *Lease) PutFolder(ctx context.Context, f Folder) error {
-	if f.SrcHighestModSeq > math.MaxInt64 {
-		return fmt.Errorf("put folder %q in migration %s: modseq %d exceeds 2^63-1", f.Source, l.Migration.Key, f.SrcHighestModSeq)
+// LookupFolder returns the folder with this source name, or false if the
+// state has none. Unlike Folder it never writes: a first pass learns the
+// folder's ID from its first PutFolder, which creates the record, instead
+// of a commit (and on SQLite an fsync) of an empty one before it.
+func (l *Lease) LookupFolder(ctx context.Context, source string) (Folder, bool, error) {
+	f, err := scanFolder(l.s.queryRowDB(ctx, `SELECT `+folderColumns+` FROM mailferry_folder
+WHERE migration_id = ? AND source = ?`, l.Migration.ID, source))
+	switch {
+	case err == nil:
+		return f, true, nil
+	case errors.Is(err, sql.ErrNoRows):
+		return Folder{Source: source}, false, nil
 	}
+	return Folder{}, false, fmt.Errorf("get folder %q of migration %s: %w", source, l.Migration.Key, err)
+}
+
+// PutFolder stores every field of f under its Source name, creating the
+// folder if it is new, and returns the folder's ID. If f.ID is set it must
+// be the folder's ID.
+func (l *Lease) PutFolder(ctx context.Context, f Folder) (int64, error) {
+	if f.SrcHighestModSeq > math.MaxInt64 {
+		return 0, fmt.Errorf("put folder %q in migration %s: modseq %d exceeds 2^63-1", f.Source, l.Migration.Key, f.SrcHighestModSeq)
+	}
+	var id int64
 	err := l.write(ctx, fmt.Sprintf("put folder %q", f.Source), func(tx *sql.Tx) error {
-		var id int64
 		err := l.s.queryRowTx(ctx, tx, `INSERT INTO mailferry_folder
 (migration_id, source, target, src_uidvalidity, dst_uidvalidity, dst_uidnext_mark, src_highest_modseq, deleted, suspects)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -116,10 +129,11 @@ RETURNING id`, l.Migration.ID, f.Source, f.Target, int64(f.SrcUIDValidity), int6
 		}
 		return nil
 	})
-	if err == nil {
-		l.s.folderPuts.Add(1)
+	if err != nil {
+		return 0, err
 	}
-	return err
+	l.s.folderPuts.Add(1)
+	return id, nil
 }
 
 // RenameFolder renames the folder oldSource to newSource, with target

@@ -299,7 +299,11 @@ WHERE id = ? AND epoch = ? AND holder = ?`, l.s.nowUTC().UnixMicro(), l.Migratio
 	if err := fn(tx); err != nil {
 		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	l.s.writes.Add(1)
+	return nil
 }
 
 // SetProgress records the migration's phase, counters and last error

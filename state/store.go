@@ -51,14 +51,21 @@ type Store struct {
 	password string
 	// stmts keeps the hot statements prepared (SQLite; see prepared.go).
 	stmts stmtCache
-	// folderPuts counts PutFolder's commits (FolderPuts).
-	folderPuts atomic.Int64
+	// folderPuts counts PutFolder's commits (FolderPuts), writes every
+	// fenced write's (Writes).
+	folderPuts, writes atomic.Int64
 }
 
 // FolderPuts is how many folder records (PutFolder) this Store has
 // committed: each is a commit of its own, on SQLite an fsync. Tests use it
 // to hold the copy to one per folder and pass.
 func (s *Store) FolderPuts() int64 { return s.folderPuts.Load() }
+
+// Writes is how many fenced write transactions (a lease holder's writes:
+// folder records, message maps, progress, history) this Store has
+// committed, each on SQLite an fsync. Tests use it to count a pass's
+// commits.
+func (s *Store) Writes() int64 { return s.writes.Load() }
 
 // writing takes the write turn (on SQLite; PostgreSQL takes row locks) and
 // returns its release.

@@ -299,7 +299,7 @@ func TestLease(t *testing.T) {
 			"SetMark":        func() error { return la.SetMark(ctx, f.ID, 9) },
 			"SetProgress":    func() error { return la.SetProgress(ctx, state.Progress{Phase: "stale"}) },
 			"Folder":         func() error { _, err := la.Folder(ctx, "Sent"); return err },
-			"PutFolder":      func() error { return la.PutFolder(ctx, state.Folder{Source: "INBOX", Target: "X"}) },
+			"PutFolder":      func() error { _, err := la.PutFolder(ctx, state.Folder{Source: "INBOX", Target: "X"}); return err },
 			"RenameFolder":   func() error { return la.RenameFolder(ctx, "INBOX", "I2", "I2") },
 			"ResetFolder":    func() error { return la.ResetFolder(ctx, f.ID) },
 			"DeleteMessages": func() error { return la.DeleteMessages(ctx, f.ID, []uint32{1}) },
@@ -430,17 +430,28 @@ func TestFoldersAndMessages(t *testing.T) {
 		inbox.DstUIDValidity = 7
 		inbox.DstUIDNextMark = 1<<32 - 2
 		inbox.SrcHighestModSeq = 1<<63 - 1
-		if err := l.PutFolder(ctx, inbox); err != nil {
-			t.Fatal(err)
+		if id, err := l.PutFolder(ctx, inbox); err != nil || id != inbox.ID {
+			t.Fatalf("PutFolder(INBOX) = %d, %v; want its ID %d", id, err, inbox.ID)
+		}
+		// LookupFolder reads only: a folder it does not find is not created.
+		if f, ok, err := l.LookupFolder(ctx, "Sent/2019 ü"); err != nil || ok || f.ID != 0 || f.Source != "Sent/2019 ü" {
+			t.Fatalf("LookupFolder of a new folder = %+v, %v, %v; want no record", f, ok, err)
+		}
+		if f, ok, err := l.LookupFolder(ctx, "INBOX"); err != nil || !ok || f.ID != inbox.ID {
+			t.Fatalf("LookupFolder(INBOX) = %+v, %v, %v; want ID %d", f, ok, err, inbox.ID)
 		}
 		sent := state.Folder{Source: "Sent/2019 ü", Target: "Sent.2019 ü", Deleted: true}
-		if err := l.PutFolder(ctx, sent); err != nil { // creates
-			t.Fatal(err)
+		sentID, err := l.PutFolder(ctx, sent) // creates
+		if err != nil || sentID == 0 || sentID == inbox.ID {
+			t.Fatalf("PutFolder(new) = %d, %v; want a new ID", sentID, err)
 		}
-		if err := l.PutFolder(ctx, state.Folder{ID: inbox.ID + 100, Source: "INBOX"}); err == nil {
+		if f, ok, err := l.LookupFolder(ctx, sent.Source); err != nil || !ok || f.ID != sentID {
+			t.Fatalf("LookupFolder after PutFolder = %+v, %v, %v; want ID %d", f, ok, err, sentID)
+		}
+		if _, err := l.PutFolder(ctx, state.Folder{ID: inbox.ID + 100, Source: "INBOX"}); err == nil {
 			t.Error("PutFolder with a wrong ID succeeded")
 		}
-		if err := l.PutFolder(ctx, state.Folder{Source: "X", SrcHighestModSeq: 1 << 63}); err == nil {
+		if _, err := l.PutFolder(ctx, state.Folder{Source: "X", SrcHighestModSeq: 1 << 63}); err == nil {
 			t.Error("PutFolder with modseq 2^63 succeeded")
 		}
 		folders, err := l.Folders(ctx)
@@ -689,7 +700,7 @@ func TestReplaceFolder(t *testing.T) {
 		}
 		f.SrcUIDValidity, f.DstUIDValidity, f.DstUIDNextMark = 1, 2, 3
 		old := []state.Message{{SrcUID: 1, DstUID: 1, Size: 5}, {SrcUID: 2, DstUID: 2, Size: 6}}
-		if err := l.PutFolder(ctx, f); err != nil {
+		if _, err := l.PutFolder(ctx, f); err != nil {
 			t.Fatal(err)
 		}
 		if err := l.PutMessages(ctx, f.ID, old, 3); err != nil {
