@@ -351,13 +351,15 @@ func copyMailbox(ctx context.Context, src, dst imapconn.Config, opts Options) (*
 		// Reported at the end, whatever the outcome.
 		r.report.Throttle = []Throttle{r.srcLim.Snapshot(), r.dstLim.Snapshot()}
 	}()
-	srcTree, err := listTree(ctx, sc)
-	if err != nil {
-		closeBoth()
-		return nil, err
-	}
-	dstTree, err := listTree(ctx, dc)
-	if err != nil {
+	// The two sides list at once, each on its own connection.
+	var srcTree, dstTree *tree
+	var serr, derr error
+	var lists sync.WaitGroup
+	lists.Add(1)
+	go func() { defer lists.Done(); srcTree, serr = listTree(ctx, sc) }()
+	dstTree, derr = listTree(ctx, dc)
+	lists.Wait()
+	if err := errors.Join(serr, derr); err != nil {
 		closeBoth()
 		return nil, err
 	}
@@ -380,6 +382,63 @@ func copyMailbox(ctx context.Context, src, dst imapconn.Config, opts Options) (*
 		}
 	}
 	r.report.Mapping = mappings
+
+	// The copy's other connection pairs log in while the target's folders
+	// are created on the first one: how many is known from the source's
+	// folders now (a folder that then fails to be prepared counts, which
+	// can only add a pair that finds the queue empty and leaves).
+	var candidates, estMsgs int
+	var estBytes int64
+	for i := range mappings {
+		if m := &mappings[i]; !m.Excluded {
+			candidates++
+			estMsgs += int(m.src.Messages)
+			estBytes += m.src.Size
+		}
+	}
+	n := min(opts.Connections, candidates)
+	if !opts.AllConnections {
+		n = min(n, r.pairsFor(estMsgs, estBytes))
+	}
+	queue := make(chan *FolderMapping, candidates)
+	var wg sync.WaitGroup
+	// The first worker has the copy's connections; the others help only if
+	// they get theirs before the folders run out: they never take a
+	// folder and then wait for a connection place that other copies hold
+	// (kept Sessions hold theirs between passes).
+	drained, allTaken := context.WithCancel(ctx)
+	defer allTaken()
+	r.workersLeft.Store(int32(n))
+	startWorker := func(i int) {
+		w := &worker{run: r}
+		if i == 0 {
+			w.pair = first
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer w.close()
+			if i > 0 {
+				p, err := r.takePairWaiting(ctx, drained)
+				if err != nil {
+					return
+				}
+				w.pair = p
+			}
+			defer allTaken() // this worker found the queue empty
+			for m := range queue {
+				if ctx.Err() != nil || r.stopping() || r.windowClosed.Load() {
+					r.count(func(rep *Report) { rep.Remaining += int(m.src.Messages); rep.Messages += int(m.src.Messages) })
+					continue
+				}
+				w.copyFolder(ctx, m)
+				r.progress(ctx, r.phase(), "")
+			}
+		}()
+	}
+	for i := 1; i < n; i++ {
+		startWorker(i)
+	}
 
 	var jobs []*FolderMapping
 	for i := range mappings {
@@ -418,49 +477,12 @@ func copyMailbox(ctx context.Context, src, dst imapconn.Config, opts Options) (*
 	r.emit(Event{Kind: EventPlanned, Messages: totalMsgs, Bytes: totalBytes})
 	r.progress(ctx, r.phase(), "")
 
-	queue := make(chan *FolderMapping, len(jobs))
 	for _, j := range jobs {
 		queue <- j
 	}
 	close(queue)
-	n := min(opts.Connections, len(jobs))
-	if !opts.AllConnections {
-		n = min(n, r.pairsFor(totalMsgs, totalBytes))
-	}
-	var wg sync.WaitGroup
-	// The first worker has the copy's connections; the others help only if
-	// they get theirs before the folders run out: they never take a
-	// folder and then wait for a connection place that other copies hold
-	// (kept Sessions hold theirs between passes).
-	drained, allTaken := context.WithCancel(ctx)
-	defer allTaken()
-	r.workersLeft.Store(int32(n))
-	for i := 0; i < n; i++ {
-		w := &worker{run: r}
-		if i == 0 {
-			w.pair = first
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer w.close()
-			if i > 0 {
-				p, err := r.takePairWaiting(ctx, drained)
-				if err != nil {
-					return
-				}
-				w.pair = p
-			}
-			defer allTaken() // this worker found the queue empty
-			for m := range queue {
-				if ctx.Err() != nil || r.stopping() || r.windowClosed.Load() {
-					r.count(func(rep *Report) { rep.Remaining += int(m.src.Messages); rep.Messages += int(m.src.Messages) })
-					continue
-				}
-				w.copyFolder(ctx, m)
-				r.progress(ctx, r.phase(), "")
-			}
-		}()
+	if n > 0 {
+		startWorker(0) // with the first pair, free now
 	}
 	wg.Wait()
 	if n == 0 {
