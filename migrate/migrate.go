@@ -387,20 +387,17 @@ func copyMailbox(ctx context.Context, src, dst imapconn.Config, opts Options) (*
 	// are created on the first one: how many is known from the source's
 	// folders now (a folder that then fails to be prepared counts, which
 	// can only add a pair that finds the queue empty and leaves).
-	var candidates, estMsgs int
-	var estBytes int64
+	var candidates []*FolderMapping
 	for i := range mappings {
-		if m := &mappings[i]; !m.Excluded {
-			candidates++
-			estMsgs += int(m.src.Messages)
-			estBytes += m.src.Size
+		if !mappings[i].Excluded {
+			candidates = append(candidates, &mappings[i])
 		}
 	}
-	n := min(opts.Connections, candidates)
+	n := min(opts.Connections, len(candidates))
 	if !opts.AllConnections {
-		n = min(n, r.pairsFor(estMsgs, estBytes))
+		n = min(n, r.pairsFor(folderTotals(candidates)))
 	}
-	queue := make(chan *FolderMapping, candidates)
+	queue := make(chan *FolderMapping, len(candidates))
 	var wg sync.WaitGroup
 	// The first worker has the copy's connections; the others help only if
 	// they get theirs before the folders run out: they never take a
@@ -441,11 +438,7 @@ func copyMailbox(ctx context.Context, src, dst imapconn.Config, opts Options) (*
 	}
 
 	var jobs []*FolderMapping
-	for i := range mappings {
-		m := &mappings[i]
-		if m.Excluded {
-			continue
-		}
+	for _, m := range candidates {
 		r.report.Folders++
 		if err := prepareTarget(ctx, dc, dstTree, m); err != nil {
 			if errors.Is(err, ctx.Err()) && ctx.Err() != nil {
@@ -467,12 +460,7 @@ func copyMailbox(ctx context.Context, src, dst imapconn.Config, opts Options) (*
 		}
 		return a.Messages > b.Messages
 	})
-	var totalMsgs int
-	var totalBytes int64
-	for _, j := range jobs {
-		totalMsgs += int(j.src.Messages)
-		totalBytes += j.src.Size
-	}
+	totalMsgs, totalBytes := folderTotals(jobs)
 	r.totalMsgs, r.totalBytes = totalMsgs, totalBytes
 	r.emit(Event{Kind: EventPlanned, Messages: totalMsgs, Bytes: totalBytes})
 	r.progress(ctx, r.phase(), "")
@@ -602,6 +590,15 @@ func (r *run) dialPairWaiting(ctx, wait context.Context) (pair, error) {
 		dst: imapconn.NewSession(dc, imapconn.Target, r.dstLim),
 		rel: rel,
 	}, nil
+}
+
+// folderTotals is the messages and bytes the source lists in folders.
+func folderTotals(folders []*FolderMapping) (msgs int, bytes int64) {
+	for _, m := range folders {
+		msgs += int(m.src.Messages)
+		bytes += m.src.Size
+	}
+	return msgs, bytes
 }
 
 // prepareTarget creates the target folder when missing and makes its
