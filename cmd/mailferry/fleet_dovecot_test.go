@@ -42,7 +42,7 @@ func TestFleetE2EThreeWorkers(t *testing.T) {
 	db := statetest.RawDB(t, pg)
 	before := r.snapshotSources()
 	proxy := faultproxy.Start(t, r.clusters["alpha"].Addr)
-	proxy.SetLatency(40 * time.Millisecond) // moves last long enough to be caught mid-move, even on a loaded machine
+	proxy.SetLatency(80 * time.Millisecond) // moves last long enough to be caught mid-move, even on a loaded machine (40 ms let a faster engine finish w2's moves before one was caught with few places)
 	inv := r.writeFleetInventory(proxy.Addr)
 	plan := filepath.Join(r.dir, "plan.json")
 	if code, stdout, stderr := runCLI(t, nil, "plan", "-i", inv, "--drain", "alpha", "-o", plan); code != exitOK {
