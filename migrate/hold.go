@@ -78,6 +78,12 @@ func (r *run) progress(ctx context.Context, phase, lastErr string) {
 		LastError: lastErr,
 	}
 	r.mu.Unlock()
+	if lastErr == "" {
+		// The progress of a running pass: committed with the next write
+		// (a crash makes it stale anyway).
+		lease.DeferProgress(ctx, p)
+		return
+	}
 	if err := lease.SetProgress(context.WithoutCancel(ctx), p); err != nil && !errors.Is(err, state.ErrLeaseLost) {
 		r.warn(fmt.Sprintf("record progress: %v", err))
 	}

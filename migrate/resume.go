@@ -386,7 +386,10 @@ func (w *worker) recordAs(ctx context.Context, fc *folderCopy, msgs, next []*mes
 	}
 	var err error
 	if last {
-		err = lease.PutLastBatch(ctx, fc.rec.ID, recs, mark, suspects, fc.modseq)
+		// Nothing waits on this record before the next step (the next
+		// folder's first write, which commits it too): until it lands,
+		// the batch's messages are still the folder's stored suspects.
+		err = lease.DeferLastBatch(ctx, fc.rec.ID, recs, mark, suspects, fc.modseq)
 	} else {
 		err = lease.PutBatch(ctx, fc.rec.ID, recs, mark, suspects)
 	}

@@ -44,8 +44,14 @@ func scanFolder(sc scanner) (Folder, error) {
 }
 
 // Folders returns the migration's folders, ordered by source name. It
-// reads committed state and does not check the lease.
+// reads committed state (after committing the lease's deferred writes to
+// folders) and does not check the lease.
 func (l *Lease) Folders(ctx context.Context) ([]Folder, error) {
+	if l.deferredFor(-1) {
+		if err := l.Flush(ctx); err != nil {
+			return nil, err
+		}
+	}
 	rows, err := l.s.db.QueryContext(ctx, l.s.q(`SELECT `+folderColumns+` FROM mailferry_folder WHERE migration_id = ? ORDER BY source`), l.Migration.ID)
 	if err != nil {
 		return nil, fmt.Errorf("list folders of migration %s: %w", l.Migration.Key, err)
@@ -74,7 +80,7 @@ func (l *Lease) Folder(ctx context.Context, source string) (Folder, error) {
 	if ok || err != nil {
 		return f, err
 	}
-	err = l.write(ctx, fmt.Sprintf("get folder %q", source), func(tx *sql.Tx) error {
+	err = l.write(ctx, fmt.Sprintf("get folder %q", source), func(ctx context.Context, tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, l.s.q(`INSERT INTO mailferry_folder (migration_id, source) VALUES (?, ?)
 ON CONFLICT (migration_id, source) DO NOTHING`), l.Migration.ID, source); err != nil {
 			return err
@@ -94,6 +100,13 @@ WHERE migration_id = ? AND source = ?`), l.Migration.ID, source))
 func (l *Lease) LookupFolder(ctx context.Context, source string) (Folder, bool, error) {
 	f, err := scanFolder(l.s.queryRowDB(ctx, `SELECT `+folderColumns+` FROM mailferry_folder
 WHERE migration_id = ? AND source = ?`, l.Migration.ID, source))
+	if err == nil && l.deferredFor(f.ID) {
+		// A deferred write changes it: committed first, then read again.
+		if err := l.Flush(ctx); err != nil {
+			return Folder{}, false, err
+		}
+		return l.LookupFolder(ctx, source)
+	}
 	switch {
 	case err == nil:
 		return f, true, nil
@@ -111,7 +124,7 @@ func (l *Lease) PutFolder(ctx context.Context, f Folder) (int64, error) {
 		return 0, fmt.Errorf("put folder %q in migration %s: modseq %d exceeds 2^63-1", f.Source, l.Migration.Key, f.SrcHighestModSeq)
 	}
 	var id int64
-	err := l.write(ctx, fmt.Sprintf("put folder %q", f.Source), func(tx *sql.Tx) error {
+	err := l.write(ctx, fmt.Sprintf("put folder %q", f.Source), func(ctx context.Context, tx *sql.Tx) error {
 		err := l.s.queryRowTx(ctx, tx, `INSERT INTO mailferry_folder
 (migration_id, source, target, src_uidvalidity, dst_uidvalidity, dst_uidnext_mark, src_highest_modseq, deleted, suspects)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -140,7 +153,7 @@ RETURNING id`, l.Migration.ID, f.Source, f.Target, int64(f.SrcUIDValidity), int6
 // name newTarget, keeping its message map. It fails with ErrNoFolder if
 // oldSource is unknown, and if newSource already names another folder.
 func (l *Lease) RenameFolder(ctx context.Context, oldSource, newSource, newTarget string) error {
-	return l.write(ctx, fmt.Sprintf("rename folder %q to %q", oldSource, newSource), func(tx *sql.Tx) error {
+	return l.write(ctx, fmt.Sprintf("rename folder %q to %q", oldSource, newSource), func(ctx context.Context, tx *sql.Tx) error {
 		if newSource != oldSource {
 			var one int
 			err := tx.QueryRowContext(ctx, l.s.q(`SELECT 1 FROM mailferry_folder WHERE migration_id = ? AND source = ?`),
@@ -166,7 +179,7 @@ func (l *Lease) RenameFolder(ctx context.Context, oldSource, newSource, newTarge
 // anything). Names, UIDVALIDITYs and Deleted are kept; store the new
 // UIDVALIDITY with PutFolder.
 func (l *Lease) ResetFolder(ctx context.Context, folderID int64) error {
-	return l.write(ctx, fmt.Sprintf("reset folder %d", folderID), func(tx *sql.Tx) error {
+	return l.write(ctx, fmt.Sprintf("reset folder %d", folderID), func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, l.s.q(`UPDATE mailferry_folder SET dst_uidnext_mark = 0, src_highest_modseq = 0
 WHERE id = ? AND migration_id = ?`), folderID, l.Migration.ID)
 		if err != nil {
@@ -183,7 +196,7 @@ WHERE id = ? AND migration_id = ?`), folderID, l.Migration.ID)
 // SetMark records the target's UIDNEXT before a batch of APPENDs (0
 // clears it).
 func (l *Lease) SetMark(ctx context.Context, folderID int64, mark uint32) error {
-	return l.write(ctx, fmt.Sprintf("set mark of folder %d", folderID), func(tx *sql.Tx) error {
+	return l.write(ctx, fmt.Sprintf("set mark of folder %d", folderID), func(ctx context.Context, tx *sql.Tx) error {
 		return l.setMark(ctx, tx, folderID, mark, nil)
 	})
 }
@@ -191,7 +204,7 @@ func (l *Lease) SetMark(ctx context.Context, folderID int64, mark uint32) error 
 // SetSuspects records the folder's suspects (see Folder.Suspects); it is
 // committed before the APPENDs it announces are sent.
 func (l *Lease) SetSuspects(ctx context.Context, folderID int64, suspects string) error {
-	return l.write(ctx, fmt.Sprintf("set suspects of folder %d", folderID), func(tx *sql.Tx) error {
+	return l.write(ctx, fmt.Sprintf("set suspects of folder %d", folderID), func(ctx context.Context, tx *sql.Tx) error {
 		res, err := l.s.execTx(ctx, tx, `UPDATE mailferry_folder SET suspects = ? WHERE id = ? AND migration_id = ?`,
 			suspects, folderID, l.Migration.ID)
 		if err != nil {

@@ -94,7 +94,7 @@ func (l *Lease) RecordPass(ctx context.Context, p Pass) error {
 	if result == PassOK {
 		result, lastErr = "", ""
 	}
-	return l.write(ctx, "record pass", func(tx *sql.Tx) error {
+	return l.write(ctx, "record pass", func(ctx context.Context, tx *sql.Tx) error {
 		var seq int64
 		if err := tx.QueryRowContext(ctx, l.s.q(`UPDATE mailferry_migration SET passes_total = passes_total + 1,
 copied_total = copied_total + ?, bytes_copied_total = bytes_copied_total + ?, adopted_total = adopted_total + ?,
@@ -130,7 +130,7 @@ func resultTime(result string, now time.Time) int64 {
 // last error).
 func (l *Lease) SetResult(ctx context.Context, result, lastErr string) error {
 	now := l.s.nowUTC()
-	return l.write(ctx, "set result", func(tx *sql.Tx) error {
+	return l.write(ctx, "set result", func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, l.s.q(`UPDATE mailferry_migration SET result = ?, result_at_us = ?, last_error = ? WHERE id = ?`),
 			result, resultTime(result, now), lastErr, l.Migration.ID)
 		return err
@@ -140,7 +140,7 @@ func (l *Lease) SetResult(ctx context.Context, result, lastErr string) error {
 // SetPhase records the migration's phase and last error ("" clears it),
 // keeping its counters as the last pass recorded them.
 func (l *Lease) SetPhase(ctx context.Context, phase, lastErr string) error {
-	return l.write(ctx, "set phase", func(tx *sql.Tx) error {
+	return l.write(ctx, "set phase", func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, l.s.q(`UPDATE mailferry_migration SET phase = ?, last_error = ? WHERE id = ?`),
 			phase, lastErr, l.Migration.ID)
 		return err

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -51,6 +52,12 @@ type Lease struct {
 	expires time.Time
 	// lateUntil: writes of a holder may still land until then (see MayLand).
 	lateUntil time.Time
+	// later is the deferred writes (see group.go), committed before the
+	// lease's next write or within deferFor by laterTimer.
+	later      []*queuedWrite
+	laterTimer *time.Timer
+	// order keeps the lease's writes in the order they were made.
+	order sync.Mutex
 }
 
 // MayLand records that the holder sent writes to a server whose outcome it
@@ -234,11 +241,12 @@ WHERE id = ? AND epoch = ? AND holder = ?`), expires.UnixMicro(), l.Migration.ID
 	return nil
 }
 
-// Release frees the lease so that another process may acquire the
-// migration at once. It fails with ErrLeaseLost if the lease was already
+// Release commits the lease's deferred writes and frees the lease so that
+// another process may acquire the migration at once. It fails with ErrLeaseLost if the lease was already
 // lost or released; the migration's state is kept. A free lease's expiry
 // column keeps MayLand's time (0 if none) for the next holder.
 func (l *Lease) Release(ctx context.Context) error {
+	ferr := l.Flush(ctx)
 	var late int64
 	if t := l.LateUntil(); !t.IsZero() && t.After(l.s.nowUTC()) {
 		late = t.UnixMicro()
@@ -251,9 +259,9 @@ WHERE id = ? AND epoch = ? AND holder = ?`), late, l.Migration.ID, l.Epoch, l.Ho
 		err = l.checkOne(res)
 	}
 	if err != nil {
-		return fmt.Errorf("release lease on migration %s: %w", l.Migration.Key, err)
+		err = fmt.Errorf("release lease on migration %s: %w", l.Migration.Key, err)
 	}
-	return nil
+	return joinErrors(slices.DeleteFunc([]error{ferr, err}, func(e error) bool { return e == nil }))
 }
 
 // checkOne turns "no row matched the fence" into ErrLeaseLost.
@@ -268,12 +276,10 @@ func (l *Lease) checkOne(res sql.Result) error {
 	return nil
 }
 
-// write runs fn in one transaction after fencing it: the migration row is
-// updated (last activity) only if the lease still has its epoch and
-// holder. On PostgreSQL that update also locks the row until commit, so a
-// competing Acquire waits for this write instead of overtaking it. op
-// names the operation in errors.
-func (l *Lease) write(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
+// write runs fn in one transaction after fencing it (Lease.fenced), after
+// the lease's deferred writes; on SQLite the transaction may hold other
+// leases' writes too (see group.go). op names the operation in errors.
+func (l *Lease) write(ctx context.Context, op string, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	err := l.writeTx(ctx, fn)
 	if err != nil {
 		return fmt.Errorf("%s in migration %s: %w", op, l.Migration.Key, err)
@@ -281,38 +287,26 @@ func (l *Lease) write(ctx context.Context, op string, fn func(tx *sql.Tx) error)
 	return nil
 }
 
-func (l *Lease) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	defer l.s.writing()()
-	tx, err := l.s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	res, err := l.s.execTx(ctx, tx, `UPDATE mailferry_migration SET updated_at_us = ?
-WHERE id = ? AND epoch = ? AND holder = ?`, l.s.nowUTC().UnixMicro(), l.Migration.ID, l.Epoch, l.Holder)
-	if err != nil {
-		return err
-	}
-	if err := l.checkOne(res); err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return err
-	}
-	l.s.writes.Add(1)
-	return nil
-}
-
 // SetProgress records the migration's phase, counters and last error
 // (LastError "" clears it).
 func (l *Lease) SetProgress(ctx context.Context, p Progress) error {
-	return l.write(ctx, "set progress", func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, l.s.q(`UPDATE mailferry_migration SET phase = ?, messages_done = ?, messages_total = ?,
-bytes_done = ?, bytes_total = ?, verified = ?, failed = ?, last_error = ? WHERE id = ?`),
+	return l.write(ctx, "set progress", l.progressWrite(p))
+}
+
+// DeferProgress is SetProgress deferred (see group.go): committed with
+// the lease's next write, or within a second. For the progress of a
+// running pass, which a crash makes stale anyway. It is best effort: its
+// failure fails no other write (a lost lease or a broken database fails
+// the next write on its own).
+func (l *Lease) DeferProgress(ctx context.Context, p Progress) {
+	l.writeLater(ctx, "set progress", 0, true, l.progressWrite(p))
+}
+
+func (l *Lease) progressWrite(p Progress) func(ctx context.Context, tx *sql.Tx) error {
+	return func(ctx context.Context, tx *sql.Tx) error {
+		_, err := l.s.execTx(ctx, tx, `UPDATE mailferry_migration SET phase = ?, messages_done = ?, messages_total = ?,
+bytes_done = ?, bytes_total = ?, verified = ?, failed = ?, last_error = ? WHERE id = ?`,
 			p.Phase, p.MessagesDone, p.MessagesTotal, p.BytesDone, p.BytesTotal, p.Verified, p.Failed, p.LastError, l.Migration.ID)
 		return err
-	})
+	}
 }

@@ -29,9 +29,15 @@ type Message struct {
 const maxRowsPerInsert = 1000
 
 // Messages returns the folder's message map ordered by SrcUID. It reads
-// committed state in one query and does not check the lease; it fails
+// committed state in one query (after committing the lease's deferred
+// writes to the folder) and does not check the lease; it fails
 // with ErrNoFolder if the folder is not part of the migration.
 func (l *Lease) Messages(ctx context.Context, folderID int64) ([]Message, error) {
+	if l.deferredFor(folderID) {
+		if err := l.Flush(ctx); err != nil {
+			return nil, err
+		}
+	}
 	msgs, err := l.messages(ctx, folderID)
 	if err != nil {
 		return nil, fmt.Errorf("load messages of folder %d in migration %s: %w", folderID, l.Migration.Key, err)
@@ -100,18 +106,44 @@ func (l *Lease) PutBatch(ctx context.Context, folderID int64, msgs []Message, ma
 // folder's pass, which would otherwise be followed by a PutFolder of its
 // own (one commit, and on SQLite one fsync, less per folder).
 func (l *Lease) PutLastBatch(ctx context.Context, folderID int64, msgs []Message, mark uint32, suspects string, modseq uint64) error {
-	if modseq > math.MaxInt64 {
-		return fmt.Errorf("put messages in folder %d in migration %s: modseq %d exceeds 2^63-1", folderID, l.Migration.Key, modseq)
-	}
 	return l.putMessages(ctx, folderID, msgs, mark, &suspects, &modseq)
 }
 
+// DeferLastBatch is PutLastBatch deferred (see group.go): committed with
+// the lease's next write (in the same transaction), by a read of the
+// folder's records, by Flush or Release, or within a second; its failure
+// is returned by the write that commits it, and it returns only an error
+// in its arguments. It is for the last batch of a folder's pass: until it
+// is committed the batch's messages are among the folder's stored
+// suspects, so a crash before then leaves their copies to be found by
+// content and adopted.
+func (l *Lease) DeferLastBatch(ctx context.Context, folderID int64, msgs []Message, mark uint32, suspects string, modseq uint64) error {
+	op, fn, err := l.putMessagesWrite(folderID, msgs, mark, &suspects, &modseq)
+	if err != nil {
+		return err
+	}
+	l.writeLater(ctx, op, folderID, false, fn)
+	return nil
+}
+
 func (l *Lease) putMessages(ctx context.Context, folderID int64, msgs []Message, mark uint32, suspects *string, modseq *uint64) error {
+	op, fn, err := l.putMessagesWrite(folderID, msgs, mark, suspects, modseq)
+	if err != nil {
+		return err
+	}
+	return l.write(ctx, op, fn)
+}
+
+// putMessagesWrite is the write of putMessages, and its name.
+func (l *Lease) putMessagesWrite(folderID int64, msgs []Message, mark uint32, suspects *string, modseq *uint64) (string, func(ctx context.Context, tx *sql.Tx) error, error) {
+	if modseq != nil && *modseq > math.MaxInt64 {
+		return "", nil, fmt.Errorf("put messages in folder %d in migration %s: modseq %d exceeds 2^63-1", folderID, l.Migration.Key, *modseq)
+	}
 	rows, err := messageRows(msgs)
 	if err != nil {
-		return fmt.Errorf("put messages in folder %d in migration %s: %w", folderID, l.Migration.Key, err)
+		return "", nil, fmt.Errorf("put messages in folder %d in migration %s: %w", folderID, l.Migration.Key, err)
 	}
-	return l.write(ctx, fmt.Sprintf("put %d messages in folder %d", len(msgs), folderID), func(tx *sql.Tx) error {
+	return fmt.Sprintf("put %d messages in folder %d", len(msgs), folderID), func(ctx context.Context, tx *sql.Tx) error {
 		if err := l.setMark(ctx, tx, folderID, mark, suspects); err != nil {
 			return err
 		}
@@ -130,7 +162,7 @@ func (l *Lease) putMessages(ctx context.Context, folderID int64, msgs []Message,
 		}
 		failpoint.Hit("state-commit")
 		return nil
-	})
+	}, nil
 }
 
 // ReplaceFolder stores f (as PutFolder) and replaces its whole message map
@@ -145,7 +177,7 @@ func (l *Lease) ReplaceFolder(ctx context.Context, f Folder, msgs []Message) err
 	if f.SrcHighestModSeq > math.MaxInt64 {
 		return fmt.Errorf("replace folder %q in migration %s: modseq %d exceeds 2^63-1", f.Source, l.Migration.Key, f.SrcHighestModSeq)
 	}
-	return l.write(ctx, fmt.Sprintf("replace folder %q", f.Source), func(tx *sql.Tx) error {
+	return l.write(ctx, fmt.Sprintf("replace folder %q", f.Source), func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, l.s.q(`UPDATE mailferry_folder SET target = ?, src_uidvalidity = ?, dst_uidvalidity = ?,
 dst_uidnext_mark = ?, src_highest_modseq = ?, deleted = ?, suspects = ? WHERE id = ? AND migration_id = ? AND source = ?`),
 			f.Target, int64(f.SrcUIDValidity), int64(f.DstUIDValidity), int64(f.DstUIDNextMark), int64(f.SrcHighestModSeq),
@@ -278,7 +310,7 @@ sha256 = excluded.sha256, verified = excluded.verified, flags = excluded.flags`,
 // DeleteMessages removes the records of srcUIDs from the folder's map
 // (unknown UIDs are ignored), in one transaction.
 func (l *Lease) DeleteMessages(ctx context.Context, folderID int64, srcUIDs []uint32) error {
-	return l.write(ctx, fmt.Sprintf("delete %d messages from folder %d", len(srcUIDs), folderID), func(tx *sql.Tx) error {
+	return l.write(ctx, fmt.Sprintf("delete %d messages from folder %d", len(srcUIDs), folderID), func(ctx context.Context, tx *sql.Tx) error {
 		var owned int64
 		if err := tx.QueryRowContext(ctx, l.s.q(`SELECT count(*) FROM mailferry_folder WHERE id = ? AND migration_id = ?`),
 			folderID, l.Migration.ID).Scan(&owned); err != nil {

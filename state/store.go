@@ -40,10 +40,15 @@ type Store struct {
 	db  *sql.DB
 	drv driver
 	now func() time.Time
-	// wmu serialises this process's writes on SQLite: SQLite has one
-	// writer at a time, and writers that collide wait in its busy handler,
-	// which sleeps up to 100 ms a try; a mutex hands over at once.
-	wmu sync.Mutex
+	// turn serialises this process's writes on SQLite (a token, held
+	// while a write transaction runs): SQLite has one writer at a time,
+	// and writers that collide wait in its busy handler, which sleeps up
+	// to 100 ms a try; a channel hands over at once.
+	turn chan struct{}
+	// queued is the lease writes waiting for the turn, which the next
+	// holder commits together (see group.go).
+	qmu    sync.Mutex
+	queued []*queuedWrite
 	// existing: Open must not create the database (Existing).
 	existing bool
 	// password for a PostgreSQL state (WithPassword); "" leaves pgx's own
@@ -54,12 +59,20 @@ type Store struct {
 	// folderPuts counts PutFolder's commits (FolderPuts), writes every
 	// fenced write's (Writes).
 	folderPuts, writes atomic.Int64
+	// commits counts the lease writes' transactions (group.go): several
+	// writes committed together count once.
+	commits atomic.Int64
 }
 
 // FolderPuts is how many folder records (PutFolder) this Store has
 // committed: each is a commit of its own, on SQLite an fsync. Tests use it
 // to hold the copy to one per folder and pass.
 func (s *Store) FolderPuts() int64 { return s.folderPuts.Load() }
+
+// Commits is how many transactions the lease writes took (see group.go):
+// on SQLite, several writes committed together, or a deferred write
+// committed with the next, count once. Tests use it to count fsyncs.
+func (s *Store) Commits() int64 { return s.commits.Load() }
 
 // Writes is how many fenced write transactions (a lease holder's writes:
 // folder records, message maps, progress, history) this Store has
@@ -73,8 +86,8 @@ func (s *Store) writing() func() {
 	if s.drv.name() != "sqlite" {
 		return func() {}
 	}
-	s.wmu.Lock()
-	return s.wmu.Unlock
+	s.turn <- struct{}{}
+	return func() { <-s.turn }
 }
 
 // Option configures Open.
@@ -120,7 +133,7 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{drv: drv, now: time.Now}
+	s := &Store{drv: drv, now: time.Now, turn: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(s)
 	}
