@@ -414,7 +414,12 @@ func (o *ApplyOptions) runMove(ctx context.Context, m Move) MoveResult {
 				return res
 			}
 			changed := rep.Copied + rep.FlagsUpdated + rep.Expunged
-			if changed < o.ConvergeMessages || n >= o.MaxPasses {
+			// Converging passes shrink the final delta, which runs after
+			// the routing changes. With the routing already changed
+			// (Routed, no hook) the final delta follows at once and does
+			// what another pass would: one pass, then ready.
+			routed := o.Routed && o.Cutover == nil
+			if changed < o.ConvergeMessages || n >= o.MaxPasses || routed {
 				break
 			}
 			if stopped(o.Stop) {
