@@ -437,9 +437,25 @@ func copyMailbox(ctx context.Context, src, dst imapconn.Config, opts Options) (*
 		startWorker(i)
 	}
 
-	var jobs []*FolderMapping
+	// Largest folders first, so the last folder to finish is a small one.
+	// Each goes to the workers as soon as its target folder is ready, so
+	// the other pairs copy while the first creates the rest. The plan is
+	// what the source listed: a folder that cannot be prepared fails in
+	// it, as one that fails later does.
+	sort.SliceStable(candidates, func(i, j int) bool {
+		a, b := candidates[i].src, candidates[j].src
+		if a.Size != b.Size {
+			return a.Size > b.Size
+		}
+		return a.Messages > b.Messages
+	})
+	totalMsgs, totalBytes := folderTotals(candidates)
+	r.totalMsgs, r.totalBytes = totalMsgs, totalBytes
+	r.emit(Event{Kind: EventPlanned, Messages: totalMsgs, Bytes: totalBytes})
+	r.progress(ctx, r.phase(), "")
+
 	for _, m := range candidates {
-		r.report.Folders++
+		r.count(func(rep *Report) { rep.Folders++ })
 		if err := prepareTarget(ctx, dc, dstTree, m); err != nil {
 			if errors.Is(err, ctx.Err()) && ctx.Err() != nil {
 				break
@@ -450,23 +466,7 @@ func copyMailbox(ctx context.Context, src, dst imapconn.Config, opts Options) (*
 		if d := dstTree.byName(m.Target); d != nil && !d.NoSelect {
 			m.dst = d
 		}
-		jobs = append(jobs, m)
-	}
-	// Largest folders first, so the last folder to finish is a small one.
-	sort.SliceStable(jobs, func(i, j int) bool {
-		a, b := jobs[i].src, jobs[j].src
-		if a.Size != b.Size {
-			return a.Size > b.Size
-		}
-		return a.Messages > b.Messages
-	})
-	totalMsgs, totalBytes := folderTotals(jobs)
-	r.totalMsgs, r.totalBytes = totalMsgs, totalBytes
-	r.emit(Event{Kind: EventPlanned, Messages: totalMsgs, Bytes: totalBytes})
-	r.progress(ctx, r.phase(), "")
-
-	for _, j := range jobs {
-		queue <- j
+		queue <- m
 	}
 	close(queue)
 	if n > 0 {
