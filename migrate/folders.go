@@ -114,7 +114,15 @@ func listTree(ctx context.Context, c *imapconn.Session) (*tree, error) {
 	if c.Features.ListExtended {
 		opts.ReturnSubscribed = true
 		opts.ReturnSpecialUse = c.Features.SpecialUse
-		if c.Features.ListStatus {
+		switch {
+		case c.Features.ListStatus && c.Side() == imapconn.Target:
+			// Only what finds the folders that cannot have changed
+			// (worker.unchanged): MESSAGES, SIZE and HIGHESTMODSEQ plan
+			// nothing on the target, and cost it (a Dovecot mdbox target
+			// of 12 folders and 500 messages: 6-7 ms for the LIST with
+			// them, 2 ms without).
+			opts.ReturnStatus = &imap.StatusOptions{UIDValidity: true, UIDNext: true}
+		case c.Features.ListStatus:
 			opts.ReturnStatus = &imap.StatusOptions{NumMessages: true, UIDValidity: true, UIDNext: true,
 				Size: c.Features.StatusSize, HighestModSeq: c.Features.CondStore}
 		}

@@ -24,6 +24,7 @@ func TestUnchangedFoldersAreNotOpened(t *testing.T) {
 	r := newStateRig(t, statetest.SQLite(t), dovecot.Options{}, smallCorpus(97))
 	r.copy(migrate.Options{}, nil)
 	opened := regexp.MustCompile(`(?m)^[A-Za-z0-9]+ (SELECT|EXAMINE) `)
+	list := regexp.MustCompile(`(?m)^[A-Za-z0-9]+ LIST .*$`)
 	total := r.m.TotalMessages()
 	// pass copies once and returns the folders each side opened.
 	pass := func() (rep *migrate.Report, src, dst []string) {
@@ -34,6 +35,14 @@ func TestUnchangedFoldersAreNotOpened(t *testing.T) {
 		rep, err := migrate.Copy(context.Background(), srcCfg, dstCfg, migrate.Options{State: r.lease})
 		if err != nil || rep.Failed != 0 {
 			t.Fatalf("copy: %v, %d failed: %v", err, failed(rep), failures(rep))
+		}
+		// The source's LIST plans the copy; the target's asks only what
+		// finds the unchanged folders (its SIZE costs a Dovecot target).
+		if got := list.FindString(st.String()); !strings.Contains(got, "SIZE") || !strings.Contains(got, "HIGHESTMODSEQ") {
+			t.Errorf("the source's LIST: %q, want its folders' SIZE and HIGHESTMODSEQ", got)
+		}
+		if got := list.FindString(dt.String()); !strings.Contains(got, "STATUS (UIDVALIDITY UIDNEXT)") && !strings.Contains(got, "STATUS (UIDNEXT UIDVALIDITY)") {
+			t.Errorf("the target's LIST: %q, want STATUS (UIDVALIDITY UIDNEXT) only", got)
 		}
 		return rep, opened.FindAllString(st.String(), -1), opened.FindAllString(dt.String(), -1)
 	}
