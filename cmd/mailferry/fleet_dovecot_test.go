@@ -304,7 +304,9 @@ func TestFleetApplyOnPostgres(t *testing.T) {
 	if code, stdout, stderr := runCLI(t, nil, "plan", "-i", r.inv, "--drain", "alpha", "-o", plan); code != exitOK {
 		t.Fatalf("plan: exit %d\n%s%s", code, stdout, stderr)
 	}
-	code, stdout, stderr := runCLI(t, nil, "apply", plan, "-i", r.inv, "--state", pg, "--routed", "--report", report)
+	// --converge-messages 1: any copying pass would call for a converging
+	// one, but for --routed.
+	code, stdout, stderr := runCLI(t, nil, "apply", plan, "-i", r.inv, "--state", pg, "--routed", "--converge-messages", "1", "--report", report)
 	if code != exitOK {
 		t.Fatalf("apply: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
@@ -313,6 +315,13 @@ func TestFleetApplyOnPostgres(t *testing.T) {
 		t.Fatalf("report totals %+v, want 6 moves done and verified", tot)
 	}
 	r.exact(rep)
+	// --routed: the routing already changed, so the final delta follows
+	// the first pass at once, with no converging pass between them.
+	var twoPasses int
+	must(t, db.QueryRow(`SELECT count(*) FROM mailferry_migration WHERE phase = 'done' AND passes_total = 2`).Scan(&twoPasses))
+	if twoPasses != 6 {
+		t.Errorf("%d of the 6 moves done in 2 passes (copying, final delta), want all", twoPasses)
+	}
 	var jobs int
 	must(t, db.QueryRow(`SELECT count(*) FROM river_job WHERE kind = 'mailferry_move' AND state = 'completed'`).Scan(&jobs))
 	if jobs != 6 {
