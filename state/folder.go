@@ -98,14 +98,17 @@ WHERE migration_id = ? AND source = ?`), l.Migration.ID, source))
 // folder's ID from its first PutFolder, which creates the record, instead
 // of a commit (and on SQLite an fsync) of an empty one before it.
 func (l *Lease) LookupFolder(ctx context.Context, source string) (Folder, bool, error) {
-	f, err := scanFolder(l.s.queryRowDB(ctx, `SELECT `+folderColumns+` FROM mailferry_folder
+	read := func() (Folder, error) {
+		return scanFolder(l.s.queryRowDB(ctx, `SELECT `+folderColumns+` FROM mailferry_folder
 WHERE migration_id = ? AND source = ?`, l.Migration.ID, source))
+	}
+	f, err := read()
 	if err == nil && l.deferredFor(f.ID) {
 		// A deferred write changes it: committed first, then read again.
 		if err := l.Flush(ctx); err != nil {
 			return Folder{}, false, err
 		}
-		return l.LookupFolder(ctx, source)
+		f, err = read()
 	}
 	switch {
 	case err == nil:

@@ -3,9 +3,7 @@ package state
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -95,31 +93,24 @@ func (l *Lease) writeTx(ctx context.Context, fn func(ctx context.Context, tx *sq
 			errs = append(errs, fmt.Errorf("%s (deferred): %w", w.op, w.err))
 		}
 	}
-	return joinErrors(errs)
+	return joinErrors(errs...)
 }
 
-// joinErrors is errors.Join on one line.
-func joinErrors(errs []error) error {
-	switch len(errs) {
-	case 0:
-		return nil
-	case 1:
-		return errs[0]
+// joinErrors joins the non-nil errs on one line ("a; b"), each still
+// found by errors.Is and errors.As; nil if none.
+func joinErrors(errs ...error) error {
+	var out error
+	for _, err := range errs {
+		switch {
+		case err == nil:
+		case out == nil:
+			out = err
+		default:
+			out = fmt.Errorf("%w; %w", out, err)
+		}
 	}
-	msgs := make([]string, len(errs))
-	for i, err := range errs {
-		msgs[i] = err.Error()
-	}
-	return fmt.Errorf("%s%w", strings.Join(msgs, "; "), silent{errors.Join(errs...)})
+	return out
 }
-
-// silent wraps an error for errors.Is and errors.As without adding to the
-// message.
-type silent struct{ error }
-
-func (silent) Error() string { return "" }
-
-func (s silent) Unwrap() error { return s.error }
 
 // enqueue queues writes (in order, together) for the write turn.
 func (s *Store) enqueue(writes []*queuedWrite) {

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 )
@@ -242,8 +241,9 @@ WHERE id = ? AND epoch = ? AND holder = ?`), expires.UnixMicro(), l.Migration.ID
 }
 
 // Release commits the lease's deferred writes and frees the lease so that
-// another process may acquire the migration at once. It fails with ErrLeaseLost if the lease was already
-// lost or released; the migration's state is kept. A free lease's expiry
+// another process may acquire the migration at once. It fails with
+// ErrLeaseLost if the lease was already lost or released; the migration's
+// state is kept. A free lease's expiry
 // column keeps MayLand's time (0 if none) for the next holder.
 func (l *Lease) Release(ctx context.Context) error {
 	ferr := l.Flush(ctx)
@@ -261,7 +261,7 @@ WHERE id = ? AND epoch = ? AND holder = ?`), late, l.Migration.ID, l.Epoch, l.Ho
 	if err != nil {
 		err = fmt.Errorf("release lease on migration %s: %w", l.Migration.Key, err)
 	}
-	return joinErrors(slices.DeleteFunc([]error{ferr, err}, func(e error) bool { return e == nil }))
+	return joinErrors(ferr, err)
 }
 
 // checkOne turns "no row matched the fence" into ErrLeaseLost.

@@ -56,8 +56,8 @@ type Store struct {
 	password string
 	// stmts keeps the hot statements prepared (SQLite; see prepared.go).
 	stmts stmtCache
-	// folderPuts counts PutFolder's commits (FolderPuts), writes every
-	// fenced write's (Writes).
+	// folderPuts counts PutFolder's writes (FolderPuts), writes every
+	// fenced write (Writes).
 	folderPuts, writes atomic.Int64
 	// commits counts the lease writes' transactions (group.go): several
 	// writes committed together count once.
@@ -65,8 +65,7 @@ type Store struct {
 }
 
 // FolderPuts is how many folder records (PutFolder) this Store has
-// committed: each is a commit of its own, on SQLite an fsync. Tests use it
-// to hold the copy to one per folder and pass.
+// committed. Tests use it to hold the copy to one per folder and pass.
 func (s *Store) FolderPuts() int64 { return s.folderPuts.Load() }
 
 // Commits is how many transactions the lease writes took (see group.go):
@@ -74,10 +73,10 @@ func (s *Store) FolderPuts() int64 { return s.folderPuts.Load() }
 // committed with the next, count once. Tests use it to count fsyncs.
 func (s *Store) Commits() int64 { return s.commits.Load() }
 
-// Writes is how many fenced write transactions (a lease holder's writes:
-// folder records, message maps, progress, history) this Store has
-// committed, each on SQLite an fsync. Tests use it to count a pass's
-// commits.
+// Writes is how many fenced writes (a lease holder's writes: folder
+// records, message maps, progress, history) this Store has committed;
+// several may share a commit (see Commits). Tests use it to count a
+// pass's writes.
 func (s *Store) Writes() int64 { return s.writes.Load() }
 
 // writing takes the write turn (on SQLite; PostgreSQL takes row locks) and
